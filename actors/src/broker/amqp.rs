@@ -1,0 +1,374 @@
+//! RabbitMQ through lapin: the topology, confirmed publishing, consuming with
+//! per-consumer prefetch, and dead-lettering with a reason.
+use super::BrokerError;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tsst_messages::{
+    Envelope, Event, Role, Task, Topology, DELIVERY_LIMIT, HEADER_ERROR, HEADER_REJECTED_BY,
+};
+
+/// Persistent delivery, so a broker restart loses no task.
+const DELIVERY_MODE_PERSISTENT: u8 = 2;
+
+/// One connection with a confirm-mode channel for publishing. Consumers get channels
+/// of their own so a slow consumer never holds up publishing.
+#[derive(Clone)]
+pub struct AmqpBroker {
+    conn: std::sync::Arc<Connection>,
+    publisher: Channel,
+    name: String,
+    topology: Topology,
+}
+
+/// A message taken from a role's queue; ack it only once its effect is committed.
+pub struct AmqpDelivery {
+    pub data: Vec<u8>,
+    pub redelivered: bool,
+    inner: lapin::message::Delivery,
+}
+
+/// A consumer on one role's queue.
+pub struct AmqpConsumer {
+    stream: lapin::Consumer,
+    _channel: Channel,
+}
+
+impl AmqpBroker {
+    /// Connects; `name` shows in the RabbitMQ management UI to tell workers apart.
+    pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Self, BrokerError> {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let conn = Connection::connect(url, props)
+            .await
+            .map_err(|e| BrokerError::Connect(super::redact_url(url), e))?;
+        let publisher = conn.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(AmqpBroker {
+            conn: std::sync::Arc::new(conn),
+            publisher,
+            name: name.to_owned(),
+            topology,
+        })
+    }
+
+    /// Declares every exchange and queue; safe to call from every process that starts.
+    pub async fn declare_topology(&self) -> Result<(), BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let t = &self.topology;
+        ch.exchange_declare(
+            t.events_exchange().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.dead_letter_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for role in Role::ALL {
+            ch.queue_declare(
+                t.dead_letter_queue(role).into(),
+                durable_queue,
+                quorum_args(None),
+            )
+            .await?;
+            ch.queue_bind(
+                t.dead_letter_queue(role).into(),
+                t.dead_letter_exchange().into(),
+                t.queue(role).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            ch.queue_declare(
+                t.queue(role).into(),
+                durable_queue,
+                quorum_args(Some((t, role))),
+            )
+            .await?;
+        }
+        let _ = ch.close(200, "topology declared".into()).await;
+        Ok(())
+    }
+
+    /// Deletes the namespace's queues and exchanges, messages included: for throwaway
+    /// namespaces such as a test's.
+    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        let t = &self.topology;
+        for role in Role::ALL {
+            for q in [t.queue(role), t.dead_letter_queue(role)] {
+                ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+        }
+        for x in [t.events_exchange(), t.dead_letter_exchange()] {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        let _ = ch.close(200, "topology deleted".into()).await;
+        Ok(())
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Publishes tasks to their roles' queues and waits until the broker has taken
+    /// every one; all confirms are awaited together so a batch costs one round trip.
+    pub async fn publish_tasks(&self, tasks: &[Envelope<Task>]) -> Result<(), BrokerError> {
+        let mut pending = Vec::with_capacity(tasks.len());
+        for env in tasks {
+            let payload = env.encode()?;
+            let confirm = self
+                .publisher
+                .basic_publish(
+                    "".into(),
+                    self.topology.queue(env.body.role()).into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    persistent(&env.id),
+                )
+                .await?;
+            pending.push((env.id.as_str(), confirm));
+        }
+        for (id, confirm) in pending {
+            check_confirm(id, confirm.await?)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes bytes as they are to a queue, e.g. to replay a dead letter once the
+    /// cause is fixed.
+    pub async fn publish_raw(&self, queue: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        let confirm = self
+            .publisher
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                BasicProperties::default().with_delivery_mode(DELIVERY_MODE_PERSISTENT),
+            )
+            .await?;
+        check_confirm(queue, confirm.await?)
+    }
+
+    /// Publishes an event to the fanout exchange.
+    pub async fn publish_event(&self, event: &Envelope<Event>) -> Result<(), BrokerError> {
+        let confirm = self
+            .publisher
+            .basic_publish(
+                self.topology.events_exchange().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &event.encode()?,
+                persistent(&event.id),
+            )
+            .await?;
+        match confirm.await? {
+            Confirmation::Nack(_) => Err(BrokerError::Nacked(event.id.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts consuming `role`'s queue with at most `prefetch` unacknowledged messages.
+    pub async fn consume(&self, role: Role, prefetch: u16) -> Result<AmqpConsumer, BrokerError> {
+        self.consume_queue(&self.topology.queue(role), prefetch)
+            .await
+    }
+
+    /// Consumes any queue of the namespace, e.g. a dead-letter queue to inspect it.
+    pub async fn consume_queue(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<AmqpConsumer, BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        // Quorum queues refuse global QoS; this prefetch applies per consumer.
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("{}-{queue}", self.name);
+        let stream = ch
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(AmqpConsumer {
+            stream,
+            _channel: ch,
+        })
+    }
+
+    /// Number of ready messages in a queue. Uses a throwaway channel because a passive
+    /// declare of a missing queue closes the channel it runs on.
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "depth read".into()).await;
+        Ok(q.message_count())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+impl AmqpConsumer {
+    /// The next delivery, or `None` once the consumer is cancelled or the channel closes.
+    pub async fn next(&mut self) -> Option<Result<AmqpDelivery, BrokerError>> {
+        let item = self.stream.next().await?;
+        Some(item.map_err(BrokerError::from).map(|inner| AmqpDelivery {
+            data: inner.data.clone(),
+            redelivered: inner.redelivered,
+            inner,
+        }))
+    }
+}
+
+impl AmqpDelivery {
+    pub async fn ack(&self) -> Result<(), BrokerError> {
+        self.inner.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Puts the message back for another worker (e.g. at shutdown before it was done).
+    pub async fn requeue(&self) -> Result<(), BrokerError> {
+        self.inner
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the message to its role's dead-letter queue with `reason` in its headers,
+    /// then acks it. A plain reject could not carry the reason.
+    pub async fn dead_letter(
+        &self,
+        broker: &AmqpBroker,
+        role: Role,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let mut headers = self.inner.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            HEADER_ERROR.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        headers.insert(
+            HEADER_REJECTED_BY.into(),
+            AMQPValue::LongString(LongString::from(broker.name.as_str())),
+        );
+        let props = BasicProperties::default()
+            .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
+            .with_headers(headers);
+        let confirm = broker
+            .publisher
+            .basic_publish(
+                broker.topology.dead_letter_exchange().into(),
+                broker.topology.queue(role).into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &self.data,
+                props,
+            )
+            .await?;
+        check_confirm("dead letter", confirm.await?)?;
+        self.ack().await
+    }
+
+    /// The reason header of a dead-lettered message.
+    pub fn error_header(&self) -> Option<String> {
+        header_string(&self.inner.properties, HEADER_ERROR)
+    }
+}
+
+fn header_string(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn quorum_args(dead_letter_for: Option<(&Topology, Role)>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if let Some((t, role)) = dead_letter_for {
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(t.dead_letter_exchange().into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(t.queue(role).into()),
+        );
+        // RabbitMQ before 4.0 has no default limit: a message that crashes every
+        // worker would otherwise circulate forever.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(DELIVERY_LIMIT as i32),
+        );
+    }
+    args
+}
+
+fn persistent(id: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(id))
+}
+
+fn check_confirm(id: &str, confirmation: Confirmation) -> Result<(), BrokerError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(id.to_owned())),
+        Confirmation::Nack(_) => Err(BrokerError::Nacked(id.to_owned())),
+        Confirmation::NotRequested => Err(BrokerError::Unconfirmed(id.to_owned())),
+    }
+}

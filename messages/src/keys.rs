@@ -1,0 +1,112 @@
+//! Redis key names. All keys of one question's tree share a Redis Cluster hash tag,
+//! so multi-key scripts on a tree run on one shard; a run's keys are reachable from
+//! its index keys, so reading results never scans the keyspace.
+use crate::ids::NodeId;
+
+const PREFIX: &str = "tsst";
+
+/// Set of every run id.
+pub fn runs() -> String {
+    format!("{PREFIX}:runs")
+}
+
+/// Keys of one run (not of its trees).
+#[derive(Debug, Clone)]
+pub struct RunKeys {
+    run: String,
+}
+
+impl RunKeys {
+    pub fn new(run: &str) -> Self {
+        RunKeys {
+            run: run.to_owned(),
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{PREFIX}:run:{{{}}}:{what}", self.run)
+    }
+
+    /// Hash: the run's config (JSON), status and counters.
+    pub fn meta(&self) -> String {
+        self.key("meta")
+    }
+
+    /// Hash: question id → question JSON.
+    pub fn questions(&self) -> String {
+        self.key("questions")
+    }
+
+    /// List: question ids in dataset order.
+    pub fn order(&self) -> String {
+        self.key("order")
+    }
+
+    /// Set: questions whose work is complete.
+    pub fn done(&self) -> String {
+        self.key("done")
+    }
+
+    /// Hash: question id → failure reason.
+    pub fn failed(&self) -> String {
+        self.key("failed")
+    }
+}
+
+/// Keys of one question's search tree, all under the hash tag `{run/question}`.
+#[derive(Debug, Clone)]
+pub struct TreeKeys {
+    tag: String,
+}
+
+impl TreeKeys {
+    pub fn new(run: &str, question: &str) -> Self {
+        TreeKeys {
+            tag: format!("{{{run}/{question}}}"),
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{PREFIX}:tree:{}:{what}", self.tag)
+    }
+
+    /// Hash: node id → [`crate::Node`] JSON.
+    pub fn nodes(&self) -> String {
+        self.key("nodes")
+    }
+
+    /// Hash: the tree's state (current round, status, restarts).
+    pub fn state(&self) -> String {
+        self.key("state")
+    }
+
+    /// List: the frontier node ids of `round`.
+    pub fn frontier(&self, round: u32) -> String {
+        self.key(&format!("frontier:{round}"))
+    }
+
+    /// Set: frontier nodes of `round` whose children are scored (the round's barrier).
+    pub fn barrier(&self, round: u32) -> String {
+        self.key(&format!("barrier:{round}"))
+    }
+
+    /// List: finished node ids in the order they finished.
+    pub fn finished(&self) -> String {
+        self.key("finished")
+    }
+
+    /// Hash: node id → verdict JSON.
+    pub fn verdicts(&self) -> String {
+        self.key("verdicts")
+    }
+
+    /// Set: ids of tasks whose effect is committed, to drop redeliveries.
+    pub fn applied(&self) -> String {
+        self.key("applied")
+    }
+
+    /// Field of [`Self::nodes`] for one node.
+    pub fn node_field(id: NodeId) -> String {
+        id.to_string()
+    }
+}

@@ -1,0 +1,19 @@
+//! The tsst wire protocol: every task and event that crosses RabbitMQ or lives in
+//! Redis, with a schema version on each, and the names of queues, exchanges and keys.
+//! No I/O happens here.
+mod envelope;
+mod events;
+mod ids;
+pub mod keys;
+mod question;
+mod tasks;
+mod topology;
+mod tree;
+
+pub use envelope::{DecodeError, EncodeError, Envelope, SCHEMA_VERSION};
+pub use events::{Event, ModelKind};
+pub use ids::{splitmix64, stable_hash, validate_run_id, NodeId};
+pub use question::{DataSource, Question};
+pub use tasks::{ExpandTask, LabelTask, ScoreTask, Task, TrainTask, VerifyTask};
+pub use topology::*;
+pub use tree::{FinishReason, Node};

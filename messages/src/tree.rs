@@ -1,0 +1,73 @@
+//! Search-tree records as they are stored in Redis.
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Why a node left the frontier for the finished set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The text contains a final answer or another end marker.
+    Answer,
+    /// The policy produced no new step (end of sequence).
+    Exhausted,
+    /// The solution reached the character or token budget.
+    Length,
+    /// The question reached `max_rounds`; its best open node is kept as it is.
+    RoundLimit,
+}
+
+/// One reasoning step and the partial solution it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    /// `None` for the root, whose text is empty.
+    pub parent: Option<NodeId>,
+    /// Search round that created the node (the root is round 0's parent).
+    pub round: u32,
+    pub depth: u32,
+    /// Index among the samples drawn from the parent in its round.
+    pub sample: u32,
+    /// This step's text.
+    pub step: String,
+    /// The partial solution from the root through this step.
+    pub text: String,
+    /// Sum of the step's token log-probabilities under the policy.
+    pub logprob: f64,
+    /// Number of tokens in the step.
+    pub tokens: u32,
+    /// Tokens of the whole partial solution.
+    pub total_tokens: u32,
+    /// The value model's score, once scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<FinishReason>,
+}
+
+impl Node {
+    pub fn root(id: NodeId) -> Node {
+        Node {
+            id,
+            parent: None,
+            round: 0,
+            depth: 0,
+            sample: 0,
+            step: String::new(),
+            text: String::new(),
+            logprob: 0.0,
+            tokens: 0,
+            total_tokens: 0,
+            value: None,
+            finished: None,
+        }
+    }
+
+    /// Mean token log-probability of the step: the ranking used when `use_value` is off.
+    pub fn mean_logprob(&self) -> f64 {
+        if self.tokens == 0 {
+            0.0
+        } else {
+            self.logprob / f64::from(self.tokens)
+        }
+    }
+}
