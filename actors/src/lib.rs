@@ -1,3 +1,6 @@
-//! The actors of tsst and what they run on: the RabbitMQ bridge and the Redis store.
+//! The actors of tsst and what they run on: the search logic, the model backends,
+//! the RabbitMQ bridge and the Redis store.
+pub mod backend;
 pub mod broker;
+pub mod search;
 pub mod store;

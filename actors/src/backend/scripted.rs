@@ -1,0 +1,194 @@
+//! The scripted backend: steps and values computed from the question, the text and the
+//! seed by a fixed rule, so trees are known in advance. Tests and benchmarks use it to
+//! exercise the whole system at zero model cost.
+use super::{
+    BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, ScoreRequest,
+    StepSample, ValueBackend,
+};
+use tsst_messages::{splitmix64, stable_hash, Question};
+
+/// Observations a scripted step makes; few enough that siblings often coincide and
+/// get merged, as real samples at low temperature do.
+const LOOKS: [&str; 4] = [
+    "I look at the left part of the image",
+    "I look at the right part of the image",
+    "I compare the shapes by colour",
+    "I count the shapes that match the question",
+];
+
+#[derive(Debug, Default, Clone)]
+pub struct ScriptedPolicy;
+
+#[derive(Debug, Default, Clone)]
+pub struct ScriptedValue;
+
+impl ScriptedPolicy {
+    /// The step the rule writes after `prefix` for a draw `h`.
+    fn step(question: &Question, prefix: &str, h: u64) -> StepSample {
+        let done = prefix.matches("Step ").count();
+        let text = if done >= 1 && (h % 3 == 0 || done >= 3) {
+            let n = question.choices.len().max(2);
+            let letter = if (h >> 8) % 100 < 65 {
+                question.answer
+            } else {
+                (question.answer + 1 + ((h >> 16) as usize % (n - 1))) % n
+            };
+            format!("Final Answer: ({}).", Question::letter(letter))
+        } else if h % 41 == 0 {
+            String::new()
+        } else {
+            format!("Step {}: {}.", done + 1, LOOKS[((h >> 24) % 4) as usize])
+        };
+        let tokens = text.split_whitespace().count() as u32;
+        let per_token = 0.05 + ((h >> 40) % 100) as f64 / 200.0;
+        StepSample {
+            logprob: -per_token * f64::from(tokens),
+            tokens,
+            text,
+        }
+    }
+}
+
+impl PolicyBackend for ScriptedPolicy {
+    fn name(&self) -> String {
+        "scripted policy".into()
+    }
+
+    fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
+        Ok(batch
+            .iter()
+            .map(|req| {
+                if req.question.choices.is_empty() {
+                    return Err(RequestError("question has no choices".into()));
+                }
+                // Greedy decoding ignores the seed: every sample is the same step.
+                let greedy =
+                    stable_hash(&[b"greedy", req.question.id.as_bytes(), req.prefix.as_bytes()]);
+                Ok(req
+                    .seeds
+                    .iter()
+                    .map(|&seed| {
+                        let h = if req.temperature > 0.0 {
+                            splitmix64(seed)
+                        } else {
+                            greedy
+                        };
+                        Self::step(req.question, req.prefix, h)
+                    })
+                    .collect())
+            })
+            .collect())
+    }
+}
+
+impl ValueBackend for ScriptedValue {
+    fn name(&self) -> String {
+        "scripted value".into()
+    }
+
+    fn score(
+        &mut self,
+        batch: &[ScoreRequest<'_>],
+    ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
+        Ok(batch
+            .iter()
+            .map(|req| {
+                let h = stable_hash(&[b"value", req.question.id.as_bytes(), req.text.as_bytes()]);
+                let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+                let right = format!("Final Answer: ({})", req.question.answer_letter());
+                // Values lean towards correct answers, as a trained value model's would.
+                Ok(if req.text.contains(&right) {
+                    0.6 + 0.4 * u
+                } else if req.text.contains("Final Answer") {
+                    0.4 * u
+                } else {
+                    0.2 + 0.6 * u
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsst_messages::{DataSource, StepDelimiter};
+
+    fn question() -> Question {
+        Question {
+            id: "q1".into(),
+            source: DataSource::Aokvqa,
+            image: None,
+            question: "How many?".into(),
+            choices: vec!["1".into(), "2".into(), "3".into(), "4".into()],
+            answer: 2,
+            rationales: vec![],
+            context: None,
+        }
+    }
+
+    fn request<'a>(q: &'a Question, prefix: &'a str, temperature: f64) -> ExpandRequest<'a> {
+        ExpandRequest {
+            question: q,
+            prefix,
+            seeds: (0..8).collect(),
+            temperature,
+            max_new_tokens: 64,
+            delimiter: StepDelimiter::Period,
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_steps() {
+        let q = question();
+        let a = ScriptedPolicy.expand(&[request(&q, "", 0.7)]).unwrap();
+        let b = ScriptedPolicy.expand(&[request(&q, "", 0.7)]).unwrap();
+        assert_eq!(a, b);
+        let samples = a[0].as_ref().unwrap();
+        assert_eq!(samples.len(), 8);
+        assert!(samples
+            .iter()
+            .all(|s| s.text.is_empty() || s.text.starts_with("Step 1:")));
+    }
+
+    #[test]
+    fn greedy_ignores_the_seed() {
+        let q = question();
+        let out = ScriptedPolicy
+            .expand(&[request(&q, "Step 1: x.", 0.0)])
+            .unwrap();
+        let samples = out[0].as_ref().unwrap();
+        assert!(samples.iter().all(|s| s == &samples[0]));
+    }
+
+    #[test]
+    fn chains_end_in_an_answer() {
+        let q = question();
+        let prefix = "Step 1: a. Step 2: b. Step 3: c.";
+        let out = ScriptedPolicy.expand(&[request(&q, prefix, 0.7)]).unwrap();
+        assert!(out[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|s| s.text.starts_with("Final Answer: (")));
+    }
+
+    #[test]
+    fn values_favour_the_right_answer() {
+        let q = question();
+        let right = ScriptedValue
+            .score(&[ScoreRequest {
+                question: &q,
+                text: "Step 1: a. Final Answer: (C).",
+            }])
+            .unwrap();
+        let wrong = ScriptedValue
+            .score(&[ScoreRequest {
+                question: &q,
+                text: "Step 1: a. Final Answer: (A).",
+            }])
+            .unwrap();
+        assert!(right[0].as_ref().unwrap() >= &0.6);
+        assert!(wrong[0].as_ref().unwrap() < &0.4);
+    }
+}

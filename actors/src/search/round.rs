@@ -1,0 +1,254 @@
+//! One round of the sentence-level beam search as pure functions over nodes, so the
+//! generator and scorer actors only move data between the store and these.
+use super::finish::finish_reason;
+use super::select::select;
+use crate::backend::StepSample;
+use std::collections::HashMap;
+use tsst_messages::{stable_hash, FinishReason, Node, NodeId, SearchSpec};
+
+/// The seed of one sample. It depends on the question, the parent's text, the round
+/// and the sample index, never on the run id, the worker or the batch: the same config
+/// gives the same tree wherever and however it is computed.
+pub fn sample_seed(
+    spec: &SearchSpec,
+    question: &str,
+    parent: &Node,
+    round: u32,
+    sample: u32,
+) -> u64 {
+    stable_hash(&[
+        b"sample",
+        &spec.seed.to_le_bytes(),
+        question.as_bytes(),
+        parent.text.as_bytes(),
+        &round.to_le_bytes(),
+        &sample.to_le_bytes(),
+    ])
+}
+
+/// Turns a parent's samples into its children: empty steps are dropped and identical
+/// sibling texts are merged into the first sample that produced them.
+pub fn children(
+    run: &str,
+    question: &str,
+    parent: &Node,
+    round: u32,
+    samples: &[StepSample],
+) -> Vec<Node> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let step = s.text.trim();
+        if step.is_empty() || seen.contains(&step) {
+            continue;
+        }
+        seen.push(step);
+        let sample = i as u32;
+        let text = if parent.text.is_empty() {
+            step.to_owned()
+        } else {
+            format!("{} {step}", parent.text)
+        };
+        out.push(Node {
+            id: NodeId::child(run, question, parent.id, round, sample),
+            parent: Some(parent.id),
+            round,
+            depth: parent.depth + 1,
+            sample,
+            step: step.to_owned(),
+            text,
+            logprob: s.logprob,
+            tokens: s.tokens,
+            total_tokens: parent.total_tokens + s.tokens,
+            value: None,
+            finished: None,
+        });
+    }
+    out
+}
+
+/// What the end of a round decides for a question's tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundOutcome {
+    /// Nodes that join the finished set, in order, with why.
+    pub finished: Vec<(NodeId, FinishReason)>,
+    /// The next round's frontier (the root again on a restart); empty when done.
+    pub next_frontier: Vec<NodeId>,
+    /// The question's search is over.
+    pub done: bool,
+    /// The frontier emptied before enough solutions were found.
+    pub restarted: bool,
+}
+
+/// Concludes `round` once every frontier node's children are scored.
+/// `children` may be in any order; `finished_before` counts earlier solutions.
+pub fn conclude(
+    spec: &SearchSpec,
+    question: &str,
+    round: u32,
+    root: NodeId,
+    frontier: &[Node],
+    children: &[Node],
+    finished_before: u32,
+) -> RoundOutcome {
+    let position: HashMap<NodeId, usize> = frontier
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id, i))
+        .collect();
+    let mut candidates: Vec<Node> = children
+        .iter()
+        .filter(|c| c.parent.is_some_and(|p| position.contains_key(&p)))
+        .cloned()
+        .collect();
+    candidates.sort_by_key(|c| (c.parent.map(|p| position[&p]), c.sample));
+
+    let mut finished = Vec::new();
+    // A node that yields no new step is finished as it is (the root has no text to
+    // offer as a solution, so it is not).
+    for node in frontier {
+        let has_children = candidates.iter().any(|c| c.parent == Some(node.id));
+        if !has_children && node.parent.is_some() {
+            finished.push((node.id, FinishReason::Exhausted));
+        }
+    }
+    let mut next_frontier = Vec::new();
+    for i in select(&candidates, spec, question, round) {
+        let c = &candidates[i];
+        match finish_reason(&c.text, c.total_tokens, spec) {
+            Some(reason) => finished.push((c.id, reason)),
+            None => next_frontier.push(c.id),
+        }
+    }
+    let room = spec.n_consistency.saturating_sub(finished_before) as usize;
+    finished.truncate(room);
+    let total = finished_before + finished.len() as u32;
+    let done = total >= spec.n_consistency || round + 1 >= spec.max_rounds;
+    let restarted = !done && next_frontier.is_empty();
+    if done {
+        next_frontier.clear();
+    } else if restarted {
+        next_frontier.push(root);
+    }
+    RoundOutcome {
+        finished,
+        next_frontier,
+        done,
+        restarted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::tests::spec;
+
+    fn sample(text: &str) -> StepSample {
+        StepSample {
+            text: text.into(),
+            logprob: -1.0,
+            tokens: 4,
+        }
+    }
+
+    #[test]
+    fn identical_siblings_merge_and_empty_steps_drop() {
+        let root = Node::root(NodeId::root("r", "q"));
+        let kids = children(
+            "r",
+            "q",
+            &root,
+            0,
+            &[
+                sample("Step 1: a."),
+                sample(" Step 1: a. "),
+                sample(""),
+                sample("Step 1: b."),
+            ],
+        );
+        assert_eq!(kids.len(), 2);
+        assert_eq!(kids[0].sample, 0);
+        assert_eq!(kids[1].sample, 3);
+        assert_eq!(kids[1].text, "Step 1: b.");
+        let grand = children("r", "q", &kids[0], 1, &[sample("Step 2: c.")]);
+        assert_eq!(grand[0].text, "Step 1: a. Step 2: c.");
+        assert_eq!(grand[0].depth, 2);
+        assert_eq!(grand[0].total_tokens, 8);
+    }
+
+    fn scored(parent: &Node, round: u32, texts: &[(&str, f64)]) -> Vec<Node> {
+        let samples: Vec<StepSample> = texts.iter().map(|(t, _)| sample(t)).collect();
+        let mut kids = children("r", "q", parent, round, &samples);
+        for (k, (_, v)) in kids.iter_mut().zip(texts) {
+            k.value = Some(*v);
+        }
+        kids
+    }
+
+    #[test]
+    fn finished_kept_nodes_leave_the_frontier() {
+        let mut s = spec();
+        s.selection = tsst_messages::Selection::Top;
+        s.branch = 2;
+        s.n_consistency = 3;
+        let root = Node::root(NodeId::root("r", "q"));
+        let kids = scored(
+            &root,
+            0,
+            &[
+                ("Final Answer: (A).", 0.9),
+                ("Step 1: x.", 0.8),
+                ("Step 1: y.", 0.1),
+            ],
+        );
+        let out = conclude(&s, "q", 0, root.id, std::slice::from_ref(&root), &kids, 0);
+        assert_eq!(out.finished, vec![(kids[0].id, FinishReason::Answer)]);
+        assert_eq!(out.next_frontier, vec![kids[1].id]);
+        assert!(!out.done && !out.restarted);
+    }
+
+    #[test]
+    fn enough_solutions_end_the_search() {
+        let mut s = spec();
+        s.branch = 3;
+        s.n_consistency = 2;
+        let root = Node::root(NodeId::root("r", "q"));
+        let kids = scored(
+            &root,
+            0,
+            &[
+                ("Final Answer: (A).", 0.9),
+                ("Final Answer: (B).", 0.8),
+                ("Final Answer: (C).", 0.7),
+            ],
+        );
+        let out = conclude(&s, "q", 0, root.id, std::slice::from_ref(&root), &kids, 0);
+        assert_eq!(out.finished.len(), 2, "capped at n_consistency");
+        assert!(out.done);
+        assert!(out.next_frontier.is_empty());
+    }
+
+    #[test]
+    fn an_empty_frontier_restarts_from_the_root() {
+        let mut s = spec();
+        s.n_consistency = 5;
+        let root = Node::root(NodeId::root("r", "q"));
+        let kids = scored(&root, 0, &[("Step 1: a.", 0.5)]);
+        // kids[0] yields nothing in round 1: it is finished as it is.
+        let out = conclude(&s, "q", 1, root.id, &kids, &[], 0);
+        assert_eq!(out.finished, vec![(kids[0].id, FinishReason::Exhausted)]);
+        assert!(out.restarted);
+        assert_eq!(out.next_frontier, vec![root.id]);
+    }
+
+    #[test]
+    fn the_round_limit_ends_the_search() {
+        let mut s = spec();
+        s.max_rounds = 2;
+        let root = Node::root(NodeId::root("r", "q"));
+        let kids = scored(&root, 1, &[("Step 2: a.", 0.5)]);
+        let out = conclude(&s, "q", 1, root.id, std::slice::from_ref(&root), &kids, 0);
+        assert!(out.done);
+        assert!(out.finished.is_empty());
+    }
+}

@@ -1,0 +1,75 @@
+//! What a run searches with, as stored in Redis when it is enqueued: every worker
+//! reads the same settings, whichever config file it was started with.
+use serde::{Deserialize, Serialize};
+
+/// How `branch` children are kept out of more candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Drawn without replacement with probability proportional to
+    /// `score^(1/selection_temperature)`.
+    #[default]
+    Sample,
+    /// The `branch` highest scores, deterministically.
+    Top,
+}
+
+/// Where one reasoning step ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepDelimiter {
+    /// The first token containing "." (the reference behaviour).
+    #[default]
+    Period,
+    /// A line break.
+    Newline,
+    /// The start of the next "Step k:".
+    StepMarker,
+}
+
+/// Beam search, or one greedy chain per question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    Beam,
+    Direct,
+}
+
+/// The search settings of a run (TSST.md, "Value-guided sentence-level beam search").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSpec {
+    pub mode: SearchMode,
+    pub seed: u64,
+    pub num_beams: u32,
+    pub first_round_multiplier: u32,
+    pub branch: u32,
+    pub n_consistency: u32,
+    /// 0 samples greedily.
+    pub temperature: f64,
+    /// Token budget of a whole solution.
+    pub max_length: u32,
+    pub step_max_tokens: u32,
+    pub finish_max_chars: u32,
+    pub max_rounds: u32,
+    pub selection: Selection,
+    pub selection_temperature: f64,
+    pub step_delimiter: StepDelimiter,
+    /// False ranks candidates by the policy's mean token log-probability.
+    pub use_value: bool,
+    /// `scripted` or an exported model directory.
+    pub policy_model: String,
+    pub value_model: Option<String>,
+    /// The `models[].tag` this run evaluates.
+    pub tag: String,
+}
+
+impl SearchSpec {
+    /// Candidates drawn from each frontier node in `round`.
+    pub fn samples_in_round(&self, round: u32) -> u32 {
+        if round == 0 {
+            self.num_beams * self.first_round_multiplier.max(1)
+        } else {
+            self.num_beams
+        }
+    }
+}
