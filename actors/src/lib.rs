@@ -1,6 +1,9 @@
 //! The actors of tsst and what they run on: the search logic, the model backends,
-//! the RabbitMQ bridge and the Redis store.
+//! the RabbitMQ bridge, the Redis store and the worker runtime.
 pub mod backend;
 pub mod broker;
+pub mod pipeline;
+pub mod roles;
+pub mod runtime;
 pub mod search;
 pub mod store;

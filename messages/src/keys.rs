@@ -1,8 +1,6 @@
 //! Redis key names. All keys of one question's tree share a Redis Cluster hash tag,
 //! so multi-key scripts on a tree run on one shard; a run's keys are reachable from
 //! its index keys, so reading results never scans the keyspace.
-use crate::ids::NodeId;
-
 const PREFIX: &str = "tsst";
 
 /// Set of every run id.
@@ -90,6 +88,27 @@ impl TreeKeys {
         self.key(&format!("barrier:{round}"))
     }
 
+    /// Hash: node id → value score.
+    pub fn values(&self) -> String {
+        self.key("values")
+    }
+
+    /// Hash: node id → finish reason, for nodes in the finished list.
+    pub fn reasons(&self) -> String {
+        self.key("reasons")
+    }
+
+    /// Set: the children created in `round` (every frontier node's, merged).
+    pub fn children(&self, round: u32) -> String {
+        self.key(&format!("children:{round}"))
+    }
+
+    /// Hash: key of an applied effect → the follow-up tasks it published (JSON), so a
+    /// redelivery republishes them instead of computing them again.
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+
     /// List: finished node ids in the order they finished.
     pub fn finished(&self) -> String {
         self.key("finished")
@@ -98,15 +117,5 @@ impl TreeKeys {
     /// Hash: node id → verdict JSON.
     pub fn verdicts(&self) -> String {
         self.key("verdicts")
-    }
-
-    /// Set: ids of tasks whose effect is committed, to drop redeliveries.
-    pub fn applied(&self) -> String {
-        self.key("applied")
-    }
-
-    /// Field of [`Self::nodes`] for one node.
-    pub fn node_field(id: NodeId) -> String {
-        id.to_string()
     }
 }

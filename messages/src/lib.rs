@@ -1,5 +1,6 @@
 //! The tsst wire protocol: every task and event that crosses RabbitMQ or lives in
-//! Redis, with a schema version on each, and the names of queues, exchanges and keys.
+//! Redis, with a schema version on each, the names of queues, exchanges and keys, and
+//! the results file format.
 //! No I/O happens here.
 mod envelope;
 mod events;
@@ -7,17 +8,20 @@ mod ids;
 pub mod keys;
 mod partition;
 mod question;
+pub mod results;
 mod spec;
 mod tasks;
 mod topology;
 mod tree;
+mod verdict;
 
 pub use envelope::{DecodeError, EncodeError, Envelope, SCHEMA_VERSION};
 pub use events::{Event, ModelKind};
 pub use ids::{splitmix64, stable_hash, validate_run_id, NodeId};
 pub use partition::Partition;
 pub use question::{DataSource, Question};
-pub use spec::{SearchMode, SearchSpec, Selection, StepDelimiter};
+pub use spec::{DatasetSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter};
 pub use tasks::{ExpandTask, LabelTask, ScoreTask, Task, TrainTask, VerifyTask};
 pub use topology::*;
-pub use tree::{FinishReason, Node};
+pub use tree::{FinishReason, Node, TreeState, TreeStatus};
+pub use verdict::{Verdict, VerdictSource};

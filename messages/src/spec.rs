@@ -73,3 +73,23 @@ impl SearchSpec {
         }
     }
 }
+
+/// Where a run's questions came from, kept with the run for its report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    pub source: crate::DataSource,
+    pub root: std::path::PathBuf,
+    pub split: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_size: Option<usize>,
+}
+
+/// Everything a worker needs to know about a run, stored once when it is enqueued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: String,
+    pub search: SearchSpec,
+    pub dataset: DatasetSpec,
+}

@@ -12,8 +12,6 @@ pub enum FinishReason {
     Exhausted,
     /// The solution reached the character or token budget.
     Length,
-    /// The question reached `max_rounds`; its best open node is kept as it is.
-    RoundLimit,
 }
 
 /// One reasoning step and the partial solution it ends.
@@ -70,4 +68,48 @@ impl Node {
             self.logprob / f64::from(self.tokens)
         }
     }
+}
+
+/// Where a question's tree stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeStatus {
+    Searching,
+    /// The search is over; verification is next.
+    Searched,
+    /// Verified and labelled: nothing more to do.
+    Done,
+    /// The question could not be processed.
+    Failed,
+}
+
+impl TreeStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeStatus::Searching => "searching",
+            TreeStatus::Searched => "searched",
+            TreeStatus::Done => "done",
+            TreeStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TreeStatus> {
+        [
+            TreeStatus::Searching,
+            TreeStatus::Searched,
+            TreeStatus::Done,
+            TreeStatus::Failed,
+        ]
+        .into_iter()
+        .find(|t| t.name() == s)
+    }
+}
+
+/// The per-question counters kept beside the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeState {
+    /// The round being searched (the number of rounds run, once searched).
+    pub round: u32,
+    pub status: TreeStatus,
+    pub restarts: u32,
 }

@@ -203,7 +203,10 @@ fn tree_keys_share_one_hash_tag() {
         k.barrier(3),
         k.finished(),
         k.verdicts(),
-        k.applied(),
+        k.outbox(),
+        k.values(),
+        k.reasons(),
+        k.children(2),
     ];
     for key in all {
         assert_eq!(tag(key), "run-1/q/7");

@@ -26,7 +26,7 @@ impl ScriptedPolicy {
     /// The step the rule writes after `prefix` for a draw `h`.
     fn step(question: &Question, prefix: &str, h: u64) -> StepSample {
         let done = prefix.matches("Step ").count();
-        let text = if done >= 1 && (h % 3 == 0 || done >= 3) {
+        let text = if done >= 1 && (h.is_multiple_of(3) || done >= 3) {
             let n = question.choices.len().max(2);
             let letter = if (h >> 8) % 100 < 65 {
                 question.answer
@@ -34,7 +34,7 @@ impl ScriptedPolicy {
                 (question.answer + 1 + ((h >> 16) as usize % (n - 1))) % n
             };
             format!("Final Answer: ({}).", Question::letter(letter))
-        } else if h % 41 == 0 {
+        } else if h.is_multiple_of(41) {
             String::new()
         } else {
             format!("Step {}: {}.", done + 1, LOOKS[((h >> 24) % 4) as usize])

@@ -1,6 +1,6 @@
 //! RabbitMQ through lapin: the topology, confirmed publishing, consuming with
 //! per-consumer prefetch, and dead-lettering with a reason.
-use super::BrokerError;
+use super::{Broker, BrokerError, Consumer, Delivery};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -28,17 +28,19 @@ pub struct AmqpBroker {
     topology: Topology,
 }
 
-/// A message taken from a role's queue; ack it only once its effect is committed.
+/// A message taken from a queue; ack it only once its effect is committed.
 pub struct AmqpDelivery {
-    pub data: Vec<u8>,
-    pub redelivered: bool,
     inner: lapin::message::Delivery,
+    broker: AmqpBroker,
+    role: Option<Role>,
 }
 
-/// A consumer on one role's queue.
+/// A consumer on one queue.
 pub struct AmqpConsumer {
     stream: lapin::Consumer,
     _channel: Channel,
+    broker: AmqpBroker,
+    role: Option<Role>,
 }
 
 impl AmqpBroker {
@@ -47,7 +49,7 @@ impl AmqpBroker {
         let props = ConnectionProperties::default().with_connection_name(name.into());
         let conn = Connection::connect(url, props)
             .await
-            .map_err(|e| BrokerError::Connect(super::redact_url(url), e))?;
+            .map_err(|e| BrokerError::Connect(tsst_config::redact_url(url), e))?;
         let publisher = conn.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
@@ -199,12 +201,6 @@ impl AmqpBroker {
         }
     }
 
-    /// Starts consuming `role`'s queue with at most `prefetch` unacknowledged messages.
-    pub async fn consume(&self, role: Role, prefetch: u16) -> Result<AmqpConsumer, BrokerError> {
-        self.consume_queue(&self.topology.queue(role), prefetch)
-            .await
-    }
-
     /// Consumes any queue of the namespace, e.g. a dead-letter queue to inspect it.
     pub async fn consume_queue(
         &self,
@@ -226,6 +222,8 @@ impl AmqpBroker {
         Ok(AmqpConsumer {
             stream,
             _channel: ch,
+            broker: self.clone(),
+            role: None,
         })
     }
 
@@ -252,26 +250,58 @@ impl AmqpBroker {
     }
 }
 
-impl AmqpConsumer {
-    /// The next delivery, or `None` once the consumer is cancelled or the channel closes.
-    pub async fn next(&mut self) -> Option<Result<AmqpDelivery, BrokerError>> {
+impl Broker for AmqpBroker {
+    type Consumer = AmqpConsumer;
+
+    async fn declare(&self) -> Result<(), BrokerError> {
+        self.declare_topology().await
+    }
+
+    async fn publish(&self, tasks: &[Envelope<Task>]) -> Result<(), BrokerError> {
+        self.publish_tasks(tasks).await
+    }
+
+    async fn publish_event(&self, event: &Envelope<Event>) -> Result<(), BrokerError> {
+        AmqpBroker::publish_event(self, event).await
+    }
+
+    async fn consume(&self, role: Role, prefetch: u16) -> Result<AmqpConsumer, BrokerError> {
+        let mut consumer = self
+            .consume_queue(&self.topology.queue(role), prefetch)
+            .await?;
+        consumer.role = Some(role);
+        Ok(consumer)
+    }
+}
+
+impl Consumer for AmqpConsumer {
+    type Delivery = AmqpDelivery;
+
+    async fn next(&mut self) -> Option<Result<AmqpDelivery, BrokerError>> {
         let item = self.stream.next().await?;
         Some(item.map_err(BrokerError::from).map(|inner| AmqpDelivery {
-            data: inner.data.clone(),
-            redelivered: inner.redelivered,
             inner,
+            broker: self.broker.clone(),
+            role: self.role,
         }))
     }
 }
 
-impl AmqpDelivery {
-    pub async fn ack(&self) -> Result<(), BrokerError> {
+impl Delivery for AmqpDelivery {
+    fn data(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    async fn ack(&self) -> Result<(), BrokerError> {
         self.inner.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 
-    /// Puts the message back for another worker (e.g. at shutdown before it was done).
-    pub async fn requeue(&self) -> Result<(), BrokerError> {
+    async fn requeue(&self) -> Result<(), BrokerError> {
         self.inner
             .nack(BasicNackOptions {
                 requeue: true,
@@ -281,14 +311,10 @@ impl AmqpDelivery {
         Ok(())
     }
 
-    /// Moves the message to its role's dead-letter queue with `reason` in its headers,
-    /// then acks it. A plain reject could not carry the reason.
-    pub async fn dead_letter(
-        &self,
-        broker: &AmqpBroker,
-        role: Role,
-        reason: &str,
-    ) -> Result<(), BrokerError> {
+    /// Republishes the message to the dead-letter exchange with `reason` in its
+    /// headers, then acks it: a plain reject could not carry the reason.
+    async fn dead_letter(&self, reason: &str) -> Result<(), BrokerError> {
+        let broker = &self.broker;
         let mut headers = self.inner.properties.headers().clone().unwrap_or_default();
         headers.insert(
             HEADER_ERROR.into(),
@@ -301,23 +327,31 @@ impl AmqpDelivery {
         let props = BasicProperties::default()
             .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
             .with_headers(headers);
+        // A delivery from a role's queue goes to that role's dead-letter queue; one
+        // from elsewhere (a dead-letter queue itself) back where it came from.
+        let routing = match self.role {
+            Some(role) => broker.topology.queue(role),
+            None => self.inner.routing_key.to_string(),
+        };
         let confirm = broker
             .publisher
             .basic_publish(
                 broker.topology.dead_letter_exchange().into(),
-                broker.topology.queue(role).into(),
+                routing.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
-                &self.data,
+                &self.inner.data,
                 props,
             )
             .await?;
         check_confirm("dead letter", confirm.await?)?;
         self.ack().await
     }
+}
 
+impl AmqpDelivery {
     /// The reason header of a dead-lettered message.
     pub fn error_header(&self) -> Option<String> {
         header_string(&self.inner.properties, HEADER_ERROR)

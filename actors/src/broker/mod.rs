@@ -1,8 +1,13 @@
-//! The work queues.
+//! The work queues: RabbitMQ in distributed mode, an in-process queue in embedded
+//! mode, behind one trait held to one conformance suite (`tests/broker_conformance.rs`).
 mod amqp;
+mod memory;
 
 pub use amqp::{AmqpBroker, AmqpConsumer, AmqpDelivery};
+pub use memory::{MemoryBroker, MemoryConsumer, MemoryDelivery};
+use std::future::Future;
 use thiserror::Error;
+use tsst_messages::{Envelope, Event, Role, Task};
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -20,37 +25,47 @@ pub enum BrokerError {
     Encode(#[from] tsst_messages::EncodeError),
 }
 
-/// A URL with its password replaced, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let slash = if rest.contains('/') { "/" } else { "" };
-    format!("{scheme}://{user}:***@{host}{slash}{path}")
+pub trait Broker: Clone + Send + Sync + 'static {
+    type Consumer: Consumer;
+
+    /// Declares queues and exchanges; safe to call from every process that starts.
+    fn declare(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Publishes tasks to their roles' queues; returns once the broker holds them all.
+    fn publish(
+        &self,
+        tasks: &[Envelope<Task>],
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Publishes an event to every subscriber (best effort: events are for display).
+    fn publish_event(
+        &self,
+        event: &Envelope<Event>,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Starts consuming `role`'s queue with at most `prefetch` unsettled deliveries.
+    fn consume(
+        &self,
+        role: Role,
+        prefetch: u16,
+    ) -> impl Future<Output = Result<Self::Consumer, BrokerError>> + Send;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
+pub trait Consumer: Send + 'static {
+    type Delivery: Delivery;
 
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(
-            redact_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@host:6379"),
-            "redis://:***@host:6379"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
+    /// The next delivery; `None` once the consumer is closed.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Self::Delivery, BrokerError>>> + Send;
+}
+
+/// A message taken from a queue. Settle it once: ack only after its effect is
+/// committed; a delivery dropped unsettled goes back to the queue.
+pub trait Delivery: Send + Sync + 'static {
+    fn data(&self) -> &[u8];
+    fn redelivered(&self) -> bool;
+    fn ack(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// Puts it back for another consumer.
+    fn requeue(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// Moves it to the role's dead-letter queue with `reason`.
+    fn dead_letter(&self, reason: &str) -> impl Future<Output = Result<(), BrokerError>> + Send;
 }

@@ -1,8 +1,19 @@
-//! Durable state: runs, questions and search trees.
+//! Durable state: runs, questions and search trees. Two implementations, Redis and
+//! in-memory, held to one conformance suite (`tests/store_conformance.rs`).
+//!
+//! Operations take batches so that the Redis implementation can answer a whole batch
+//! of tasks in one round trip. Every write is idempotent: a task delivered twice
+//! commits the same effect twice, and a round is concluded exactly once.
+mod memory;
 mod redis_store;
 
+pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+
+use std::collections::HashMap;
+use std::future::Future;
 use thiserror::Error;
+use tsst_messages::{Envelope, Node, NodeId, Question, RunRecord, Task, TreeState, Verdict};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -10,13 +21,210 @@ pub enum StoreError {
     Connect(String, redis::RedisError),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("corrupt record in Redis at {key}: {source}")]
-    Corrupt {
-        key: String,
-        source: serde_json::Error,
-    },
+    #[error("corrupt record in the store at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
     #[error("run {0} is not known to the store")]
     UnknownRun(String),
+    #[error("question {question} of run {run} has no tree in the store")]
+    UnknownTree { run: String, question: String },
     #[error("run {run} was enqueued before with a different {what}; use another --run id")]
     Conflict { run: String, what: &'static str },
+}
+
+/// Identifies one question's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TreeRef {
+    pub run: String,
+    pub question: String,
+}
+
+impl TreeRef {
+    pub fn new(run: &str, question: &str) -> Self {
+        TreeRef {
+            run: run.to_owned(),
+            question: question.to_owned(),
+        }
+    }
+}
+
+/// A generator's effect: the children of one frontier node, and the tasks to publish.
+#[derive(Debug, Clone)]
+pub struct ExpandCommit {
+    pub tree: TreeRef,
+    /// The expand task's id; its outbox entry marks the effect as applied.
+    pub task_id: String,
+    pub round: u32,
+    pub children: Vec<Node>,
+    pub outbox: Vec<Envelope<Task>>,
+}
+
+/// A scorer's effect: values for one frontier node's children, counted once in the
+/// round's barrier.
+#[derive(Debug, Clone)]
+pub struct ScoreCommit {
+    pub tree: TreeRef,
+    pub round: u32,
+    pub parent: NodeId,
+    pub values: Vec<(NodeId, f64)>,
+}
+
+/// Where a round stands after a score commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Barrier {
+    /// Other frontier nodes' children are still unscored.
+    Waiting,
+    /// Every frontier node is scored and the round is not concluded yet: conclude it.
+    Complete,
+    /// The round was concluded already (this is a redelivery): republish its outbox.
+    Concluded,
+}
+
+/// What concluding a round needs to read.
+#[derive(Debug, Clone)]
+pub struct RoundView {
+    pub state: TreeState,
+    pub frontier: Vec<Node>,
+    pub children: Vec<Node>,
+    pub finished: u32,
+}
+
+/// The conclusion of a round, committed only if the tree is still at `round`.
+#[derive(Debug, Clone)]
+pub struct RoundCommit {
+    pub tree: TreeRef,
+    pub round: u32,
+    pub finished: Vec<(NodeId, tsst_messages::FinishReason)>,
+    pub next_frontier: Vec<NodeId>,
+    pub done: bool,
+    pub restarted: bool,
+    pub outbox: Vec<Envelope<Task>>,
+}
+
+/// Verdicts on a tree's finished nodes.
+#[derive(Debug, Clone)]
+pub struct VerdictCommit {
+    pub tree: TreeRef,
+    pub verdicts: Vec<(NodeId, Verdict)>,
+    pub outbox: Vec<Envelope<Task>>,
+}
+
+/// A run's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+}
+
+impl Progress {
+    pub fn complete(&self) -> bool {
+        self.done >= self.total
+    }
+}
+
+/// Everything stored about one tree, for results and comparisons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeView {
+    pub state: TreeState,
+    /// Every node, values and finish reasons filled in, ordered by id.
+    pub nodes: Vec<Node>,
+    /// Finished node ids in the order they finished.
+    pub finished: Vec<NodeId>,
+    pub verdicts: HashMap<NodeId, Verdict>,
+    pub error: Option<String>,
+}
+
+/// The outbox key of a round's conclusion.
+pub fn round_outbox_key(round: u32) -> String {
+    format!("round/{round}")
+}
+
+/// The outbox key of a tree's verification.
+pub const VERIFY_OUTBOX_KEY: &str = "verify";
+
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Records a run and its questions; `Ok(false)` when it was recorded before with the
+    /// same record, an error when with a different one.
+    fn register_run(
+        &self,
+        record: &RunRecord,
+        questions: &[Question],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn run_record(&self, run: &str) -> impl Future<Output = Result<RunRecord, StoreError>> + Send;
+
+    /// The run's questions in dataset order.
+    fn questions(
+        &self,
+        run: &str,
+    ) -> impl Future<Output = Result<Vec<Question>, StoreError>> + Send;
+
+    fn runs(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Creates each tree with its root as round 0's frontier unless it exists; returns
+    /// the questions whose first task has not been published yet.
+    fn init_trees(
+        &self,
+        run: &str,
+        questions: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Records that the first task of these trees is published.
+    fn mark_enqueued(
+        &self,
+        run: &str,
+        questions: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The outbox entries for (tree, key), `None` where the effect is not applied yet.
+    fn outboxes(
+        &self,
+        keys: &[(TreeRef, String)],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<Envelope<Task>>>>, StoreError>> + Send;
+
+    /// Nodes with their values and finish reasons, `None` where missing.
+    fn nodes(
+        &self,
+        wanted: &[(TreeRef, NodeId)],
+    ) -> impl Future<Output = Result<Vec<Option<Node>>, StoreError>> + Send;
+
+    fn commit_expand(
+        &self,
+        commits: &[ExpandCommit],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn commit_scores(
+        &self,
+        commits: &[ScoreCommit],
+    ) -> impl Future<Output = Result<Vec<Barrier>, StoreError>> + Send;
+
+    fn round(
+        &self,
+        tree: &TreeRef,
+        round: u32,
+    ) -> impl Future<Output = Result<RoundView, StoreError>> + Send;
+
+    /// Applies the conclusion unless the round was concluded already; `Ok(true)` if it
+    /// was applied now.
+    fn commit_round(
+        &self,
+        commit: &RoundCommit,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn commit_verdicts(
+        &self,
+        commits: &[VerdictCommit],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks trees done (or failed, with the reason); returns which were newly marked
+    /// and the run's progress after.
+    fn finish_trees(
+        &self,
+        run: &str,
+        trees: &[(String, Option<String>)],
+    ) -> impl Future<Output = Result<(Vec<bool>, Progress), StoreError>> + Send;
+
+    fn progress(&self, run: &str) -> impl Future<Output = Result<Progress, StoreError>> + Send;
+
+    fn tree(&self, tree: &TreeRef) -> impl Future<Output = Result<TreeView, StoreError>> + Send;
 }

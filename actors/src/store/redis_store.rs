@@ -1,9 +1,21 @@
-//! The Redis store. Every write is idempotent so a redelivered task changes nothing.
-use super::StoreError;
+//! The Redis store. A batch of commits is one pipeline (one round trip); effects that
+//! must be atomic per tree run as Lua scripts on keys that share the tree's hash tag.
+use super::{
+    round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
+    StoreError, TreeRef, TreeView, VerdictCommit, VERIFY_OUTBOX_KEY,
+};
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
-use tsst_messages::keys::{self, RunKeys};
-use tsst_messages::Question;
+use redis::{AsyncCommands, Cmd, Pipeline};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use tsst_messages::keys::{self, RunKeys, TreeKeys};
+use tsst_messages::{
+    Envelope, FinishReason, Node, NodeId, Question, RunRecord, Task, TreeState, TreeStatus, Verdict,
+};
+
+const INIT_TREE: &str = include_str!("lua/init_tree.lua");
+const COMMIT_SCORES: &str = include_str!("lua/commit_scores.lua");
+const COMMIT_ROUND: &str = include_str!("lua/commit_round.lua");
 
 /// A cheap-to-clone handle; the connection manager reconnects by itself.
 #[derive(Clone)]
@@ -11,9 +23,86 @@ pub struct RedisStore {
     conn: ConnectionManager,
 }
 
+fn eval(script: &str, keys: &[String], args: Vec<String>) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd
+}
+
+fn tree_keys(t: &TreeRef) -> TreeKeys {
+    TreeKeys::new(&t.run, &t.question)
+}
+
+fn decode<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn reason_name(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Answer => "answer",
+        FinishReason::Exhausted => "exhausted",
+        FinishReason::Length => "length",
+    }
+}
+
+fn parse_reason(s: &str) -> Option<FinishReason> {
+    [
+        FinishReason::Answer,
+        FinishReason::Exhausted,
+        FinishReason::Length,
+    ]
+    .into_iter()
+    .find(|r| reason_name(*r) == s)
+}
+
+/// Fills a stored node with its value and finish reason.
+fn assemble(
+    key: &str,
+    json: Option<String>,
+    value: Option<String>,
+    reason: Option<String>,
+) -> Result<Option<Node>, StoreError> {
+    let Some(json) = json else { return Ok(None) };
+    let mut node: Node = decode(key, &json)?;
+    node.value = value.and_then(|v| v.parse().ok());
+    node.finished = reason.as_deref().and_then(parse_reason);
+    Ok(Some(node))
+}
+
+fn parse_state(key: &str, fields: &HashMap<String, String>) -> Result<TreeState, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: format!("bad or missing `{what}`"),
+    };
+    let num = |f: &str| -> Result<u32, StoreError> {
+        fields
+            .get(f)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt(f))
+    };
+    Ok(TreeState {
+        round: num("round")?,
+        restarts: num("restarts")?,
+        status: fields
+            .get("status")
+            .and_then(|s| TreeStatus::parse(s))
+            .ok_or_else(|| corrupt("status"))?,
+    })
+}
+
 impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let redacted = crate::broker::redact_url(url);
+        let redacted = tsst_config::redact_url(url);
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Connect(redacted.clone(), e))?;
         let conn = client
@@ -27,79 +116,102 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Records a run's config and questions. Registering the same run again with the
-    /// same config is a no-op; with a different config it is refused, so re-enqueueing
-    /// can never mix two searches in one run.
-    pub async fn register_run(
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Deletes everything of a run: its trees and its records.
+    pub async fn delete_run(&self, run: &str) -> Result<(), StoreError> {
+        let rk = RunKeys::new(run);
+        let mut conn = self.conn.clone();
+        let order: Vec<String> = conn.lrange(rk.order(), 0, -1).await?;
+        for q in order {
+            let t = TreeKeys::new(run, &q);
+            let state: HashMap<String, String> = conn.hgetall(t.state()).await?;
+            let rounds: u32 = state.get("round").and_then(|r| r.parse().ok()).unwrap_or(0);
+            let mut doomed = vec![
+                t.nodes(),
+                t.state(),
+                t.values(),
+                t.reasons(),
+                t.finished(),
+                t.verdicts(),
+                t.outbox(),
+            ];
+            for r in 0..=rounds + 1 {
+                doomed.extend([t.frontier(r), t.children(r), t.barrier(r)]);
+            }
+            let _: () = conn.del(doomed).await?;
+        }
+        let _: () = conn
+            .del(vec![
+                rk.meta(),
+                rk.questions(),
+                rk.order(),
+                rk.done(),
+                rk.failed(),
+            ])
+            .await?;
+        let _: () = conn.srem(keys::runs(), run).await?;
+        Ok(())
+    }
+}
+
+impl Store for RedisStore {
+    async fn register_run(
         &self,
-        run: &str,
-        config_json: &str,
+        record: &RunRecord,
         questions: &[Question],
     ) -> Result<bool, StoreError> {
+        let run = &record.run;
         let k = RunKeys::new(run);
+        let json = encode(&k.meta(), record)?;
         let mut conn = self.conn.clone();
-        let created: bool = conn.hset_nx(k.meta(), "config", config_json).await?;
+        let created: bool = conn.hset_nx(k.meta(), "record", &json).await?;
         if !created {
-            let existing: Option<String> = conn.hget(k.meta(), "config").await?;
-            if existing.as_deref() != Some(config_json) {
+            let existing: Option<String> = conn.hget(k.meta(), "record").await?;
+            if existing.as_deref() != Some(json.as_str()) {
                 return Err(StoreError::Conflict {
-                    run: run.to_owned(),
+                    run: run.clone(),
                     what: "config",
                 });
             }
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut fields = Vec::with_capacity(questions.len());
-        for q in questions {
-            let json = serde_json::to_string(q).map_err(|source| StoreError::Corrupt {
-                key: k.questions(),
-                source,
-            })?;
-            fields.push((q.id.clone(), json));
-        }
-        if created {
-            if !fields.is_empty() {
-                pipe.hset_multiple(k.questions(), &fields).ignore();
-                let ids: Vec<&str> = questions.iter().map(|q| q.id.as_str()).collect();
-                pipe.rpush(k.order(), ids).ignore();
-            }
-            pipe.hset(k.meta(), "questions", questions.len()).ignore();
-            pipe.sadd(keys::runs(), run).ignore();
-            let _: () = pipe.query_async(&mut conn).await?;
-        } else {
-            let stored: usize = conn.hget(k.meta(), "questions").await.unwrap_or(0);
-            if stored != questions.len() {
+            let stored = self.questions(run).await?;
+            if stored != questions {
                 return Err(StoreError::Conflict {
-                    run: run.to_owned(),
+                    run: run.clone(),
                     what: "question set",
                 });
             }
+            return Ok(false);
         }
-        Ok(created)
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !questions.is_empty() {
+            let mut fields = Vec::with_capacity(questions.len());
+            for q in questions {
+                fields.push((q.id.clone(), encode(&k.questions(), q)?));
+            }
+            pipe.hset_multiple(k.questions(), &fields).ignore();
+            let ids: Vec<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+            pipe.rpush(k.order(), ids).ignore();
+        }
+        pipe.hset(k.meta(), "questions", questions.len()).ignore();
+        pipe.sadd(keys::runs(), run).ignore();
+        let () = self.query(&pipe).await?;
+        Ok(true)
     }
 
-    /// The run's config as registered.
-    pub async fn run_config(&self, run: &str) -> Result<String, StoreError> {
-        let mut conn = self.conn.clone();
-        let config: Option<String> = conn.hget(RunKeys::new(run).meta(), "config").await?;
-        config.ok_or_else(|| StoreError::UnknownRun(run.to_owned()))
-    }
-
-    /// One question of a run.
-    pub async fn question(&self, run: &str, id: &str) -> Result<Question, StoreError> {
+    async fn run_record(&self, run: &str) -> Result<RunRecord, StoreError> {
         let k = RunKeys::new(run);
         let mut conn = self.conn.clone();
-        let json: Option<String> = conn.hget(k.questions(), id).await?;
+        let json: Option<String> = conn.hget(k.meta(), "record").await?;
         let json = json.ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?;
-        serde_json::from_str(&json).map_err(|source| StoreError::Corrupt {
-            key: format!("{}#{id}", k.questions()),
-            source,
-        })
+        decode(&k.meta(), &json)
     }
 
-    /// The run's questions in dataset order.
-    pub async fn questions(&self, run: &str) -> Result<Vec<Question>, StoreError> {
+    async fn questions(&self, run: &str) -> Result<Vec<Question>, StoreError> {
         let k = RunKeys::new(run);
         let mut conn = self.conn.clone();
         let ids: Vec<String> = conn.lrange(k.order(), 0, -1).await?;
@@ -115,17 +227,346 @@ impl RedisStore {
             .zip(jsons)
             .map(|(id, json)| {
                 let key = format!("{}#{id}", k.questions());
-                let json = json.ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?;
-                serde_json::from_str(&json).map_err(|source| StoreError::Corrupt { key, source })
+                let json = json.ok_or_else(|| StoreError::Corrupt {
+                    key: key.clone(),
+                    reason: "listed but not stored".into(),
+                })?;
+                decode(&key, &json)
             })
             .collect()
     }
 
-    /// Every run id the store knows.
-    pub async fn runs(&self) -> Result<Vec<String>, StoreError> {
+    async fn runs(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let mut runs: Vec<String> = conn.smembers(keys::runs()).await?;
         runs.sort();
         Ok(runs)
+    }
+
+    async fn init_trees(&self, run: &str, questions: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut pipe = redis::pipe();
+        for q in questions {
+            let t = TreeKeys::new(run, q);
+            let root = Node::root(NodeId::root(run, q));
+            let keys = [t.state(), t.frontier(0), t.nodes()];
+            let args = vec![root.id.to_string(), encode(&t.nodes(), &root)?];
+            pipe.add_command(eval(INIT_TREE, &keys, args));
+        }
+        let enqueued: Vec<String> = self.query(&pipe).await?;
+        Ok(questions
+            .iter()
+            .zip(enqueued)
+            .filter(|(_, e)| e != "1")
+            .map(|(q, _)| q.clone())
+            .collect())
+    }
+
+    async fn mark_enqueued(&self, run: &str, questions: &[String]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for q in questions {
+            pipe.hset(TreeKeys::new(run, q).state(), "enqueued", 1)
+                .ignore();
+        }
+        self.query(&pipe).await
+    }
+
+    async fn outboxes(
+        &self,
+        keys: &[(TreeRef, String)],
+    ) -> Result<Vec<Option<Vec<Envelope<Task>>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (t, key) in keys {
+            pipe.hget(tree_keys(t).outbox(), key);
+        }
+        let jsons: Vec<Option<String>> = self.query(&pipe).await?;
+        keys.iter()
+            .zip(jsons)
+            .map(|((t, key), json)| {
+                json.map(|j| decode(&format!("{}#{key}", tree_keys(t).outbox()), &j))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    async fn nodes(&self, wanted: &[(TreeRef, NodeId)]) -> Result<Vec<Option<Node>>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (t, id) in wanted {
+            let k = tree_keys(t);
+            let field = id.to_string();
+            pipe.hget(k.nodes(), &field)
+                .hget(k.values(), &field)
+                .hget(k.reasons(), &field);
+        }
+        let raw: Vec<Option<String>> = self.query(&pipe).await?;
+        let mut raw = raw.into_iter();
+        wanted
+            .iter()
+            .map(|(t, _)| {
+                let (json, value, reason) = (
+                    raw.next().flatten(),
+                    raw.next().flatten(),
+                    raw.next().flatten(),
+                );
+                assemble(&tree_keys(t).nodes(), json, value, reason)
+            })
+            .collect()
+    }
+
+    async fn commit_expand(&self, commits: &[ExpandCommit]) -> Result<(), StoreError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for c in commits {
+            let k = tree_keys(&c.tree);
+            for child in &c.children {
+                pipe.hset_nx(k.nodes(), child.id.to_string(), encode(&k.nodes(), child)?)
+                    .ignore();
+            }
+            if !c.children.is_empty() {
+                let ids: Vec<String> = c.children.iter().map(|n| n.id.to_string()).collect();
+                pipe.sadd(k.children(c.round), ids).ignore();
+            }
+            pipe.hset_nx(k.outbox(), &c.task_id, encode(&k.outbox(), &c.outbox)?)
+                .ignore();
+        }
+        self.query(&pipe).await
+    }
+
+    async fn commit_scores(&self, commits: &[ScoreCommit]) -> Result<Vec<Barrier>, StoreError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for c in commits {
+            let k = tree_keys(&c.tree);
+            let keys = [
+                k.values(),
+                k.barrier(c.round),
+                k.frontier(c.round),
+                k.state(),
+            ];
+            let mut args = vec![c.round.to_string(), c.parent.to_string()];
+            for (id, v) in &c.values {
+                // `{}` prints the shortest text that parses back to the same f64.
+                args.extend([id.to_string(), format!("{v}")]);
+            }
+            pipe.add_command(eval(COMMIT_SCORES, &keys, args));
+        }
+        let codes: Vec<u8> = self.query(&pipe).await?;
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                0 => Barrier::Waiting,
+                1 => Barrier::Complete,
+                _ => Barrier::Concluded,
+            })
+            .collect())
+    }
+
+    async fn round(&self, t: &TreeRef, round: u32) -> Result<RoundView, StoreError> {
+        let k = tree_keys(t);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(k.state())
+            .lrange(k.frontier(round), 0, -1)
+            .smembers(k.children(round))
+            .llen(k.finished());
+        let (state, frontier, children, finished): (
+            HashMap<String, String>,
+            Vec<String>,
+            Vec<String>,
+            u32,
+        ) = self.query(&pipe).await?;
+        if state.is_empty() {
+            return Err(StoreError::UnknownTree {
+                run: t.run.clone(),
+                question: t.question.clone(),
+            });
+        }
+        let parse_ids = |ids: Vec<String>| -> Result<Vec<(TreeRef, NodeId)>, StoreError> {
+            ids.into_iter()
+                .map(|id| {
+                    id.parse()
+                        .map(|n| (t.clone(), n))
+                        .map_err(|reason| StoreError::Corrupt {
+                            key: k.frontier(round),
+                            reason,
+                        })
+                })
+                .collect()
+        };
+        let frontier = parse_ids(frontier)?;
+        let children = parse_ids(children)?;
+        let n_frontier = frontier.len();
+        let all: Vec<(TreeRef, NodeId)> = frontier.into_iter().chain(children).collect();
+        let nodes = self.nodes(&all).await?;
+        let mut nodes = all
+            .iter()
+            .zip(nodes)
+            .map(|((_, id), n)| {
+                n.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{} {id}", k.nodes()),
+                    reason: "listed but not stored".into(),
+                })
+            })
+            .collect::<Result<Vec<Node>, StoreError>>()?;
+        let children = nodes.split_off(n_frontier);
+        Ok(RoundView {
+            state: parse_state(&k.state(), &state)?,
+            frontier: nodes,
+            children,
+            finished,
+        })
+    }
+
+    async fn commit_round(&self, c: &RoundCommit) -> Result<bool, StoreError> {
+        let k = tree_keys(&c.tree);
+        let conclusion = serde_json::json!({
+            "finished": c.finished.iter().map(|(id, r)| [id.to_string(), reason_name(*r).to_owned()]).collect::<Vec<_>>(),
+            "frontier": c.next_frontier.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "done": c.done,
+            "restarted": c.restarted,
+        });
+        let keys = [
+            k.state(),
+            k.frontier(c.round + 1),
+            k.finished(),
+            k.reasons(),
+            k.outbox(),
+        ];
+        let args = vec![
+            c.round.to_string(),
+            conclusion.to_string(),
+            round_outbox_key(c.round),
+            encode(&k.outbox(), &c.outbox)?,
+        ];
+        let mut conn = self.conn.clone();
+        let applied: u8 = eval(COMMIT_ROUND, &keys, args)
+            .query_async(&mut conn)
+            .await?;
+        Ok(applied == 1)
+    }
+
+    async fn commit_verdicts(&self, commits: &[VerdictCommit]) -> Result<(), StoreError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for c in commits {
+            let k = tree_keys(&c.tree);
+            for (id, v) in &c.verdicts {
+                pipe.hset(k.verdicts(), id.to_string(), encode(&k.verdicts(), v)?)
+                    .ignore();
+            }
+            pipe.hset_nx(
+                k.outbox(),
+                VERIFY_OUTBOX_KEY,
+                encode(&k.outbox(), &c.outbox)?,
+            )
+            .ignore();
+        }
+        self.query(&pipe).await
+    }
+
+    async fn finish_trees(
+        &self,
+        run: &str,
+        trees: &[(String, Option<String>)],
+    ) -> Result<(Vec<bool>, Progress), StoreError> {
+        let rk = RunKeys::new(run);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (q, error) in trees {
+            let status = if error.is_some() {
+                TreeStatus::Failed
+            } else {
+                TreeStatus::Done
+            };
+            pipe.hset(TreeKeys::new(run, q).state(), "status", status.name())
+                .ignore();
+            if let Some(reason) = error {
+                pipe.hset_nx(rk.failed(), q, reason).ignore();
+            }
+            pipe.sadd(rk.done(), q);
+        }
+        let newly: Vec<bool> = self.query(&pipe).await?;
+        Ok((newly, self.progress(run).await?))
+    }
+
+    async fn progress(&self, run: &str) -> Result<Progress, StoreError> {
+        let rk = RunKeys::new(run);
+        let mut pipe = redis::pipe();
+        pipe.hget(rk.meta(), "questions")
+            .scard(rk.done())
+            .hlen(rk.failed());
+        let (total, done, failed): (Option<u32>, u32, u32) = self.query(&pipe).await?;
+        Ok(Progress {
+            total: total.ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?,
+            done,
+            failed,
+        })
+    }
+
+    async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {
+        let k = tree_keys(t);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(k.state())
+            .hgetall(k.nodes())
+            .hgetall(k.values())
+            .hgetall(k.reasons())
+            .lrange(k.finished(), 0, -1)
+            .hgetall(k.verdicts())
+            .hget(RunKeys::new(&t.run).failed(), &t.question);
+        #[allow(clippy::type_complexity)]
+        let (state, nodes, mut values, mut reasons, finished, verdicts, error): (
+            HashMap<String, String>,
+            HashMap<String, String>,
+            HashMap<String, String>,
+            HashMap<String, String>,
+            Vec<String>,
+            HashMap<String, String>,
+            Option<String>,
+        ) = self.query(&pipe).await?;
+        if state.is_empty() {
+            return Err(StoreError::UnknownTree {
+                run: t.run.clone(),
+                question: t.question.clone(),
+            });
+        }
+        let mut all = Vec::with_capacity(nodes.len());
+        for (id, json) in nodes {
+            let (value, reason) = (values.remove(&id), reasons.remove(&id));
+            if let Some(n) = assemble(&k.nodes(), Some(json), value, reason)? {
+                all.push(n);
+            }
+        }
+        all.sort_by_key(|n| n.id);
+        let parse_id = |id: &str| {
+            id.parse::<NodeId>().map_err(|reason| StoreError::Corrupt {
+                key: k.finished(),
+                reason,
+            })
+        };
+        Ok(TreeView {
+            state: parse_state(&k.state(), &state)?,
+            nodes: all,
+            finished: finished
+                .iter()
+                .map(|id| parse_id(id))
+                .collect::<Result<_, _>>()?,
+            verdicts: verdicts
+                .iter()
+                .map(|(id, json)| Ok((parse_id(id)?, decode::<Verdict>(&k.verdicts(), json)?)))
+                .collect::<Result<_, StoreError>>()?,
+            error,
+        })
     }
 }

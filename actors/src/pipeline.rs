@@ -1,0 +1,183 @@
+//! Runs as a whole: enqueueing, following progress, and collecting results.
+use crate::broker::{Broker, BrokerError};
+use crate::store::{Progress, Store, StoreError, TreeRef, TreeView};
+use std::collections::HashMap;
+use std::time::Duration;
+use thiserror::Error;
+use tsst_messages::results::{QuestionResult, QuestionStatus, Solution};
+use tsst_messages::{Event, ExpandTask, Node, NodeId, Question, RunRecord, Task, TreeStatus};
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("invalid run id: {0}")]
+    RunId(String),
+    #[error("run {0} has no questions")]
+    Empty(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// False when the run was enqueued before (this call resumed it).
+    pub new_run: bool,
+    pub questions: usize,
+    /// First tasks published now (0 when every tree had its task already).
+    pub published: usize,
+}
+
+/// Registers a run and publishes the first task of every tree that has none yet.
+/// Enqueueing the same run again duplicates nothing: it only publishes what an
+/// interrupted enqueue did not.
+pub async fn enqueue<S: Store, B: Broker>(
+    store: &S,
+    broker: &B,
+    record: &RunRecord,
+    questions: &[Question],
+) -> Result<Enqueued, RunError> {
+    tsst_messages::validate_run_id(&record.run).map_err(RunError::RunId)?;
+    if questions.is_empty() {
+        return Err(RunError::Empty(record.run.clone()));
+    }
+    broker.declare().await?;
+    let new_run = store.register_run(record, questions).await?;
+    let ids: Vec<String> = questions.iter().map(|q| q.id.clone()).collect();
+    let mut published = 0;
+    for chunk in ids.chunks(512) {
+        let pending = store.init_trees(&record.run, chunk).await?;
+        let tasks: Vec<_> = pending
+            .iter()
+            .map(|q| {
+                Task::Expand(ExpandTask {
+                    run: record.run.clone(),
+                    question: q.clone(),
+                    round: 0,
+                    node: NodeId::root(&record.run, q),
+                })
+                .envelope()
+            })
+            .collect();
+        broker.publish(&tasks).await?;
+        store.mark_enqueued(&record.run, &pending).await?;
+        published += pending.len();
+    }
+    if new_run {
+        let started = Event::RunStarted {
+            run: record.run.clone(),
+            questions: questions.len() as u32,
+        };
+        if let Err(err) = broker.publish_event(&started.envelope()).await {
+            tracing::warn!(%err, "could not announce the run");
+        }
+    }
+    Ok(Enqueued {
+        new_run,
+        questions: questions.len(),
+        published,
+    })
+}
+
+/// Polls a run's progress until it is complete, reporting each change.
+pub async fn follow<S: Store>(
+    store: &S,
+    run: &str,
+    every: Duration,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Progress, StoreError> {
+    let mut last = None;
+    loop {
+        let p = store.progress(run).await?;
+        if last != Some(p) {
+            on_progress(p);
+            last = Some(p);
+        }
+        if p.complete() {
+            return Ok(p);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One results line per question, in dataset order.
+pub async fn results<S: Store>(store: &S, run: &str) -> Result<Vec<QuestionResult>, StoreError> {
+    let questions = store.questions(run).await?;
+    if questions.is_empty() {
+        store.run_record(run).await?;
+    }
+    let mut out = Vec::with_capacity(questions.len());
+    for q in questions {
+        let tree = store.tree(&TreeRef::new(run, &q.id)).await?;
+        out.push(question_result(run, q, &tree));
+    }
+    Ok(out)
+}
+
+fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResult {
+    let by_id: HashMap<NodeId, &Node> = tree.nodes.iter().map(|n| (n.id, n)).collect();
+    let mut solutions: Vec<(usize, Solution)> = tree
+        .finished
+        .iter()
+        .enumerate()
+        .filter_map(|(order, id)| {
+            let leaf = by_id.get(id)?;
+            let mut path = vec![*leaf];
+            while let Some(parent) = path
+                .last()
+                .and_then(|n| n.parent)
+                .and_then(|p| by_id.get(&p))
+            {
+                if parent.parent.is_none() {
+                    break;
+                }
+                path.push(parent);
+            }
+            path.reverse();
+            let tokens: u32 = path.iter().map(|n| n.tokens).sum();
+            let logprob: f64 = path.iter().map(|n| n.logprob).sum();
+            Some((
+                order,
+                Solution {
+                    node: leaf.id,
+                    text: leaf.text.clone(),
+                    steps: path.iter().map(|n| n.step.clone()).collect(),
+                    values: path.iter().map(|n| n.value).collect(),
+                    value: leaf.value,
+                    mean_logprob: if tokens == 0 {
+                        0.0
+                    } else {
+                        logprob / f64::from(tokens)
+                    },
+                    finish: leaf.finished.unwrap_or(tsst_messages::FinishReason::Answer),
+                    verdict: tree.verdicts.get(&leaf.id).cloned(),
+                },
+            ))
+        })
+        .collect();
+    // Best value first; unscored last; ties in the order they finished.
+    solutions.sort_by(|(oa, a), (ob, b)| {
+        let va = a.value.unwrap_or(f64::NEG_INFINITY);
+        let vb = b.value.unwrap_or(f64::NEG_INFINITY);
+        vb.total_cmp(&va).then(oa.cmp(ob))
+    });
+    QuestionResult {
+        run: run.to_owned(),
+        question_id: q.id,
+        source: q.source,
+        image: q.image,
+        question: q.question,
+        context: q.context,
+        choices: q.choices,
+        answer: q.answer,
+        status: match tree.state.status {
+            TreeStatus::Done => QuestionStatus::Done,
+            TreeStatus::Failed => QuestionStatus::Failed,
+            TreeStatus::Searching | TreeStatus::Searched => QuestionStatus::Pending,
+        },
+        error: tree.error.clone(),
+        rounds: tree.state.round,
+        restarts: tree.state.restarts,
+        solutions: solutions.into_iter().map(|(_, s)| s).collect(),
+    }
+}

@@ -1,0 +1,192 @@
+//! The generator: expands frontier nodes by one step with the policy model, for a
+//! batch of tasks across questions in one backend call per model.
+use super::plan::{settle, Plan};
+use super::{decode, RoleWork, WorkError};
+use crate::backend::{ExpandRequest, PolicyOutput};
+use crate::broker::Broker;
+use crate::runtime::{Context, DeliveryOf};
+use crate::search;
+use crate::store::{ExpandCommit, Store, TreeRef};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tsst_messages::{ExpandTask, Node, Question, Role, ScoreTask, StepDelimiter, Task};
+
+pub struct Generator<S: Store, B: Broker> {
+    ctx: Arc<Context<S, B>>,
+}
+
+impl<S: Store, B: Broker> Generator<S, B> {
+    pub fn new(ctx: Arc<Context<S, B>>) -> Self {
+        Generator { ctx }
+    }
+}
+
+/// A request the model thread owns (the batch outlives no borrow).
+struct Owned {
+    question: Arc<Question>,
+    prefix: String,
+    seeds: Vec<u64>,
+    temperature: f64,
+    max_new_tokens: u32,
+    delimiter: StepDelimiter,
+}
+
+type Group = (Vec<(usize, Node)>, Vec<Owned>);
+
+impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
+    fn role(&self) -> Role {
+        Role::Generator
+    }
+
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Generator)
+            .await
+            .into_iter()
+            .filter_map(|(d, t)| match t {
+                Task::Expand(t) => Some((d, t)),
+                _ => None,
+            })
+            .unzip();
+        let plan = self.compute(&tasks).await;
+        settle(&self.ctx, deliveries, plan).await
+    }
+}
+
+impl<S: Store, B: Broker> Generator<S, B> {
+    async fn compute(&self, tasks: &[ExpandTask]) -> Result<Plan, WorkError> {
+        let ctx = &self.ctx;
+        let mut plan = Plan::new(tasks.len());
+        let trees: Vec<TreeRef> = tasks
+            .iter()
+            .map(|t| TreeRef::new(&t.run, &t.question))
+            .collect();
+        let ids: Vec<String> = tasks.iter().map(|t| Task::Expand(t.clone()).id()).collect();
+        let keys: Vec<(TreeRef, String)> = trees.iter().cloned().zip(ids.iter().cloned()).collect();
+        let outboxes = ctx.store.outboxes(&keys).await?;
+        let wanted: Vec<_> = trees
+            .iter()
+            .cloned()
+            .zip(tasks.iter().map(|t| t.node))
+            .collect();
+        let parents = ctx.store.nodes(&wanted).await?;
+
+        // Requests grouped by policy model: one backend call per model per batch.
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
+            if let Some(earlier) = outbox {
+                // Applied before (a redelivery): publish again what it published.
+                plan.publish.extend(earlier);
+                continue;
+            }
+            let run = match ctx.run(&task.run).await {
+                Ok(run) => run,
+                Err(e) => {
+                    plan.reject(i, e.to_string());
+                    continue;
+                }
+            };
+            let Some(question) = run.questions.get(&task.question).cloned() else {
+                plan.reject(
+                    i,
+                    format!("run {} has no question {}", task.run, task.question),
+                );
+                continue;
+            };
+            let Some(parent) = parents[i].clone() else {
+                plan.reject(i, format!("node {} is not in the tree", task.node));
+                continue;
+            };
+            let spec = &run.record.search;
+            let seeds = (0..spec.samples_in_round(task.round))
+                .map(|s| search::sample_seed(spec, &task.question, &parent, task.round, s))
+                .collect();
+            let owned = Owned {
+                question,
+                prefix: parent.text.clone(),
+                seeds,
+                temperature: spec.temperature,
+                // A step may not outrun what is left of the solution's token budget.
+                max_new_tokens: spec
+                    .step_max_tokens
+                    .min(spec.max_length.saturating_sub(parent.total_tokens))
+                    .max(1),
+                delimiter: spec.step_delimiter,
+            };
+            let group = groups.entry(spec.policy_model.clone()).or_default();
+            group.0.push((i, parent));
+            group.1.push(owned);
+        }
+
+        let mut commits = Vec::new();
+        for (model, (group, owned)) in groups {
+            let outputs = match self.expand(&model, owned).await {
+                Ok(outputs) => outputs,
+                Err(WorkError::Backend(e)) => {
+                    for (i, ..) in &group {
+                        plan.fail(&tasks[*i].run, &tasks[*i].question, e.to_string());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for ((i, parent), output) in group.into_iter().zip(outputs) {
+                let task = &tasks[i];
+                match output {
+                    Ok(samples) => {
+                        let children = search::children(
+                            &task.run,
+                            &task.question,
+                            &parent,
+                            task.round,
+                            &samples,
+                        );
+                        let score = Task::Score(ScoreTask {
+                            run: task.run.clone(),
+                            question: task.question.clone(),
+                            round: task.round,
+                            parent: parent.id,
+                            children: children.iter().map(|c| c.id).collect(),
+                        });
+                        let outbox = vec![score.envelope()];
+                        plan.publish.extend(outbox.iter().cloned());
+                        commits.push(ExpandCommit {
+                            tree: trees[i].clone(),
+                            task_id: ids[i].clone(),
+                            round: task.round,
+                            children,
+                            outbox,
+                        });
+                    }
+                    Err(e) => plan.fail(&task.run, &task.question, format!("{model}: {e}")),
+                }
+            }
+        }
+        ctx.store.commit_expand(&commits).await?;
+        plan.commit_failures(&ctx.store).await?;
+        Ok(plan)
+    }
+
+    /// Runs one model over a group on a blocking thread: inference must never hold up
+    /// the event loop that keeps the broker connection alive.
+    async fn expand(&self, model: &str, owned: Vec<Owned>) -> Result<Vec<PolicyOutput>, WorkError> {
+        let backend = self.ctx.models.policy(model)?;
+        let outputs = tokio::task::spawn_blocking(move || {
+            let requests: Vec<ExpandRequest<'_>> = owned
+                .iter()
+                .map(|o| ExpandRequest {
+                    question: &o.question,
+                    prefix: &o.prefix,
+                    seeds: o.seeds.clone(),
+                    temperature: o.temperature,
+                    max_new_tokens: o.max_new_tokens,
+                    delimiter: o.delimiter,
+                })
+                .collect();
+            let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+            backend.expand(&requests)
+        })
+        .await
+        .map_err(|e| WorkError::Join(e.to_string()))??;
+        Ok(outputs)
+    }
+}

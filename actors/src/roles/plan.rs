@@ -1,0 +1,113 @@
+//! The outcome of computing a batch, applied to its deliveries in one place.
+use super::{reject, requeue_all, WorkError};
+use crate::broker::{Broker, Delivery};
+use crate::runtime::{Context, DeliveryOf};
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use tsst_messages::{Envelope, Event, Task};
+
+/// What happens to one delivery once the batch's effects are committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ack,
+    /// It can never succeed: dead-letter it with this reason.
+    Reject(String),
+}
+
+/// A batch's effects beyond the store: tasks to publish, events, and the fate of each
+/// delivery (by position).
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub outcomes: Vec<Outcome>,
+    pub publish: Vec<Envelope<Task>>,
+    pub events: Vec<Event>,
+    /// Questions that cannot be processed (an unreadable image, a model this worker
+    /// cannot load), by run: they fail alone and the run goes on.
+    failed: BTreeMap<String, Vec<(String, Option<String>)>>,
+}
+
+impl Plan {
+    pub fn new(n: usize) -> Self {
+        Plan {
+            outcomes: vec![Outcome::Ack; n],
+            ..Default::default()
+        }
+    }
+
+    pub fn reject(&mut self, i: usize, reason: impl Into<String>) {
+        self.outcomes[i] = Outcome::Reject(reason.into());
+    }
+
+    pub fn fail(&mut self, run: &str, question: &str, reason: String) {
+        tracing::warn!(run, question, %reason, "question failed");
+        self.events.push(Event::QuestionFailed {
+            run: run.to_owned(),
+            question: question.to_owned(),
+            reason: reason.clone(),
+        });
+        self.failed
+            .entry(run.to_owned())
+            .or_default()
+            .push((question.to_owned(), Some(reason)));
+    }
+
+    /// Records the failed questions; a run whose last question this was finishes.
+    pub async fn commit_failures<S: Store>(&mut self, store: &S) -> Result<(), StoreError> {
+        for (run, trees) in std::mem::take(&mut self.failed) {
+            let (newly, progress) = store.finish_trees(&run, &trees).await?;
+            if progress.complete() && newly.iter().any(|n| *n) {
+                self.events.push(Event::RunFinished {
+                    run,
+                    questions: progress.total,
+                    failed: progress.failed,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes, then settles: acks after the follow-ups are with the broker, rejects,
+/// and on any failure requeues what is not settled yet.
+pub async fn settle<S: Store, B: Broker>(
+    ctx: &Context<S, B>,
+    deliveries: Vec<DeliveryOf<B>>,
+    plan: Result<Plan, WorkError>,
+) -> Result<(), WorkError> {
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            requeue_all(deliveries).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = publish(ctx, &plan.publish).await {
+        requeue_all(deliveries).await;
+        return Err(e);
+    }
+    let mut deliveries = deliveries.into_iter();
+    for outcome in &plan.outcomes {
+        let Some(d) = deliveries.next() else { break };
+        match outcome {
+            Outcome::Ack => {
+                if let Err(e) = d.ack().await {
+                    requeue_all(deliveries).await;
+                    return Err(e.into());
+                }
+            }
+            Outcome::Reject(reason) => reject(d, reason).await,
+        }
+    }
+    ctx.announce(plan.events).await;
+    Ok(())
+}
+
+async fn publish<S: Store, B: Broker>(
+    ctx: &Context<S, B>,
+    tasks: &[Envelope<Task>],
+) -> Result<(), WorkError> {
+    for chunk in tasks.chunks(1024) {
+        ctx.broker.publish(chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The scorer: values a frontier node's new children with the value model and counts
+//! the node in its round's barrier; the task that completes the barrier concludes the
+//! round (selection, finishing, the next frontier or verification).
+use super::plan::{settle, Plan};
+use super::{decode, RoleWork, WorkError};
+use crate::backend::ScoreRequest;
+use crate::broker::Broker;
+use crate::runtime::{Context, DeliveryOf};
+use crate::search;
+use crate::store::{round_outbox_key, Barrier, RoundCommit, ScoreCommit, Store, TreeRef};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tsst_messages::{Event, ExpandTask, Node, NodeId, Question, Role, ScoreTask, Task, VerifyTask};
+
+pub struct Scorer<S: Store, B: Broker> {
+    ctx: Arc<Context<S, B>>,
+}
+
+impl<S: Store, B: Broker> Scorer<S, B> {
+    pub fn new(ctx: Arc<Context<S, B>>) -> Self {
+        Scorer { ctx }
+    }
+}
+
+impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Scorer<S, B> {
+    fn role(&self) -> Role {
+        Role::Scorer
+    }
+
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Scorer)
+            .await
+            .into_iter()
+            .filter_map(|(d, t)| match t {
+                Task::Score(t) => Some((d, t)),
+                _ => None,
+            })
+            .unzip();
+        let plan = self.compute(&tasks).await;
+        settle(&self.ctx, deliveries, plan).await
+    }
+}
+
+impl<S: Store, B: Broker> Scorer<S, B> {
+    async fn compute(&self, tasks: &[ScoreTask]) -> Result<Plan, WorkError> {
+        let ctx = &self.ctx;
+        let mut plan = Plan::new(tasks.len());
+        let wanted: Vec<(TreeRef, NodeId)> = tasks
+            .iter()
+            .flat_map(|t| {
+                t.children
+                    .iter()
+                    .map(|c| (TreeRef::new(&t.run, &t.question), *c))
+            })
+            .collect();
+        let mut nodes = ctx.store.nodes(&wanted).await?.into_iter();
+
+        // Which children need the value model, grouped by model.
+        let mut groups: BTreeMap<String, Vec<(usize, Arc<Question>, Node)>> = BTreeMap::new();
+        let mut commits: Vec<Option<ScoreCommit>> = Vec::with_capacity(tasks.len());
+        for (i, task) in tasks.iter().enumerate() {
+            let children: Vec<Option<Node>> = nodes.by_ref().take(task.children.len()).collect();
+            let run = match ctx.run(&task.run).await {
+                Ok(run) => run,
+                Err(e) => {
+                    plan.reject(i, e.to_string());
+                    commits.push(None);
+                    continue;
+                }
+            };
+            let (Some(question), Some(children)) = (
+                run.questions.get(&task.question).cloned(),
+                children.into_iter().collect::<Option<Vec<Node>>>(),
+            ) else {
+                plan.reject(
+                    i,
+                    "the task names a question or node the store does not have",
+                );
+                commits.push(None);
+                continue;
+            };
+            let spec = &run.record.search;
+            if spec.use_value {
+                let model = spec
+                    .value_model
+                    .clone()
+                    .unwrap_or_else(|| "scripted".into());
+                let group = groups.entry(model).or_default();
+                group.extend(children.into_iter().map(|c| (i, question.clone(), c)));
+            }
+            commits.push(Some(ScoreCommit {
+                tree: TreeRef::new(&task.run, &task.question),
+                round: task.round,
+                parent: task.parent,
+                values: Vec::new(),
+            }));
+        }
+        for (model, group) in groups {
+            let values = match self.score(&model, &group).await {
+                Ok(values) => values,
+                Err(WorkError::Backend(e)) => {
+                    for (i, ..) in &group {
+                        if commits[*i].take().is_some() {
+                            plan.fail(&tasks[*i].run, &tasks[*i].question, e.to_string());
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for ((i, _, node), value) in group.iter().zip(values) {
+                match (value, commits[*i].as_mut()) {
+                    (Ok(v), Some(commit)) => commit.values.push((node.id, v)),
+                    (Err(e), Some(_)) => {
+                        commits[*i] = None;
+                        plan.fail(&tasks[*i].run, &tasks[*i].question, format!("{model}: {e}"));
+                    }
+                    (_, None) => {}
+                }
+            }
+        }
+
+        let applied: Vec<(usize, ScoreCommit)> = commits
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .collect();
+        let only: Vec<ScoreCommit> = applied.iter().map(|(_, c)| c.clone()).collect();
+        let barriers = ctx.store.commit_scores(&only).await?;
+        let mut republish = Vec::new();
+        for ((i, commit), barrier) in applied.iter().zip(barriers) {
+            match barrier {
+                Barrier::Waiting => {}
+                Barrier::Complete => {
+                    self.conclude(&tasks[*i], &mut plan).await?;
+                    republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
+                }
+                Barrier::Concluded => {
+                    republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
+                }
+            }
+        }
+        for outbox in ctx.store.outboxes(&republish).await?.into_iter().flatten() {
+            plan.publish.extend(outbox);
+        }
+        plan.commit_failures(&ctx.store).await?;
+        Ok(plan)
+    }
+
+    /// Concludes a round whose barrier is complete. Two workers may get here for the
+    /// same round (a redelivery racing the original); the store applies one conclusion,
+    /// and both compute the same one.
+    async fn conclude(&self, task: &ScoreTask, plan: &mut Plan) -> Result<(), WorkError> {
+        let ctx = &self.ctx;
+        let tree = TreeRef::new(&task.run, &task.question);
+        let run = ctx.run(&task.run).await?;
+        let spec = &run.record.search;
+        let view = ctx.store.round(&tree, task.round).await?;
+        let root = NodeId::root(&task.run, &task.question);
+        let outcome = search::conclude(
+            spec,
+            &task.question,
+            task.round,
+            root,
+            &view.frontier,
+            &view.children,
+            view.finished,
+        );
+        let next_round = task.round + 1;
+        let outbox = if outcome.done {
+            vec![Task::Verify(VerifyTask {
+                run: task.run.clone(),
+                question: task.question.clone(),
+            })
+            .envelope()]
+        } else {
+            outcome
+                .next_frontier
+                .iter()
+                .map(|&node| {
+                    Task::Expand(ExpandTask {
+                        run: task.run.clone(),
+                        question: task.question.clone(),
+                        round: next_round,
+                        node,
+                    })
+                    .envelope()
+                })
+                .collect()
+        };
+        let commit = RoundCommit {
+            tree,
+            round: task.round,
+            finished: outcome.finished.clone(),
+            next_frontier: outcome.next_frontier.clone(),
+            done: outcome.done,
+            restarted: outcome.restarted,
+            outbox,
+        };
+        if ctx.store.commit_round(&commit).await? && outcome.done {
+            plan.events.push(Event::QuestionSearched {
+                run: task.run.clone(),
+                question: task.question.clone(),
+                rounds: next_round,
+                solutions: view.finished + outcome.finished.len() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    async fn score(
+        &self,
+        model: &str,
+        group: &[(usize, Arc<Question>, Node)],
+    ) -> Result<Vec<Result<f64, crate::backend::RequestError>>, WorkError> {
+        let backend = self.ctx.models.value(model)?;
+        let owned: Vec<(Arc<Question>, String)> = group
+            .iter()
+            .map(|(_, q, n)| (q.clone(), n.text.clone()))
+            .collect();
+        let values = tokio::task::spawn_blocking(move || {
+            let requests: Vec<ScoreRequest<'_>> = owned
+                .iter()
+                .map(|(q, text)| ScoreRequest { question: q, text })
+                .collect();
+            let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+            backend.score(&requests)
+        })
+        .await
+        .map_err(|e| WorkError::Join(e.to_string()))??;
+        Ok(values)
+    }
+}

@@ -1,0 +1,63 @@
+//! What every role instance of a worker shares: the store, the broker, the models and
+//! a cache of the runs it has seen (a run's record and questions never change).
+use super::models::Models;
+use crate::broker::{Broker, Consumer};
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tsst_messages::{Event, Question, RunRecord};
+
+pub type DeliveryOf<B> = <<B as Broker>::Consumer as Consumer>::Delivery;
+
+/// A run as a worker needs it.
+pub struct RunInfo {
+    pub record: RunRecord,
+    pub questions: HashMap<String, Arc<Question>>,
+}
+
+pub struct Context<S: Store, B: Broker> {
+    pub store: S,
+    pub broker: B,
+    pub models: Models,
+    runs: Mutex<HashMap<String, Arc<RunInfo>>>,
+}
+
+impl<S: Store, B: Broker> Context<S, B> {
+    pub fn new(store: S, broker: B, models: Models) -> Self {
+        Context {
+            store,
+            broker,
+            models,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn run(&self, run: &str) -> Result<Arc<RunInfo>, StoreError> {
+        if let Some(info) = self.runs.lock().unwrap_or_else(|p| p.into_inner()).get(run) {
+            return Ok(info.clone());
+        }
+        let record = self.store.run_record(run).await?;
+        let questions = self.store.questions(run).await?;
+        let info = Arc::new(RunInfo {
+            record,
+            questions: questions
+                .into_iter()
+                .map(|q| (q.id.clone(), Arc::new(q)))
+                .collect(),
+        });
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Publishes events without failing the work: they only inform monitors.
+    pub async fn announce(&self, events: Vec<Event>) {
+        for e in events {
+            if let Err(err) = self.broker.publish_event(&e.envelope()).await {
+                tracing::warn!(%err, "could not publish an event");
+            }
+        }
+    }
+}

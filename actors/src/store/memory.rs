@@ -1,0 +1,348 @@
+//! The in-memory store of embedded mode: the same semantics as Redis, in one process.
+use super::{
+    round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
+    StoreError, TreeRef, TreeView, VerdictCommit, VERIFY_OUTBOX_KEY,
+};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tsst_messages::{
+    Envelope, FinishReason, Node, NodeId, Question, RunRecord, Task, TreeState, TreeStatus, Verdict,
+};
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: HashMap<String, RunData>,
+    trees: HashMap<TreeRef, Tree>,
+}
+
+struct RunData {
+    record: RunRecord,
+    questions: Vec<Question>,
+    done: HashSet<String>,
+    failed: HashMap<String, String>,
+}
+
+struct Tree {
+    state: TreeState,
+    enqueued: bool,
+    nodes: HashMap<NodeId, Node>,
+    values: HashMap<NodeId, f64>,
+    reasons: HashMap<NodeId, FinishReason>,
+    frontier: HashMap<u32, Vec<NodeId>>,
+    children: HashMap<u32, BTreeSet<NodeId>>,
+    barrier: HashMap<u32, HashSet<NodeId>>,
+    finished: Vec<NodeId>,
+    verdicts: HashMap<NodeId, Verdict>,
+    outbox: HashMap<String, Vec<Envelope<Task>>>,
+}
+
+impl Tree {
+    fn node(&self, id: NodeId) -> Option<Node> {
+        let mut n = self.nodes.get(&id)?.clone();
+        n.value = self.values.get(&id).copied();
+        n.finished = self.reasons.get(&id).copied();
+        Some(n)
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock poisons it; the data is still consistent
+        // because every operation validates before it mutates.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn run(&self, run: &str) -> Result<&RunData, StoreError> {
+        self.runs
+            .get(run)
+            .ok_or_else(|| StoreError::UnknownRun(run.to_owned()))
+    }
+
+    fn tree(&self, t: &TreeRef) -> Result<&Tree, StoreError> {
+        self.trees.get(t).ok_or_else(|| unknown_tree(t))
+    }
+
+    fn tree_mut(&mut self, t: &TreeRef) -> Result<&mut Tree, StoreError> {
+        self.trees.get_mut(t).ok_or_else(|| unknown_tree(t))
+    }
+
+    fn progress(&self, run: &str) -> Result<Progress, StoreError> {
+        let r = self.run(run)?;
+        Ok(Progress {
+            total: r.questions.len() as u32,
+            done: r.done.len() as u32,
+            failed: r.failed.len() as u32,
+        })
+    }
+}
+
+fn unknown_tree(t: &TreeRef) -> StoreError {
+    StoreError::UnknownTree {
+        run: t.run.clone(),
+        question: t.question.clone(),
+    }
+}
+
+impl Store for MemoryStore {
+    async fn register_run(
+        &self,
+        record: &RunRecord,
+        questions: &[Question],
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.runs.get(&record.run) {
+            if existing.record != *record {
+                return Err(StoreError::Conflict {
+                    run: record.run.clone(),
+                    what: "config",
+                });
+            }
+            if existing.questions != questions {
+                return Err(StoreError::Conflict {
+                    run: record.run.clone(),
+                    what: "question set",
+                });
+            }
+            return Ok(false);
+        }
+        inner.runs.insert(
+            record.run.clone(),
+            RunData {
+                record: record.clone(),
+                questions: questions.to_vec(),
+                done: HashSet::new(),
+                failed: HashMap::new(),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn run_record(&self, run: &str) -> Result<RunRecord, StoreError> {
+        Ok(self.lock().run(run)?.record.clone())
+    }
+
+    async fn questions(&self, run: &str) -> Result<Vec<Question>, StoreError> {
+        Ok(self.lock().run(run)?.questions.clone())
+    }
+
+    async fn runs(&self) -> Result<Vec<String>, StoreError> {
+        let mut runs: Vec<String> = self.lock().runs.keys().cloned().collect();
+        runs.sort();
+        Ok(runs)
+    }
+
+    async fn init_trees(&self, run: &str, questions: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut inner = self.lock();
+        inner.run(run)?;
+        let mut pending = Vec::new();
+        for q in questions {
+            let t = TreeRef::new(run, q);
+            let tree = inner.trees.entry(t).or_insert_with(|| {
+                let root = Node::root(NodeId::root(run, q));
+                Tree {
+                    state: TreeState {
+                        round: 0,
+                        status: TreeStatus::Searching,
+                        restarts: 0,
+                    },
+                    enqueued: false,
+                    frontier: HashMap::from([(0, vec![root.id])]),
+                    nodes: HashMap::from([(root.id, root)]),
+                    values: HashMap::new(),
+                    reasons: HashMap::new(),
+                    children: HashMap::new(),
+                    barrier: HashMap::new(),
+                    finished: Vec::new(),
+                    verdicts: HashMap::new(),
+                    outbox: HashMap::new(),
+                }
+            });
+            if !tree.enqueued {
+                pending.push(q.clone());
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn mark_enqueued(&self, run: &str, questions: &[String]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for q in questions {
+            inner.tree_mut(&TreeRef::new(run, q))?.enqueued = true;
+        }
+        Ok(())
+    }
+
+    async fn outboxes(
+        &self,
+        keys: &[(TreeRef, String)],
+    ) -> Result<Vec<Option<Vec<Envelope<Task>>>>, StoreError> {
+        let inner = self.lock();
+        keys.iter()
+            .map(|(t, key)| Ok(inner.tree(t)?.outbox.get(key).cloned()))
+            .collect()
+    }
+
+    async fn nodes(&self, wanted: &[(TreeRef, NodeId)]) -> Result<Vec<Option<Node>>, StoreError> {
+        let inner = self.lock();
+        wanted
+            .iter()
+            .map(|(t, id)| Ok(inner.tree(t)?.node(*id)))
+            .collect()
+    }
+
+    async fn commit_expand(&self, commits: &[ExpandCommit]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for c in commits {
+            let tree = inner.tree_mut(&c.tree)?;
+            for child in &c.children {
+                tree.nodes.entry(child.id).or_insert_with(|| child.clone());
+                tree.children.entry(c.round).or_default().insert(child.id);
+            }
+            tree.outbox
+                .entry(c.task_id.clone())
+                .or_insert_with(|| c.outbox.clone());
+        }
+        Ok(())
+    }
+
+    async fn commit_scores(&self, commits: &[ScoreCommit]) -> Result<Vec<Barrier>, StoreError> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(commits.len());
+        for c in commits {
+            let tree = inner.tree_mut(&c.tree)?;
+            for (id, v) in &c.values {
+                tree.values.insert(*id, *v);
+            }
+            let barrier = tree.barrier.entry(c.round).or_default();
+            barrier.insert(c.parent);
+            let scored = barrier.len();
+            let expected = tree.frontier.get(&c.round).map_or(0, Vec::len);
+            out.push(if scored < expected {
+                Barrier::Waiting
+            } else if tree.state.round == c.round && tree.state.status == TreeStatus::Searching {
+                Barrier::Complete
+            } else {
+                Barrier::Concluded
+            });
+        }
+        Ok(out)
+    }
+
+    async fn round(&self, t: &TreeRef, round: u32) -> Result<RoundView, StoreError> {
+        let inner = self.lock();
+        let tree = inner.tree(t)?;
+        let collect = |ids: &mut dyn Iterator<Item = &NodeId>| -> Result<Vec<Node>, StoreError> {
+            ids.map(|id| {
+                tree.node(*id).ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{}/{} node {id}", t.run, t.question),
+                    reason: "listed but not stored".into(),
+                })
+            })
+            .collect()
+        };
+        let frontier = collect(&mut tree.frontier.get(&round).into_iter().flatten())?;
+        let children = collect(&mut tree.children.get(&round).into_iter().flatten())?;
+        Ok(RoundView {
+            state: tree.state,
+            frontier,
+            children,
+            finished: tree.finished.len() as u32,
+        })
+    }
+
+    async fn commit_round(&self, c: &RoundCommit) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let tree = inner.tree_mut(&c.tree)?;
+        if tree.state.round != c.round || tree.state.status != TreeStatus::Searching {
+            return Ok(false);
+        }
+        for (id, reason) in &c.finished {
+            tree.finished.push(*id);
+            tree.reasons.insert(*id, *reason);
+        }
+        if !c.next_frontier.is_empty() {
+            tree.frontier.insert(c.round + 1, c.next_frontier.clone());
+        }
+        tree.state.round = c.round + 1;
+        if c.done {
+            tree.state.status = TreeStatus::Searched;
+        }
+        if c.restarted {
+            tree.state.restarts += 1;
+        }
+        tree.outbox
+            .insert(round_outbox_key(c.round), c.outbox.clone());
+        Ok(true)
+    }
+
+    async fn commit_verdicts(&self, commits: &[VerdictCommit]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for c in commits {
+            let tree = inner.tree_mut(&c.tree)?;
+            for (id, v) in &c.verdicts {
+                tree.verdicts.insert(*id, v.clone());
+            }
+            tree.outbox
+                .entry(VERIFY_OUTBOX_KEY.to_owned())
+                .or_insert_with(|| c.outbox.clone());
+        }
+        Ok(())
+    }
+
+    async fn finish_trees(
+        &self,
+        run: &str,
+        trees: &[(String, Option<String>)],
+    ) -> Result<(Vec<bool>, Progress), StoreError> {
+        let mut inner = self.lock();
+        let mut newly = Vec::with_capacity(trees.len());
+        for (q, error) in trees {
+            let tree = inner.tree_mut(&TreeRef::new(run, q))?;
+            tree.state.status = if error.is_some() {
+                TreeStatus::Failed
+            } else {
+                TreeStatus::Done
+            };
+            let data = inner
+                .runs
+                .get_mut(run)
+                .ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?;
+            if let Some(reason) = error {
+                data.failed
+                    .entry(q.clone())
+                    .or_insert_with(|| reason.clone());
+            }
+            newly.push(data.done.insert(q.clone()));
+        }
+        Ok((newly, inner.progress(run)?))
+    }
+
+    async fn progress(&self, run: &str) -> Result<Progress, StoreError> {
+        self.lock().progress(run)
+    }
+
+    async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {
+        let inner = self.lock();
+        let tree = inner.tree(t)?;
+        let mut ids: Vec<NodeId> = tree.nodes.keys().copied().collect();
+        ids.sort();
+        Ok(TreeView {
+            state: tree.state,
+            nodes: ids.into_iter().filter_map(|id| tree.node(id)).collect(),
+            finished: tree.finished.clone(),
+            verdicts: tree.verdicts.clone(),
+            error: inner.run(&t.run)?.failed.get(&t.question).cloned(),
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! The whole search in one process over the in-memory broker and store.
+use std::sync::Arc;
+use std::time::Duration;
+use tsst_actors::broker::MemoryBroker;
+use tsst_actors::pipeline::{enqueue, follow, results};
+use tsst_actors::runtime::{BatchSettings, Context, Models, RoleSpec, ScriptedFactory, Worker};
+use tsst_actors::store::MemoryStore;
+use tsst_messages::results::QuestionStatus;
+use tsst_messages::*;
+
+fn spec() -> SearchSpec {
+    SearchSpec {
+        mode: SearchMode::Beam,
+        seed: 7,
+        num_beams: 3,
+        first_round_multiplier: 2,
+        branch: 2,
+        n_consistency: 3,
+        temperature: 0.7,
+        max_length: 1024,
+        step_max_tokens: 256,
+        finish_max_chars: 1000,
+        max_rounds: 30,
+        selection: Selection::Sample,
+        selection_temperature: 0.5,
+        step_delimiter: StepDelimiter::Period,
+        use_value: true,
+        policy_model: "scripted".into(),
+        value_model: Some("scripted".into()),
+        tag: "t".into(),
+    }
+}
+
+fn questions(n: usize) -> Vec<Question> {
+    (0..n)
+        .map(|i| Question {
+            id: format!("q{i}"),
+            source: DataSource::Aokvqa,
+            image: None,
+            question: format!("How many red circles? ({i})"),
+            choices: vec!["1".into(), "2".into(), "3".into(), "4".into()],
+            answer: i % 4,
+            rationales: vec![],
+            context: None,
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn embedded_run_completes_every_question() {
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let record = RunRecord {
+        run: "emb".into(),
+        search: spec(),
+        dataset: DatasetSpec {
+            source: DataSource::Aokvqa,
+            root: "x".into(),
+            split: "val".into(),
+            partition: None,
+            sample_size: None,
+        },
+    };
+    let qs = questions(20);
+    let ctx = Arc::new(Context::new(
+        store.clone(),
+        broker.clone(),
+        Models::new(ScriptedFactory),
+    ));
+    let roles: Vec<RoleSpec> = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
+        .into_iter()
+        .map(|role| RoleSpec { role, instances: 1 })
+        .collect();
+    let worker = Worker::start(ctx, &roles, BatchSettings::default())
+        .await
+        .unwrap();
+    let e = enqueue(&store, &broker, &record, &qs).await.unwrap();
+    assert_eq!((e.new_run, e.published), (true, 20));
+    let again = enqueue(&store, &broker, &record, &qs).await.unwrap();
+    assert_eq!((again.new_run, again.published), (false, 0));
+    let p = tokio::time::timeout(
+        Duration::from_secs(30),
+        follow(&store, "emb", Duration::from_millis(20), |_| {}),
+    )
+    .await
+    .expect("the run finishes")
+    .unwrap();
+    assert_eq!((p.total, p.done, p.failed), (20, 20, 0));
+    worker.shutdown().await;
+    let res = results(&store, "emb").await.unwrap();
+    assert_eq!(res.len(), 20);
+    for r in &res {
+        assert_eq!(r.status, QuestionStatus::Done, "{r:?}");
+        assert!(!r.solutions.is_empty() && r.solutions.len() <= 3, "{r:?}");
+        for s in &r.solutions {
+            assert!(s.verdict.is_some());
+            assert_eq!(s.steps.join(" "), s.text);
+        }
+        let values: Vec<f64> = r.solutions.iter().filter_map(|s| s.value).collect();
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "best first");
+    }
+    assert!(broker.dead_letters(Role::Generator).is_empty());
+}

@@ -1,0 +1,218 @@
+//! One suite, two brokers: RabbitMQ (the real server) and the in-memory broker of
+//! embedded mode must deliver, redeliver, limit and dead-letter alike.
+use std::time::Duration;
+use tsst_actors::broker::{AmqpBroker, Broker, Consumer, Delivery, MemoryBroker};
+use tsst_messages::{Envelope, ExpandTask, NodeId, Role, ScoreTask, Task, Topology, VerifyTask};
+
+fn amqp_url() -> String {
+    std::env::var("TSST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// What the suite needs beyond the trait: a look at dead letters and raw publishing.
+trait Harness: Broker {
+    async fn dead_letters(&self, role: Role) -> Vec<(Vec<u8>, String)>;
+    async fn publish_raw(&self, role: Role, data: &[u8]);
+    async fn cleanup(&self) {}
+}
+
+impl Harness for MemoryBroker {
+    async fn dead_letters(&self, role: Role) -> Vec<(Vec<u8>, String)> {
+        MemoryBroker::dead_letters(self, role)
+    }
+    async fn publish_raw(&self, role: Role, data: &[u8]) {
+        MemoryBroker::publish_raw(self, role, data.to_vec())
+    }
+}
+
+impl Harness for AmqpBroker {
+    async fn dead_letters(&self, role: Role) -> Vec<(Vec<u8>, String)> {
+        let dlq = self.topology().dead_letter_queue(role);
+        let mut c = self.consume_queue(&dlq, 16).await.unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(500), c.next()).await
+        {
+            out.push((d.data().to_vec(), d.error_header().unwrap_or_default()));
+            d.ack().await.unwrap();
+        }
+        out
+    }
+    async fn publish_raw(&self, role: Role, data: &[u8]) {
+        AmqpBroker::publish_raw(self, &self.topology().queue(role), data)
+            .await
+            .unwrap()
+    }
+    async fn cleanup(&self) {
+        self.delete_topology().await.unwrap();
+    }
+}
+
+/// A namespace of its own, so concurrent tests and real deployments never meet.
+async fn amqp(test: &str) -> AmqpBroker {
+    let ns = format!("tsst-test-{test}-{}", std::process::id());
+    let broker = AmqpBroker::connect(&amqp_url(), test, Topology::new(&ns))
+        .await
+        .expect("RabbitMQ must be running (see .ci/run)");
+    broker.declare().await.unwrap();
+    broker
+}
+
+async fn next<C: Consumer>(c: &mut C) -> C::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("consumer open")
+        .expect("delivery ok")
+}
+
+fn expand(i: u32) -> Envelope<Task> {
+    Task::Expand(ExpandTask {
+        run: "r".into(),
+        question: format!("q{i}"),
+        round: i,
+        node: NodeId::root("r", "q"),
+    })
+    .envelope()
+}
+
+async fn roundtrip<B: Harness>(broker: B) {
+    broker.declare().await.unwrap(); // twice is harmless
+    let tasks: Vec<_> = (0..50).map(expand).collect();
+    broker.publish(&tasks).await.unwrap();
+    let mut c = broker.consume(Role::Generator, 16).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let d = next(&mut c).await;
+        assert!(!d.redelivered());
+        got.push(Envelope::<Task>::decode(d.data()).unwrap());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(got, tasks, "order and content survive the broker");
+    let nothing = tokio::time::timeout(Duration::from_millis(300), c.next()).await;
+    assert!(nothing.is_err(), "every message was delivered once");
+    broker.cleanup().await;
+}
+
+async fn requeued_work_comes_back<B: Harness>(broker: B) {
+    let task = Task::Verify(VerifyTask {
+        run: "r".into(),
+        question: "q".into(),
+    })
+    .envelope();
+    broker.publish(std::slice::from_ref(&task)).await.unwrap();
+    let mut c = broker.consume(Role::Verifier, 4).await.unwrap();
+    let d = next(&mut c).await;
+    assert!(!d.redelivered());
+    d.requeue().await.unwrap();
+    let d = next(&mut c).await;
+    assert!(d.redelivered());
+    assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), task);
+    d.ack().await.unwrap();
+    broker.cleanup().await;
+}
+
+async fn prefetch_bounds_unsettled<B: Harness>(broker: B) {
+    broker
+        .publish(&(0..5).map(expand).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut c = broker.consume(Role::Generator, 2).await.unwrap();
+    let a = next(&mut c).await;
+    let _b = next(&mut c).await;
+    let third = tokio::time::timeout(Duration::from_millis(400), c.next()).await;
+    assert!(third.is_err(), "a third delivery beyond prefetch 2");
+    a.ack().await.unwrap();
+    let _c = next(&mut c).await;
+    broker.cleanup().await;
+}
+
+async fn dead_letters_carry_the_reason<B: Harness>(broker: B) {
+    let mut c = broker.consume(Role::Scorer, 4).await.unwrap();
+    let bogus = br#"{"schema":1,"id":"x","body":{"kind":"score","run":7}}"#;
+    broker.publish_raw(Role::Scorer, bogus).await;
+    let d = next(&mut c).await;
+    let err = Envelope::<Task>::decode(d.data()).unwrap_err();
+    d.dead_letter(&err.to_string()).await.unwrap();
+    // A task of the right shape still flows after the bad one.
+    let ok = Task::Score(ScoreTask {
+        run: "r".into(),
+        question: "q".into(),
+        round: 0,
+        parent: NodeId(1),
+        children: vec![],
+    })
+    .envelope();
+    broker.publish(std::slice::from_ref(&ok)).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), ok);
+    d.ack().await.unwrap();
+    let dead = broker.dead_letters(Role::Scorer).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, bogus.to_vec(), "the payload is kept as it was");
+    assert!(dead[0].1.contains("malformed"), "{}", dead[0].1);
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn memory_roundtrip() {
+    roundtrip(MemoryBroker::new()).await;
+}
+#[tokio::test]
+async fn amqp_roundtrip() {
+    roundtrip(amqp("roundtrip").await).await;
+}
+#[tokio::test]
+async fn memory_requeue() {
+    requeued_work_comes_back(MemoryBroker::new()).await;
+}
+#[tokio::test]
+async fn amqp_requeue() {
+    requeued_work_comes_back(amqp("requeue").await).await;
+}
+#[tokio::test]
+async fn memory_prefetch() {
+    prefetch_bounds_unsettled(MemoryBroker::new()).await;
+}
+#[tokio::test]
+async fn amqp_prefetch() {
+    prefetch_bounds_unsettled(amqp("prefetch").await).await;
+}
+#[tokio::test]
+async fn memory_dead_letters() {
+    dead_letters_carry_the_reason(MemoryBroker::new()).await;
+}
+#[tokio::test]
+async fn amqp_dead_letters() {
+    dead_letters_carry_the_reason(amqp("deadletter").await).await;
+}
+
+/// A worker that dies holding a delivery: its connection closes and another consumer
+/// gets the message, flagged as redelivered.
+#[tokio::test]
+async fn amqp_connection_loss_redelivers() {
+    let broker = amqp("connloss").await;
+    let task = expand(1);
+    broker.publish(std::slice::from_ref(&task)).await.unwrap();
+    let doomed = AmqpBroker::connect(&amqp_url(), "doomed", broker.topology().clone())
+        .await
+        .unwrap();
+    let mut c = doomed.consume(Role::Generator, 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert!(!d.redelivered());
+    doomed.close().await;
+    let mut c = broker.consume(Role::Generator, 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert!(d.redelivered());
+    assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), task);
+    d.ack().await.unwrap();
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn memory_dropped_delivery_is_redelivered() {
+    let broker = MemoryBroker::new();
+    broker.publish(&[expand(1)]).await.unwrap();
+    let mut c = broker.consume(Role::Generator, 1).await.unwrap();
+    drop(next(&mut c).await);
+    assert!(next(&mut c).await.redelivered());
+}
