@@ -1,1 +1,50 @@
-fn main() {}
+//! `tsst`: Tree-Searched Self-Training for vision-language models.
+mod cli;
+mod commands;
+mod runs;
+mod services;
+
+use anyhow::Result;
+use clap::Parser;
+use cli::{Cli, Command};
+use commands::{cluster, local, run, worker};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let services = cli.services;
+    // Actors need an actix system; lapin and the model threads want a multi-threaded
+    // runtime under it, so the event loop never starves.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    actix_rt::System::with_tokio_rt(|| runtime).block_on(async move {
+        match cli.command {
+            Command::Config { command } => local::config(command),
+            Command::Data { command } => local::data(command),
+            Command::Label(args) => local::label(args),
+            Command::Enqueue(args) => cluster::enqueue(args, &services).await,
+            Command::Worker(args) => worker::worker(args, &services).await,
+            Command::Run(args) => run::run(args, &services).await,
+            Command::Demo(args) => run::demo(args, &services).await,
+            Command::Results(args) => cluster::results(args, &services).await,
+            Command::Status(args) => cluster::status(args, &services).await,
+        }
+    })
+}

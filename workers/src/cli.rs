@@ -1,0 +1,200 @@
+//! The command line.
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use tsst_datasets::synth::{Difficulty, SplitFractions};
+use tsst_messages::{DataSource, Role};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tsst",
+    version,
+    about = "Tree-Searched Self-Training for vision-language models"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub services: ServiceArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the broker and the store are. With neither, everything runs in this process.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long, global = true, env = "TSST_AMQP_URL", hide_env_values = true)]
+    pub amqp: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379
+    #[arg(long, global = true, env = "TSST_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// Prefix of queue and exchange names: deployments sharing a broker use different ones.
+    #[arg(long, global = true, env = "TSST_NAMESPACE", default_value = "tsst")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Check datasets and generate the synthetic benchmark.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Register a run and queue its questions (distributed mode).
+    Enqueue(EnqueueArgs),
+    /// Serve roles from the queues until SIGTERM or Ctrl-C (distributed mode).
+    Worker(WorkerArgs),
+    /// Run an evaluation config: in this process (embedded) or on the cluster.
+    Run(RunArgs),
+    /// Generate the synthetic benchmark if missing, then run config/demo.yaml.
+    Demo(DemoArgs),
+    /// Print a run's results as JSONL (distributed mode).
+    Results(ResultsArgs),
+    /// Show the progress of runs (distributed mode).
+    Status(StatusArgs),
+    /// Label a results file offline: value data (Dv) and policy data (D+).
+    Label(LabelArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate eval, verifier and worker configs; exit 1 if any is invalid.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Load a dataset and report counts and every bad record.
+    Check {
+        #[arg(long)]
+        source: DataSource,
+        #[arg(long)]
+        root: PathBuf,
+        /// A single split; by default every split found.
+        #[arg(long)]
+        split: Option<String>,
+    },
+    /// Draw the synthetic visual-reasoning benchmark (A-OKVQA format).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Questions over all splits.
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// easy | medium | hard
+    #[arg(long, default_value = "medium")]
+    pub difficulty: Difficulty,
+    /// Train, val and test fractions.
+    #[arg(long, default_value = "0.8,0.1,0.1")]
+    pub splits: SplitFractions,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run id; default `<config name>-<model tag>`. With several active models each
+    /// gets `<run>-<tag>`.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Split each run into this many runs of disjoint questions (`<run>-s<i>of<n>`),
+    /// to follow, collect or prioritise separately.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Roles to serve, comma separated: generator,scorer,verifier,labeler.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Option<Vec<Role>>,
+    /// Worker config (pool sizes, batching, device).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Largest batch a role processes at once.
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Name shown in the broker's connection list.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Where embedded runs write `<run>/results.jsonl`.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Worker config for the in-process workers of embedded mode.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
+    /// Largest batch a role processes at once (embedded mode).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "config/demo.yaml")]
+    pub config: PathBuf,
+    /// Questions of the synthetic benchmark to generate when it is missing.
+    #[arg(long, default_value_t = 200)]
+    pub n: usize,
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    pub run: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the run's metrics instead of the JSONL.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Runs to show; all by default.
+    pub runs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// A results file (`tsst results RUN` or an embedded run's results.jsonl).
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub value_out: PathBuf,
+    #[arg(long)]
+    pub policy_out: PathBuf,
+    /// Correct solutions per question in D+.
+    #[arg(long, default_value_t = 1)]
+    pub k: usize,
+    /// Write image paths relative to this folder.
+    #[arg(long)]
+    pub image_root: Option<PathBuf>,
+    /// JSONL instead of a JSON array.
+    #[arg(long)]
+    pub jsonl: bool,
+}

@@ -1,0 +1,75 @@
+//! The distributed-mode commands that talk to the store: enqueue, results, status.
+use crate::cli::{EnqueueArgs, ResultsArgs, ServiceArgs, StatusArgs};
+use crate::runs;
+use anyhow::{Context as _, Result};
+use std::io::Write;
+use tsst_actors::pipeline::{enqueue as enqueue_run, results as run_results};
+use tsst_actors::store::Store;
+use tsst_labels::RunMetrics;
+
+pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
+    let planned = runs::plan(&args.config, args.run.as_deref(), args.shards)?;
+    let d = services.require("enqueue", "tsst-enqueue").await?;
+    for run in planned {
+        let e = enqueue_run(&d.store, &d.broker, &run.record, &run.questions).await?;
+        println!(
+            "{}: {} questions, {} ({} tasks published)",
+            run.record.run,
+            e.questions,
+            if e.new_run {
+                "enqueued"
+            } else {
+                "already enqueued, resumed"
+            },
+            e.published
+        );
+    }
+    d.broker.close().await;
+    Ok(())
+}
+
+pub async fn results(args: ResultsArgs, services: &ServiceArgs) -> Result<()> {
+    let d = services.require("results", "tsst-results").await?;
+    let res = run_results(&d.store, &args.run).await?;
+    d.broker.close().await;
+    if args.summary {
+        print!("{}", RunMetrics::compute(&res));
+        return Ok(());
+    }
+    let mut text = String::new();
+    for r in &res {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
+    let d = services.require("status", "tsst-status").await?;
+    let runs = if args.runs.is_empty() {
+        d.store.runs().await?
+    } else {
+        args.runs
+    };
+    for run in runs {
+        let p = d.store.progress(&run).await?;
+        println!(
+            "{run}: {}/{} done{}",
+            p.done,
+            p.total,
+            if p.failed > 0 {
+                format!(", {} failed", p.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    d.broker.close().await;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+pub mod cluster;
+pub mod local;
+pub mod run;
+pub mod worker;

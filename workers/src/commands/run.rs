@@ -1,0 +1,153 @@
+//! `tsst run` and `tsst demo`: a config's runs from start to results.
+use crate::cli::{DemoArgs, RunArgs, ServiceArgs};
+use crate::commands::worker::{batch_settings, role_specs};
+use crate::runs::{self, PlannedRun};
+use crate::services;
+use anyhow::{Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tsst_actors::broker::{Broker, MemoryBroker};
+use tsst_actors::pipeline::{enqueue, follow, results};
+use tsst_actors::runtime::Worker;
+use tsst_actors::store::{MemoryStore, Store};
+use tsst_config::WorkerConfig;
+use tsst_datasets::synth::{self, SynthOptions};
+use tsst_labels::RunMetrics;
+use tsst_messages::results::QuestionResult;
+use tsst_messages::Role;
+
+pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
+    let planned = runs::plan(&args.config, args.run.as_deref(), 1)?;
+    if services.embedded() {
+        let worker_config = match &args.worker_config {
+            Some(path) => WorkerConfig::load(path)?,
+            None => WorkerConfig::default(),
+        };
+        let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+        let ctx = services::context(store.clone(), broker.clone());
+        let roles = role_specs(
+            &worker_config,
+            &[Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler],
+        );
+        let worker = Worker::start(ctx, &roles, batch_settings(&worker_config, args.batch)).await?;
+        let outcome = run_all(&store, &broker, planned, Some(&args.out), args.quiet).await;
+        worker.shutdown().await;
+        outcome
+    } else {
+        let d = services.connect("tsst-run").await?;
+        let outcome = run_all(&d.store, &d.broker, planned, None, args.quiet).await;
+        d.broker.close().await;
+        outcome
+    }
+}
+
+async fn run_all<S: Store, B: Broker>(
+    store: &S,
+    broker: &B,
+    planned: Vec<PlannedRun>,
+    out: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    for PlannedRun { record, questions } in planned {
+        let started = Instant::now();
+        let e = enqueue(store, broker, &record, &questions).await?;
+        tracing::info!(run = %record.run, questions = e.questions, published = e.published, "enqueued");
+        let bar = progress_bar(&record.run, e.questions as u64, quiet);
+        follow(store, &record.run, Duration::from_millis(100), |p| {
+            bar.set_position(u64::from(p.done));
+            if p.failed > 0 {
+                bar.set_message(format!("{} failed", p.failed));
+            }
+        })
+        .await?;
+        bar.finish_and_clear();
+        let res = results(store, &record.run).await?;
+        let written = match out {
+            Some(dir) => Some(write_results(dir, &record.run, &res)?),
+            None => None,
+        };
+        print_summary(&record.run, &res, started.elapsed(), written.as_deref());
+    }
+    Ok(())
+}
+
+fn progress_bar(run: &str, total: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} questions {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(run.to_owned());
+    bar
+}
+
+pub fn write_results(dir: &Path, run: &str, results: &[QuestionResult]) -> Result<PathBuf> {
+    let folder = dir.join(run);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    let path = folder.join("results.jsonl");
+    let mut text = String::new();
+    for r in results {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn print_summary(run: &str, results: &[QuestionResult], took: Duration, written: Option<&Path>) {
+    let solutions: usize = results.iter().map(|r| r.solutions.len()).sum();
+    let rounds: u32 = results.iter().map(|r| r.rounds).sum();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {run}: {} questions, {solutions} solutions, {:.1} rounds per question, {:.1}s",
+        results.len(),
+        f64::from(rounds) / results.len().max(1) as f64,
+        took.as_secs_f64()
+    );
+    let _ = write!(out, "{}", RunMetrics::compute(results));
+    if let Some(path) = written {
+        let _ = writeln!(out, "results: {}", path.display());
+    }
+}
+
+/// Generates the synthetic benchmark where the demo config expects it, then runs it.
+pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
+    let config = tsst_config::EvalConfig::load(&args.config)?;
+    let root = &config.dataset_root;
+    if !root
+        .join(tsst_datasets::aokvqa::annotations_file(&config.data_subset))
+        .exists()
+    {
+        println!(
+            "generating {} synthetic questions in {}",
+            args.n,
+            root.display()
+        );
+        let summary = synth::generate(&SynthOptions {
+            out: root.clone(),
+            n: args.n,
+            seed: config.seed,
+            ..SynthOptions::default()
+        })?;
+        tracing::info!("{summary}");
+    }
+    run(
+        RunArgs {
+            config: args.config,
+            run: None,
+            out: args.out,
+            worker_config: None,
+            batch: None,
+            quiet: false,
+        },
+        services,
+    )
+    .await
+}

@@ -1,0 +1,93 @@
+//! `tsst worker`: serve roles from the queues until told to stop.
+use crate::cli::{ServiceArgs, WorkerArgs};
+use crate::services;
+use anyhow::Result;
+use std::time::Duration;
+use tsst_actors::broker::Broker;
+use tsst_actors::runtime::{BatchSettings, RoleSpec, Worker};
+use tsst_config::WorkerConfig;
+use tsst_messages::Role;
+
+/// The roles to run, with their pool sizes from the worker config.
+pub fn role_specs(config: &WorkerConfig, roles: &[Role]) -> Vec<RoleSpec> {
+    roles
+        .iter()
+        .map(|&role| RoleSpec {
+            role,
+            instances: config.pool_size(role).max(1) as usize,
+        })
+        .collect()
+}
+
+pub fn batch_settings(config: &WorkerConfig, batch: Option<u32>) -> BatchSettings {
+    let max_size = batch.unwrap_or(config.batch.max_size).max(1) as usize;
+    BatchSettings {
+        max_size,
+        max_wait: Duration::from_millis(config.batch.max_wait_ms),
+        prefetch: config.prefetch.max(max_size.min(u16::MAX as usize) as u16),
+    }
+}
+
+pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => WorkerConfig::load(path)?,
+        None => WorkerConfig::default(),
+    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("tsst-worker-{}", std::process::id()));
+    let d = services.require("worker", &name).await?;
+    d.broker.declare().await?;
+    let roles: Vec<Role> = args
+        .roles
+        .clone()
+        .unwrap_or_else(|| config.roles.clone())
+        .into_iter()
+        .filter(|r| *r != Role::Trainer)
+        .collect();
+    let ctx = services::context(d.store.clone(), d.broker.clone());
+    let mut worker = Worker::start(
+        ctx,
+        &role_specs(&config, &roles),
+        batch_settings(&config, args.batch),
+    )
+    .await?;
+    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    tracing::info!(worker = %name, roles = %names.join(","), "serving");
+    let failed = tokio::select! {
+        () = shutdown_signal() => false,
+        () = worker.any_stopped() => true,
+    };
+    tracing::info!(worker = %name, "stopping: finishing the batches in flight");
+    worker.shutdown().await;
+    d.broker.close().await;
+    if failed {
+        anyhow::bail!("a consumer closed (lost the broker?); restart the worker");
+    }
+    tracing::info!(worker = %name, "stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM. Without a handler SIGTERM would kill the process mid-batch.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
