@@ -5,6 +5,7 @@ use super::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, ScoreRequest,
     StepSample, ValueBackend,
 };
+use std::time::Duration;
 use tsst_messages::{splitmix64, stable_hash, Question};
 
 /// Observations a scripted step makes; few enough that siblings often coincide and
@@ -16,11 +17,27 @@ const LOOKS: [&str; 4] = [
     "I count the shapes that match the question",
 ];
 
+/// `latency` stands in for a model's cost per batch (zero by default), so benchmarks
+/// and tests can see how the system behaves when the model is the bottleneck.
 #[derive(Debug, Default, Clone)]
-pub struct ScriptedPolicy;
+pub struct ScriptedPolicy {
+    pub latency: Duration,
+}
 
 #[derive(Debug, Default, Clone)]
-pub struct ScriptedValue;
+pub struct ScriptedValue {
+    pub latency: Duration,
+}
+
+/// Parses `scripted` or `scripted:<N>ms` (a simulated latency per batch).
+pub fn parse_scripted(name: &str) -> Option<Duration> {
+    let rest = name.strip_prefix("scripted")?;
+    if rest.is_empty() {
+        return Some(Duration::ZERO);
+    }
+    let ms = rest.strip_prefix(':')?.strip_suffix("ms")?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
 
 impl ScriptedPolicy {
     /// The step the rule writes after `prefix` for a draw `h`.
@@ -55,6 +72,7 @@ impl PolicyBackend for ScriptedPolicy {
     }
 
     fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
+        std::thread::sleep(self.latency);
         Ok(batch
             .iter()
             .map(|req| {
@@ -90,6 +108,7 @@ impl ValueBackend for ScriptedValue {
         &mut self,
         batch: &[ScoreRequest<'_>],
     ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
+        std::thread::sleep(self.latency);
         Ok(batch
             .iter()
             .map(|req| {
@@ -141,8 +160,12 @@ mod tests {
     #[test]
     fn same_inputs_same_steps() {
         let q = question();
-        let a = ScriptedPolicy.expand(&[request(&q, "", 0.7)]).unwrap();
-        let b = ScriptedPolicy.expand(&[request(&q, "", 0.7)]).unwrap();
+        let a = ScriptedPolicy::default()
+            .expand(&[request(&q, "", 0.7)])
+            .unwrap();
+        let b = ScriptedPolicy::default()
+            .expand(&[request(&q, "", 0.7)])
+            .unwrap();
         assert_eq!(a, b);
         let samples = a[0].as_ref().unwrap();
         assert_eq!(samples.len(), 8);
@@ -165,7 +188,9 @@ mod tests {
     fn chains_end_in_an_answer() {
         let q = question();
         let prefix = "Step 1: a. Step 2: b. Step 3: c.";
-        let out = ScriptedPolicy.expand(&[request(&q, prefix, 0.7)]).unwrap();
+        let out = ScriptedPolicy::default()
+            .expand(&[request(&q, prefix, 0.7)])
+            .unwrap();
         assert!(out[0]
             .as_ref()
             .unwrap()
@@ -174,15 +199,26 @@ mod tests {
     }
 
     #[test]
+    fn names_give_latencies() {
+        assert_eq!(parse_scripted("scripted"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_scripted("scripted:25ms"),
+            Some(Duration::from_millis(25))
+        );
+        assert_eq!(parse_scripted("scripted:fast"), None);
+        assert_eq!(parse_scripted("models/llava"), None);
+    }
+
+    #[test]
     fn values_favour_the_right_answer() {
         let q = question();
-        let right = ScriptedValue
+        let right = ScriptedValue::default()
             .score(&[ScoreRequest {
                 question: &q,
                 text: "Step 1: a. Final Answer: (C).",
             }])
             .unwrap();
-        let wrong = ScriptedValue
+        let wrong = ScriptedValue::default()
             .score(&[ScoreRequest {
                 question: &q,
                 text: "Step 1: a. Final Answer: (A).",

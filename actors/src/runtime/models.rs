@@ -1,6 +1,8 @@
 //! Which model backends a worker has loaded, by the name a run's spec gives. A model
 //! is loaded once per worker and shared by the role instances that use it.
-use crate::backend::{BackendError, PolicyBackend, ScriptedPolicy, ScriptedValue, ValueBackend};
+use crate::backend::{
+    parse_scripted, BackendError, PolicyBackend, ScriptedPolicy, ScriptedValue, ValueBackend,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,24 +23,20 @@ impl ScriptedFactory {
     fn unsupported(name: &str) -> BackendError {
         BackendError {
             backend: format!("model `{name}`"),
-            reason: "this worker serves only `scripted` models".into(),
+            reason: "this worker serves only `scripted` or `scripted:<N>ms` models".into(),
         }
     }
 }
 
 impl ModelFactory for ScriptedFactory {
     fn policy(&self, name: &str) -> Result<Box<dyn PolicyBackend>, BackendError> {
-        match name {
-            "scripted" => Ok(Box::new(ScriptedPolicy)),
-            _ => Err(Self::unsupported(name)),
-        }
+        let latency = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
+        Ok(Box::new(ScriptedPolicy { latency }))
     }
 
     fn value(&self, name: &str) -> Result<Box<dyn ValueBackend>, BackendError> {
-        match name {
-            "scripted" => Ok(Box::new(ScriptedValue)),
-            _ => Err(Self::unsupported(name)),
-        }
+        let latency = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
+        Ok(Box::new(ScriptedValue { latency }))
     }
 }
 

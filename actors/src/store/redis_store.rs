@@ -244,6 +244,9 @@ impl Store for RedisStore {
     }
 
     async fn init_trees(&self, run: &str, questions: &[String]) -> Result<Vec<String>, StoreError> {
+        if questions.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for q in questions {
             let t = TreeKeys::new(run, q);
@@ -262,6 +265,9 @@ impl Store for RedisStore {
     }
 
     async fn mark_enqueued(&self, run: &str, questions: &[String]) -> Result<(), StoreError> {
+        if questions.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for q in questions {
             pipe.hset(TreeKeys::new(run, q).state(), "enqueued", 1)
@@ -481,6 +487,9 @@ impl Store for RedisStore {
         run: &str,
         trees: &[(String, Option<String>)],
     ) -> Result<(Vec<bool>, Progress), StoreError> {
+        if trees.is_empty() {
+            return Ok((Vec::new(), self.progress(run).await?));
+        }
         let rk = RunKeys::new(run);
         let mut pipe = redis::pipe();
         pipe.atomic();

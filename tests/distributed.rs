@@ -1,0 +1,405 @@
+//! The search across worker processes that share only RabbitMQ and Redis: the same
+//! trees as one embedded process, whatever is killed, redelivered or malformed.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tsst_actors::broker::{AmqpBroker, Broker, Consumer, Delivery, MemoryBroker};
+use tsst_actors::pipeline::{enqueue, follow};
+use tsst_actors::runtime::{BatchSettings, Context, Models, RoleSpec, ScriptedFactory, Worker};
+use tsst_actors::store::{MemoryStore, RedisStore, Store, TreeRef, TreeView};
+use tsst_messages::*;
+
+fn amqp_url() -> String {
+    std::env::var("TSST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("TSST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The `tsst` binary cargo built next to this test (the workers package's CLI test
+/// makes cargo build it).
+fn tsst_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("tsst");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+struct Cluster {
+    ns: String,
+    logs: tempfile::TempDir,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    fn new(ns: &str) -> Self {
+        Cluster {
+            ns: ns.into(),
+            logs: tempfile::tempdir().unwrap(),
+            workers: Vec::new(),
+        }
+    }
+
+    fn spawn_worker(&mut self) {
+        let i = self.workers.len();
+        let log = std::fs::File::create(self.logs.path().join(format!("worker{i}.log"))).unwrap();
+        let child = Command::new(tsst_bin())
+            .args([
+                "worker",
+                "--roles",
+                "generator,scorer,verifier,labeler",
+                "--batch",
+                "16",
+            ])
+            .args(["--name", &format!("{}-w{i}", self.ns)])
+            .env("TSST_AMQP_URL", amqp_url())
+            .env("TSST_REDIS_URL", redis_url())
+            .env("TSST_NAMESPACE", &self.ns)
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tsst worker");
+        self.workers.push(child);
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.workers.len() {
+            let text = std::fs::read_to_string(self.logs.path().join(format!("worker{i}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out += &format!(
+                "--- worker{i}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        out
+    }
+
+    /// SIGTERM each worker and check it exits cleanly after its batch.
+    fn stop_gracefully(&mut self) {
+        for w in &mut self.workers {
+            if w.try_wait().unwrap().is_some() {
+                continue;
+            }
+            let pid = w.id().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            let started = Instant::now();
+            loop {
+                if let Some(status) = w.try_wait().unwrap() {
+                    assert!(status.success(), "worker exit after SIGTERM: {status}");
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "worker did not stop"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+fn spec(policy: &str) -> SearchSpec {
+    SearchSpec {
+        mode: SearchMode::Beam,
+        seed: 11,
+        num_beams: 3,
+        first_round_multiplier: 2,
+        branch: 2,
+        n_consistency: 3,
+        temperature: 0.7,
+        max_length: 1024,
+        step_max_tokens: 256,
+        finish_max_chars: 1000,
+        max_rounds: 30,
+        selection: Selection::Sample,
+        selection_temperature: 0.5,
+        step_delimiter: StepDelimiter::Period,
+        use_value: true,
+        policy_model: policy.into(),
+        value_model: Some(policy.into()),
+        tag: "t".into(),
+    }
+}
+
+fn record(run: &str, policy: &str) -> RunRecord {
+    RunRecord {
+        run: run.into(),
+        search: spec(policy),
+        dataset: DatasetSpec {
+            source: DataSource::Aokvqa,
+            root: "synthetic".into(),
+            split: "val".into(),
+            partition: None,
+            sample_size: None,
+        },
+    }
+}
+
+fn questions(n: usize) -> Vec<Question> {
+    (0..n)
+        .map(|i| Question {
+            id: format!("q{i:04}"),
+            source: DataSource::Aokvqa,
+            image: None,
+            question: format!("How many shapes are red? ({i})"),
+            choices: vec!["1".into(), "2".into(), "3".into(), "4".into()],
+            answer: (i * 7) % 4,
+            rationales: vec![],
+            context: None,
+        })
+        .collect()
+}
+
+async fn trees<S: Store>(store: &S, run: &str, qs: &[Question]) -> BTreeMap<String, TreeView> {
+    let mut out = BTreeMap::new();
+    for q in qs {
+        out.insert(
+            q.id.clone(),
+            store.tree(&TreeRef::new(run, &q.id)).await.unwrap(),
+        );
+    }
+    out
+}
+
+/// The reference: the same run in one process over the in-memory broker and store.
+async fn embedded_trees(record: &RunRecord, qs: &[Question]) -> BTreeMap<String, TreeView> {
+    let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+    let ctx = Arc::new(Context::new(
+        store.clone(),
+        broker.clone(),
+        Models::new(ScriptedFactory),
+    ));
+    let roles: Vec<RoleSpec> = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
+        .into_iter()
+        .map(|role| RoleSpec { role, instances: 1 })
+        .collect();
+    let worker = Worker::start(ctx, &roles, BatchSettings::default())
+        .await
+        .unwrap();
+    enqueue(&store, &broker, record, qs).await.unwrap();
+    follow(&store, &record.run, Duration::from_millis(20), |_| {})
+        .await
+        .unwrap();
+    worker.shutdown().await;
+    trees(&store, &record.run, qs).await
+}
+
+async fn wait_done(store: &RedisStore, run: &str, cluster: &Cluster, limit: Duration) {
+    let waited =
+        tokio::time::timeout(limit, follow(store, run, Duration::from_millis(50), |_| {})).await;
+    match waited {
+        Ok(Ok(p)) => assert_eq!(p.failed, 0, "failed questions\n{}", cluster.logs()),
+        other => panic!("run did not finish: {other:?}\n{}", cluster.logs()),
+    }
+}
+
+async fn drained(broker: &AmqpBroker) {
+    let t = broker.topology().clone();
+    for _ in 0..100 {
+        let mut depth = 0;
+        for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
+            depth += broker.queue_depth(&t.queue(role)).await.unwrap();
+        }
+        if depth == 0 {
+            // Ready is 0; give the last deliveries time to be processed and acked.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("queues did not drain");
+}
+
+async fn connect(ns: &str) -> (AmqpBroker, RedisStore) {
+    let broker = AmqpBroker::connect(&amqp_url(), ns, Topology::new(ns))
+        .await
+        .expect("RabbitMQ must be running (see .ci/run)");
+    broker.declare().await.unwrap();
+    let store = RedisStore::connect(&redis_url())
+        .await
+        .expect("Redis must be running");
+    (broker, store)
+}
+
+#[actix_rt::test]
+async fn three_workers_match_embedded_and_shrug_off_duplicates_and_garbage() {
+    let ns = format!("tsst-test-dist-{}", std::process::id());
+    let run = format!("dist-{}", std::process::id());
+    let qs = questions(200);
+    let rec = record(&run, "scripted");
+    let reference = embedded_trees(&rec, &qs).await;
+
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::new(&ns);
+    for _ in 0..3 {
+        cluster.spawn_worker();
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    // Garbage from a foreign producer, mid-run.
+    let garbage = b"{\"schema\":1,\"id\":\"junk\",\"body\":{\"kind\":\"expand\"}}".to_vec();
+    broker
+        .publish_raw(&broker.topology().queue(Role::Generator), &garbage)
+        .await
+        .unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+    let got = trees(&store, &run, &qs).await;
+    assert_eq!(got.len(), reference.len());
+    for (q, tree) in &reference {
+        assert_eq!(&got[q], tree, "tree of {q} differs from the embedded run");
+    }
+
+    // The malformed message went to the dead-letter queue with the reason.
+    let dlq = broker.topology().dead_letter_queue(Role::Generator);
+    let mut dead = broker.consume_queue(&dlq, 4).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), dead.next())
+        .await
+        .expect("a dead letter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data(), &garbage[..]);
+    let reason = d.error_header().unwrap_or_default();
+    assert!(reason.contains("malformed"), "{reason}");
+    d.ack().await.unwrap();
+
+    // Every task delivered again (and the run re-enqueued) changes nothing.
+    let again = enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    assert_eq!((again.new_run, again.published), (false, 0));
+    let mut replay = Vec::new();
+    for q in &qs {
+        let root = NodeId::root(&run, &q.id);
+        replay.push(
+            Task::Expand(ExpandTask {
+                run: run.clone(),
+                question: q.id.clone(),
+                round: 0,
+                node: root,
+            })
+            .envelope(),
+        );
+        let children: Vec<NodeId> = got[&q.id]
+            .nodes
+            .iter()
+            .filter(|n| n.parent == Some(root) && n.round == 0)
+            .map(|n| n.id)
+            .collect();
+        replay.push(
+            Task::Score(ScoreTask {
+                run: run.clone(),
+                question: q.id.clone(),
+                round: 0,
+                parent: root,
+                children,
+            })
+            .envelope(),
+        );
+        replay.push(
+            Task::Verify(VerifyTask {
+                run: run.clone(),
+                question: q.id.clone(),
+            })
+            .envelope(),
+        );
+        replay.push(
+            Task::Label(LabelTask {
+                run: run.clone(),
+                question: q.id.clone(),
+            })
+            .envelope(),
+        );
+    }
+    broker.publish(&replay).await.unwrap();
+    drained(&broker).await;
+    assert_eq!(
+        trees(&store, &run, &qs).await,
+        got,
+        "redelivery changed a tree"
+    );
+    let p = store.progress(&run).await.unwrap();
+    assert_eq!((p.total, p.done, p.failed), (200, 200, 0));
+
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+    broker.delete_topology().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_worker_killed_mid_run_loses_nothing() {
+    let ns = format!("tsst-test-kill-{}", std::process::id());
+    let run = format!("kill-{}", std::process::id());
+    let qs = questions(120);
+    // A model that takes 30 ms a batch, so the kill lands mid-run.
+    let rec = record(&run, "scripted:30ms");
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::new(&ns);
+    for _ in 0..3 {
+        cluster.spawn_worker();
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let p = store.progress(&run).await.unwrap();
+        if p.done >= 20 {
+            assert!(
+                p.done < 120,
+                "the run ended before the kill; slow the model down"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.workers[0].kill().unwrap(); // SIGKILL: no chance to finish its batch
+    cluster.workers[0].wait().unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+
+    let got = trees(&store, &run, &qs).await;
+    for (q, tree) in &reference {
+        assert_eq!(
+            &got[q], tree,
+            "tree of {q} differs from the uninterrupted run"
+        );
+        let mut finished = tree.finished.clone();
+        finished.sort();
+        finished.dedup();
+        assert_eq!(
+            finished.len(),
+            got[q].finished.len(),
+            "a solution counted twice"
+        );
+    }
+    let p = store.progress(&run).await.unwrap();
+    assert_eq!((p.total, p.done), (120, 120), "every question exactly once");
+
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+    broker.delete_topology().await.unwrap();
+}
