@@ -14,7 +14,7 @@ pub struct ExpandRequest<'a> {
     pub prefix: &'a str,
     /// One seed per sample; the samples share the prefix, so a backend can prefill it
     /// once and fork its cache.
-    pub seeds: Vec<u64>,
+    pub seeds: &'a [u64],
     /// 0 is greedy.
     pub temperature: f64,
     pub max_new_tokens: u32,

@@ -146,11 +146,13 @@ mod tests {
         }
     }
 
+    const SEEDS: [u64; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
     fn request<'a>(q: &'a Question, prefix: &'a str, temperature: f64) -> ExpandRequest<'a> {
         ExpandRequest {
             question: q,
             prefix,
-            seeds: (0..8).collect(),
+            seeds: &SEEDS,
             temperature,
             max_new_tokens: 64,
             delimiter: StepDelimiter::Period,
@@ -177,7 +179,7 @@ mod tests {
     #[test]
     fn greedy_ignores_the_seed() {
         let q = question();
-        let out = ScriptedPolicy
+        let out = ScriptedPolicy::default()
             .expand(&[request(&q, "Step 1: x.", 0.0)])
             .unwrap();
         let samples = out[0].as_ref().unwrap();

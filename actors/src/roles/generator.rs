@@ -176,7 +176,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 .map(|o| ExpandRequest {
                     question: &o.question,
                     prefix: &o.prefix,
-                    seeds: o.seeds.clone(),
+                    seeds: &o.seeds,
                     temperature: o.temperature,
                     max_new_tokens: o.max_new_tokens,
                     delimiter: o.delimiter,
