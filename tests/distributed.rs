@@ -153,6 +153,7 @@ fn record(run: &str, policy: &str) -> RunRecord {
             partition: None,
             sample_size: None,
         },
+        labels: LabelSpec::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn record(run: &str, seed: u64) -> RunRecord {
             partition: Some("0_2".into()),
             sample_size: None,
         },
+        labels: LabelSpec::default(),
     }
 }
 

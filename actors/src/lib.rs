@@ -2,8 +2,10 @@
 //! the RabbitMQ bridge, the Redis store and the worker runtime.
 pub mod backend;
 pub mod broker;
+pub mod llm;
 pub mod pipeline;
 pub mod roles;
 pub mod runtime;
 pub mod search;
 pub mod store;
+pub mod warmup;

@@ -1,9 +1,11 @@
 //! Runs as a whole: enqueueing, following progress, and collecting results.
 use crate::broker::{Broker, BrokerError};
+use crate::roles::QuestionRecords;
 use crate::store::{Progress, Store, StoreError, TreeRef, TreeView};
 use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
+use tsst_labels::LlavaRecord;
 use tsst_messages::results::{QuestionResult, QuestionStatus, Solution};
 use tsst_messages::{Event, ExpandTask, Node, NodeId, Question, RunRecord, Task, TreeStatus};
 
@@ -114,7 +116,8 @@ pub async fn results<S: Store>(store: &S, run: &str) -> Result<Vec<QuestionResul
     Ok(out)
 }
 
-fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResult {
+/// A question's results line from its stored tree.
+pub fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResult {
     let by_id: HashMap<NodeId, &Node> = tree.nodes.iter().map(|n| (n.id, n)).collect();
     let mut solutions: Vec<(usize, Solution)> = tree
         .finished
@@ -180,4 +183,27 @@ fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResult {
         restarts: tree.state.restarts,
         solutions: solutions.into_iter().map(|(_, s)| s).collect(),
     }
+}
+
+/// The run's next-round training data, D+ and Dv, in dataset order.
+pub async fn training_records<S: Store>(
+    store: &S,
+    run: &str,
+) -> Result<(Vec<LlavaRecord>, Vec<LlavaRecord>), StoreError> {
+    let questions = store.questions(run).await?;
+    let mut stored = store.records(run).await?;
+    let (mut dplus, mut dv) = (Vec::new(), Vec::new());
+    for q in questions {
+        let Some(json) = stored.remove(&q.id) else {
+            continue;
+        };
+        let records: QuestionRecords =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                key: format!("records of {run}/{}", q.id),
+                reason: e.to_string(),
+            })?;
+        dplus.extend(records.dplus);
+        dv.extend(records.dv);
+    }
+    Ok((dplus, dv))
 }

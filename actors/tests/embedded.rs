@@ -60,6 +60,7 @@ async fn embedded_run_completes_every_question() {
             partition: None,
             sample_size: None,
         },
+        labels: LabelSpec::default(),
     };
     let qs = questions(20);
     let ctx = Arc::new(Context::new(

@@ -131,6 +131,8 @@ pub struct EvalConfig {
     pub step_max_tokens: u32,
     /// A node whose text grows past this many characters is finished.
     pub finish_max_chars: usize,
+    /// Verified-correct solutions per question kept for the policy's next round (D+).
+    pub dplus_per_question: u32,
 }
 
 pub const DEFAULT_SEED: u64 = 42;
@@ -182,6 +184,8 @@ struct RawEval {
     step_max_tokens: u32,
     #[serde(default = "default_finish_max_chars")]
     finish_max_chars: usize,
+    #[serde(default = "one")]
+    dplus_per_question: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +302,7 @@ impl RawEval {
             max_rounds: self.max_rounds,
             step_max_tokens: self.step_max_tokens,
             finish_max_chars: self.finish_max_chars,
+            dplus_per_question: self.dplus_per_question,
         })
     }
 }
@@ -409,6 +414,7 @@ impl EvalConfig {
         );
         at_least(v, "step_max_tokens", self.step_max_tokens.into(), 1);
         at_least(v, "finish_max_chars", self.finish_max_chars as u64, 1);
+        at_least(v, "dplus_per_question", self.dplus_per_question.into(), 1);
         if !(1..=1000).contains(&self.max_rounds) {
             v.push(Issue::new(
                 "max_rounds",

@@ -221,6 +221,33 @@ impl fmt::Display for RunMetrics {
     }
 }
 
+impl Tally {
+    /// Counts and rates as written to a run's `metrics.json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "questions": self.questions,
+            "failed": self.failed,
+            "solutions": self.solutions,
+            "greedy": self.greedy_rate(),
+            "absolute": self.absolute_rate(),
+            "voting": self.voting_rate(),
+            "half_correct": self.half_correct_rate(),
+        })
+    }
+}
+
+impl RunMetrics {
+    /// `{"overall": {...}, "per_source": {"aokvqa": {...}, ...}}`
+    pub fn to_json(&self) -> serde_json::Value {
+        let per_source: serde_json::Map<String, serde_json::Value> = self
+            .per_source
+            .iter()
+            .map(|(s, t)| (s.name().to_owned(), t.to_json()))
+            .collect();
+        serde_json::json!({ "overall": self.overall.to_json(), "per_source": per_source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,12 @@ pub fn runs() -> String {
     format!("{PREFIX}:runs")
 }
 
+/// Hash: extracted answer → verdict JSON, for one question of one dataset, shared by
+/// every run: the same answer to the same question is decided once.
+pub fn verdict_cache(source: crate::DataSource, question: &str) -> String {
+    format!("{PREFIX}:vcache:{{{source}/{question}}}")
+}
+
 /// Keys of one run (not of its trees).
 #[derive(Debug, Clone)]
 pub struct RunKeys {
@@ -43,6 +49,12 @@ impl RunKeys {
     /// Set: questions whose work is complete.
     pub fn done(&self) -> String {
         self.key("done")
+    }
+
+    /// Hash: question id → the question's training records (JSON), written by the
+    /// labeler.
+    pub fn records(&self) -> String {
+        self.key("records")
     }
 
     /// Hash: question id → failure reason.

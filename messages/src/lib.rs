@@ -20,7 +20,9 @@ pub use events::{Event, ModelKind};
 pub use ids::{splitmix64, stable_hash, validate_run_id, NodeId};
 pub use partition::Partition;
 pub use question::{DataSource, Question};
-pub use spec::{DatasetSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter};
+pub use spec::{
+    DatasetSpec, LabelSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter,
+};
 pub use tasks::{ExpandTask, LabelTask, ScoreTask, Task, TrainTask, VerifyTask};
 pub use topology::*;
 pub use tree::{FinishReason, Node, TreeState, TreeStatus};

@@ -86,10 +86,27 @@ pub struct DatasetSpec {
     pub sample_size: Option<usize>,
 }
 
+/// How a run's trees become training data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelSpec {
+    /// Verified-correct solutions per question kept for D+ (the reference kept 1).
+    pub dplus_per_question: u32,
+}
+
+impl Default for LabelSpec {
+    fn default() -> Self {
+        LabelSpec {
+            dplus_per_question: 1,
+        }
+    }
+}
+
 /// Everything a worker needs to know about a run, stored once when it is enqueued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run: String,
     pub search: SearchSpec,
     pub dataset: DatasetSpec,
+    #[serde(default)]
+    pub labels: LabelSpec,
 }

@@ -57,6 +57,29 @@ pub enum Command {
     Status(StatusArgs),
     /// Label a results file offline: value data (Dv) and policy data (D+).
     Label(LabelArgs),
+    /// Round 0's data: step-by-step chains for the training questions (policy SFT)
+    /// and their linearly scored prefixes (value SFT).
+    Warmup(WarmupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarmupArgs {
+    /// The eval config naming the dataset.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The split whose questions get chains.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// The LLM endpoint config that writes the chains (the verifier's); not needed for
+    /// datasets with grounded chains (the synthetic benchmark).
+    #[arg(long)]
+    pub llm: Option<PathBuf>,
+    /// Chains asked per question.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Writes warmup_policy.json and warmup_value.json here.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +152,10 @@ pub struct WorkerArgs {
     /// Name shown in the broker's connection list.
     #[arg(long)]
     pub name: Option<String>,
+    /// LLM verifier config (e.g. config/llm_verifier_config.yaml) for answers the
+    /// rule cannot decide; without it they are recorded as not correct.
+    #[arg(long)]
+    pub verifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +176,9 @@ pub struct RunArgs {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// LLM verifier config for the in-process verifier (embedded mode).
+    #[arg(long)]
+    pub verifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +201,10 @@ pub struct ResultsArgs {
     /// Print the run's metrics instead of the JSONL.
     #[arg(long)]
     pub summary: bool,
+    /// Also write the next round's training data here: dplus.json (policy) and
+    /// dv.json (value), LLaVA training JSON.
+    #[arg(long)]
+    pub datasets: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

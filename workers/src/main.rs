@@ -40,6 +40,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Config { command } => local::config(command),
             Command::Data { command } => local::data(command),
             Command::Label(args) => local::label(args),
+            Command::Warmup(args) => local::warmup(args).await,
             Command::Enqueue(args) => cluster::enqueue(args, &services).await,
             Command::Worker(args) => worker::worker(args, &services).await,
             Command::Run(args) => run::run(args, &services).await,

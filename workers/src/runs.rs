@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use tsst_config::EvalConfig;
 use tsst_datasets::Selection;
-use tsst_messages::{DatasetSpec, Question, RunRecord};
+use tsst_messages::{DatasetSpec, LabelSpec, Question, RunRecord};
 
 pub struct PlannedRun {
     pub record: RunRecord,
@@ -26,9 +26,15 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Vec<
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".into()),
     };
+    // Absolute, so workers on other machines with the same mount and the labeler's
+    // relative image paths agree on what it means.
+    let root = config
+        .dataset_root
+        .canonicalize()
+        .unwrap_or_else(|_| config.dataset_root.clone());
     let dataset = DatasetSpec {
         source: config.dataset_name,
-        root: config.dataset_root.clone(),
+        root,
         split: config.data_subset.clone(),
         partition: config.data_partition.map(|p| p.to_string()),
         sample_size: config.sample_size,
@@ -63,6 +69,9 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Vec<
                     run,
                     search: config.search_spec(model),
                     dataset: dataset.clone(),
+                    labels: LabelSpec {
+                        dplus_per_question: config.dplus_per_question,
+                    },
                 },
                 questions: part,
             });

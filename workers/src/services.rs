@@ -1,10 +1,13 @@
 //! Connecting to the broker and the store named on the command line.
 use crate::cli::ServiceArgs;
 use anyhow::{bail, Context as _, Result};
+use std::path::Path;
 use std::sync::Arc;
 use tsst_actors::broker::AmqpBroker;
-use tsst_actors::runtime::{Context, Models, ScriptedFactory};
+use tsst_actors::llm::{LlmClient, LlmSettings};
+use tsst_actors::runtime::{Context, Models};
 use tsst_actors::store::RedisStore;
+use tsst_config::VerifierConfig;
 use tsst_messages::Topology;
 
 /// The distributed services, when both URLs are given.
@@ -45,14 +48,36 @@ impl ServiceArgs {
     }
 }
 
-/// The models this build can serve.
+/// The models this build can serve: `scripted` / `scripted:<N>ms`, and exported
+/// ONNX model directories (a config's `policy_model` / `value_model`), on the CPU.
+/// The ONNX Runtime library is found through ORT_DYLIB_PATH or `tools/fetch-ort.sh`'s
+/// install location when a model directory is first loaded.
 pub fn models() -> Models {
-    Models::new(ScriptedFactory)
+    Models::new(tsst_models::OnnxFactory::default())
 }
 
 pub fn context<S: tsst_actors::store::Store, B: tsst_actors::broker::Broker>(
     store: S,
     broker: B,
+    llm: Option<LlmClient>,
 ) -> Arc<Context<S, B>> {
-    Arc::new(Context::new(store, broker, models()))
+    Arc::new(Context::new(store, broker, models()).with_llm(llm))
+}
+
+/// The LLM verifier a `--verifier` config describes, its key read from the
+/// environment variable the config names.
+pub fn llm(config: Option<&Path>) -> Result<Option<LlmClient>> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let config = VerifierConfig::load(path)?;
+    let key = config.api_key()?.map(|k| k.expose().to_owned());
+    if key.is_none() {
+        if let Some(var) = &config.config.api_key_env {
+            tracing::warn!("{var} is not set: calling the verifier without a key");
+        }
+    }
+    let client = LlmClient::new(LlmSettings::from_config(&config), key)?;
+    tracing::info!(endpoint = %config.config.openai_api_base, model = %config.model, "LLM verifier");
+    Ok(Some(client))
 }

@@ -50,7 +50,14 @@ impl ScriptedPolicy {
             } else {
                 (question.answer + 1 + ((h >> 16) as usize % (n - 1))) % n
             };
-            format!("Final Answer: ({}).", Question::letter(letter))
+            // A quarter of the answers name the option in words, as real models do,
+            // which the rule cannot decide: they exercise the LLM verifier.
+            if (h >> 32).is_multiple_of(4) {
+                let text = question.choices.get(letter).map_or("", |c| c.as_str());
+                format!("Final Answer: the answer is {text}.")
+            } else {
+                format!("Final Answer: ({}).", Question::letter(letter))
+            }
         } else if h.is_multiple_of(41) {
             String::new()
         } else {
@@ -197,7 +204,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
-            .all(|s| s.text.starts_with("Final Answer: (")));
+            .all(|s| s.text.starts_with("Final Answer:")));
     }
 
     #[test]

@@ -1,13 +1,29 @@
-//! The labeler: closes a verified question. Marking it done is idempotent, and the
-//! question that completes the run announces it.
+//! The labeler: labels a verified question's tree with values (TSST.md,
+//! `assign_value_tree`), stores its D+ and Dv records, and closes the question. Both
+//! steps are idempotent; the question that completes the run announces it.
 use super::plan::{settle, Plan};
 use super::{decode, RoleWork, WorkError};
 use crate::broker::Broker;
+use crate::pipeline::question_result;
 use crate::runtime::{Context, DeliveryOf};
-use crate::store::Store;
+use crate::store::{Store, TreeRef};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_messages::{Event, Role, Task};
+use tsst_labels::{policy_records, value_records, DatasetOptions, LlavaRecord};
+use tsst_messages::{Event, LabelTask, Question, Role, RunRecord, Task};
+
+/// What the labeler stores per question.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuestionRecords {
+    /// Policy training records (D+).
+    pub dplus: Vec<LlavaRecord>,
+    /// Value training records (Dv).
+    pub dv: Vec<LlavaRecord>,
+}
+
+/// A run's labelled questions: their records, and the trees to close.
+type Labelled = (Vec<(String, String)>, Vec<(String, Option<String>)>);
 
 pub struct Labeler<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -33,40 +49,89 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Labeler<S, B> {
                 _ => None,
             })
             .unzip();
+        let plan = self.compute(&tasks).await;
+        settle(&self.ctx, deliveries, plan).await
+    }
+}
+
+/// The question's training records. Image paths are written relative to the dataset
+/// root, where the training side finds the images.
+pub fn label_question(
+    record: &RunRecord,
+    question: &Question,
+    result: &tsst_messages::results::QuestionResult,
+) -> Result<QuestionRecords, tsst_labels::DatasetError> {
+    let options = DatasetOptions {
+        k: record.labels.dplus_per_question.max(1) as usize,
+        image_root: Some(record.dataset.root.clone()),
+        ..DatasetOptions::default()
+    };
+    Ok(QuestionRecords {
+        dplus: policy_records(question, &result.solutions, &options)?,
+        dv: value_records(question, &result.solutions, &options)?,
+    })
+}
+
+impl<S: Store, B: Broker> Labeler<S, B> {
+    async fn compute(&self, tasks: &[LabelTask]) -> Result<Plan, WorkError> {
+        let ctx = &self.ctx;
         let mut plan = Plan::new(tasks.len());
-        let mut by_run: BTreeMap<&str, Vec<(String, Option<String>)>> = BTreeMap::new();
-        for t in &tasks {
-            by_run
-                .entry(t.run.as_str())
-                .or_default()
-                .push((t.question.clone(), None));
-        }
-        let mut result = Ok(());
-        for (run, trees) in by_run {
-            match self.ctx.store.finish_trees(run, &trees).await {
-                Ok((newly, progress)) => {
-                    for ((question, _), new) in trees.iter().zip(&newly) {
-                        if *new {
-                            plan.events.push(Event::QuestionDone {
-                                run: run.to_owned(),
-                                question: question.clone(),
-                            });
-                        }
-                    }
-                    if progress.complete() && newly.iter().any(|n| *n) {
-                        plan.events.push(Event::RunFinished {
-                            run: run.to_owned(),
-                            questions: progress.total,
-                            failed: progress.failed,
-                        });
-                    }
-                }
+        let mut by_run: BTreeMap<&str, Labelled> = BTreeMap::new();
+        for (i, task) in tasks.iter().enumerate() {
+            let run = match ctx.run(&task.run).await {
+                Ok(run) => run,
                 Err(e) => {
-                    result = Err(e.into());
-                    break;
+                    plan.reject(i, e.to_string());
+                    continue;
                 }
+            };
+            let Some(question) = run.questions.get(&task.question) else {
+                plan.reject(
+                    i,
+                    format!("run {} has no question {}", task.run, task.question),
+                );
+                continue;
+            };
+            let tree = ctx
+                .store
+                .tree(&TreeRef::new(&task.run, &task.question))
+                .await?;
+            let result = question_result(&task.run, (**question).clone(), &tree);
+            let entry = by_run.entry(task.run.as_str()).or_default();
+            match label_question(&run.record, question, &result) {
+                Ok(records) => {
+                    let json = serde_json::to_string(&records).map_err(|e| {
+                        WorkError::Store(crate::store::StoreError::Corrupt {
+                            key: format!("records of {}", task.question),
+                            reason: e.to_string(),
+                        })
+                    })?;
+                    entry.0.push((task.question.clone(), json));
+                    entry.1.push((task.question.clone(), None));
+                }
+                Err(e) => plan.fail(&task.run, &task.question, format!("labelling: {e}")),
             }
         }
-        settle(&self.ctx, deliveries, result.map(|()| plan)).await
+        for (run, (records, trees)) in by_run {
+            ctx.store.put_records(run, &records).await?;
+            let (newly, progress) = ctx.store.finish_trees(run, &trees).await?;
+            for ((question, _), new) in trees.iter().zip(&newly) {
+                if *new {
+                    plan.events.push(Event::QuestionDone {
+                        run: run.to_owned(),
+                        question: question.clone(),
+                    });
+                }
+            }
+            if progress.complete() && newly.iter().any(|n| *n) {
+                plan.events.push(Event::RunFinished {
+                    run: run.to_owned(),
+                    questions: progress.total,
+                    failed: progress.failed,
+                });
+            }
+        }
+        plan.commit_failures(&ctx.store).await?;
+        Ok(plan)
     }
 }

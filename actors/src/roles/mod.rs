@@ -8,7 +8,7 @@ mod scorer;
 mod verifier;
 
 pub use generator::Generator;
-pub use labeler::Labeler;
+pub use labeler::{label_question, Labeler, QuestionRecords};
 pub use plan::{settle, Outcome, Plan};
 pub use scorer::Scorer;
 pub use verifier::Verifier;

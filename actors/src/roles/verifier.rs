@@ -1,14 +1,18 @@
-//! The verifier: decides each finished solution of a searched question. Multiple-choice
-//! answers are decided by rule (letter or exact option text); what the rule cannot
-//! decide is recorded as not correct, with a note, until an LLM verifier is configured.
+//! The verifier: decides each finished solution of a searched question. The rule
+//! decides multiple-choice answers by letter or exact option text; the LLM endpoint
+//! decides the rest, once per (question, extracted answer) thanks to the cache. When
+//! the endpoint is down the question waits, unverified, and is tried again: nothing is
+//! dropped or counted wrong for it.
 use super::plan::{settle, Plan};
 use super::{decode, RoleWork, WorkError};
 use crate::broker::Broker;
 use crate::runtime::{Context, DeliveryOf};
-use crate::store::{Store, TreeRef, VerdictCommit, VERIFY_OUTBOX_KEY};
+use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY};
+use futures_util::future::join_all;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use tsst_labels::extract_answer;
-use tsst_messages::{LabelTask, Question, Role, Task, Verdict, VerdictSource, VerifyTask};
+use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply};
+use tsst_messages::{LabelTask, NodeId, Question, Role, Task, Verdict, VerdictSource, VerifyTask};
 
 pub struct Verifier<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -18,21 +22,6 @@ impl<S: Store, B: Broker> Verifier<S, B> {
     pub fn new(ctx: Arc<Context<S, B>>) -> Self {
         Verifier { ctx }
     }
-}
-
-/// The rule's verdict on one solution text; what it cannot decide is recorded as not
-/// correct with a note (the LLM verifier decides those where one is configured).
-pub fn rule_verdict(question: &Question, text: &str) -> Verdict {
-    let extracted = extract_answer(text);
-    tsst_labels::rule::rule_verdict(&extracted, &question.choices, question.answer).unwrap_or_else(
-        || Verdict {
-            correct: false,
-            letter: None,
-            by: VerdictSource::Rule,
-            note: Some("the answer names no single option".to_owned()),
-            extracted,
-        },
-    )
 }
 
 impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
@@ -54,6 +43,16 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
     }
 }
 
+/// A solution the rule could not decide.
+struct Open {
+    task: usize,
+    node: NodeId,
+    question: Arc<Question>,
+    /// Also what the LLM judges: the cache is keyed by it, so the same answer to the
+    /// same question gets the same verdict.
+    key: VerdictKey,
+}
+
 impl<S: Store, B: Broker> Verifier<S, B> {
     async fn compute(&self, tasks: &[VerifyTask]) -> Result<Plan, WorkError> {
         let ctx = &self.ctx;
@@ -67,7 +66,9 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             .map(|t| (t.clone(), VERIFY_OUTBOX_KEY.to_owned()))
             .collect();
         let outboxes = ctx.store.outboxes(&keys).await?;
-        let mut commits = Vec::new();
+
+        let mut decided: HashMap<usize, Vec<(NodeId, Verdict)>> = HashMap::new();
+        let mut open = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
                 plan.publish.extend(earlier);
@@ -80,7 +81,7 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                     continue;
                 }
             };
-            let Some(question) = run.questions.get(&task.question) else {
+            let Some(question) = run.questions.get(&task.question).cloned() else {
                 plan.reject(
                     i,
                     format!("run {} has no question {}", task.run, task.question),
@@ -88,12 +89,42 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                 continue;
             };
             let tree = ctx.store.tree(&trees[i]).await?;
-            let verdicts = tree
-                .finished
-                .iter()
-                .filter_map(|id| tree.nodes.iter().find(|n| n.id == *id))
-                .map(|n| (n.id, rule_verdict(question, &n.text)))
-                .collect();
+            let verdicts = decided.entry(i).or_default();
+            for id in &tree.finished {
+                let Some(node) = tree.nodes.iter().find(|n| n.id == *id) else {
+                    continue;
+                };
+                let extracted = extract_answer(&node.text);
+                match tsst_labels::rule::rule_verdict(
+                    &extracted,
+                    &question.choices,
+                    question.answer,
+                ) {
+                    Some(v) => verdicts.push((node.id, v)),
+                    None => open.push(Open {
+                        task: i,
+                        node: node.id,
+                        question: question.clone(),
+                        key: VerdictKey {
+                            source: question.source,
+                            question: question.id.clone(),
+                            answer: extracted,
+                        },
+                    }),
+                }
+            }
+        }
+
+        let postponed = self.decide_open(open, &mut decided).await?;
+        let mut commits = Vec::new();
+        for (i, verdicts) in decided {
+            let task = &tasks[i];
+            if postponed.contains(&i) {
+                // Tried again later as a fresh message, so a long outage cannot use up
+                // the queue's delivery limit.
+                plan.publish.push(Task::Verify(task.clone()).envelope());
+                continue;
+            }
             let outbox = vec![Task::Label(LabelTask {
                 run: task.run.clone(),
                 question: task.question.clone(),
@@ -107,6 +138,80 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             });
         }
         ctx.store.commit_verdicts(&commits).await?;
+        if !postponed.is_empty() {
+            if let Some(llm) = &ctx.llm {
+                tokio::time::sleep(llm.retry_wait()).await;
+            }
+        }
         Ok(plan)
+    }
+
+    /// Decides what the rule could not: from the cache, else from the LLM. Returns the
+    /// tasks to postpone because the endpoint could not answer.
+    async fn decide_open(
+        &self,
+        open: Vec<Open>,
+        decided: &mut HashMap<usize, Vec<(NodeId, Verdict)>>,
+    ) -> Result<BTreeSet<usize>, WorkError> {
+        let ctx = &self.ctx;
+        let mut postponed = BTreeSet::new();
+        if open.is_empty() {
+            return Ok(postponed);
+        }
+        let keys: Vec<VerdictKey> = open.iter().map(|o| o.key.clone()).collect();
+        let cached = ctx.store.cached_verdicts(&keys).await?;
+        let mut ask = Vec::new();
+        for (o, hit) in open.into_iter().zip(cached) {
+            match hit {
+                Some(mut v) => {
+                    v.by = VerdictSource::Cache;
+                    decided.entry(o.task).or_default().push((o.node, v));
+                }
+                None => ask.push(o),
+            }
+        }
+        let Some(llm) = &ctx.llm else {
+            for o in ask {
+                decided.entry(o.task).or_default().push((
+                    o.node,
+                    Verdict {
+                        correct: false,
+                        extracted: o.key.answer,
+                        letter: None,
+                        by: VerdictSource::Rule,
+                        note: Some(
+                            "undecided by the rule and no LLM verifier is configured".into(),
+                        ),
+                    },
+                ));
+            }
+            return Ok(postponed);
+        };
+        let prompts: Vec<_> = ask
+            .iter()
+            .map(|o| llm_messages_for(&o.question, &o.key.answer))
+            .collect();
+        let replies = join_all(prompts.iter().map(|m| llm.chat(m))).await;
+        let mut fresh = Vec::new();
+        for (o, reply) in ask.into_iter().zip(replies) {
+            match reply {
+                Ok(text) => {
+                    let v =
+                        tsst_labels::llm_prompt::llm_verdict(&o.key.answer, parse_llm_reply(&text));
+                    fresh.push((o.key.clone(), v.clone()));
+                    decided.entry(o.task).or_default().push((o.node, v));
+                }
+                Err(e) => {
+                    if e.is_unavailable() {
+                        tracing::warn!(question = %o.key.question, err = %e, "verification postponed");
+                    } else {
+                        tracing::error!(question = %o.key.question, err = %e, "verification postponed; check the verifier config");
+                    }
+                    postponed.insert(o.task);
+                }
+            }
+        }
+        ctx.store.cache_verdicts(&fresh).await?;
+        Ok(postponed)
     }
 }

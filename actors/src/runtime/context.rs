@@ -2,6 +2,7 @@
 //! a cache of the runs it has seen (a run's record and questions never change).
 use super::models::Models;
 use crate::broker::{Broker, Consumer};
+use crate::llm::LlmClient;
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,9 @@ pub struct Context<S: Store, B: Broker> {
     pub store: S,
     pub broker: B,
     pub models: Models,
+    /// The LLM verifier; without one, answers the rule cannot decide are recorded as
+    /// not correct, with a note.
+    pub llm: Option<LlmClient>,
     runs: Mutex<HashMap<String, Arc<RunInfo>>>,
 }
 
@@ -28,8 +32,14 @@ impl<S: Store, B: Broker> Context<S, B> {
             store,
             broker,
             models,
+            llm: None,
             runs: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn with_llm(mut self, llm: Option<LlmClient>) -> Self {
+        self.llm = llm;
+        self
     }
 
     pub async fn run(&self, run: &str) -> Result<Arc<RunInfo>, StoreError> {

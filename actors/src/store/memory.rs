@@ -1,7 +1,7 @@
 //! The in-memory store of embedded mode: the same semantics as Redis, in one process.
 use super::{
     round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
-    StoreError, TreeRef, TreeView, VerdictCommit, VERIFY_OUTBOX_KEY,
+    StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,10 +18,12 @@ pub struct MemoryStore {
 struct Inner {
     runs: HashMap<String, RunData>,
     trees: HashMap<TreeRef, Tree>,
+    verdicts: HashMap<VerdictKey, Verdict>,
 }
 
 struct RunData {
     record: RunRecord,
+    labels: HashMap<String, String>,
     questions: Vec<Question>,
     done: HashSet<String>,
     failed: HashMap<String, String>,
@@ -120,6 +122,7 @@ impl Store for MemoryStore {
             record.run.clone(),
             RunData {
                 record: record.clone(),
+                labels: HashMap::new(),
                 questions: questions.to_vec(),
                 done: HashSet::new(),
                 failed: HashMap::new(),
@@ -330,6 +333,39 @@ impl Store for MemoryStore {
 
     async fn progress(&self, run: &str) -> Result<Progress, StoreError> {
         self.lock().progress(run)
+    }
+
+    async fn put_records(&self, run: &str, records: &[(String, String)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let data = inner
+            .runs
+            .get_mut(run)
+            .ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?;
+        data.labels.extend(records.iter().cloned());
+        Ok(())
+    }
+
+    async fn records(&self, run: &str) -> Result<HashMap<String, String>, StoreError> {
+        Ok(self.lock().run(run)?.labels.clone())
+    }
+
+    async fn cached_verdicts(
+        &self,
+        keys: &[VerdictKey],
+    ) -> Result<Vec<Option<Verdict>>, StoreError> {
+        let inner = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| inner.verdicts.get(k).cloned())
+            .collect())
+    }
+
+    async fn cache_verdicts(&self, entries: &[(VerdictKey, Verdict)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (k, v) in entries {
+            inner.verdicts.insert(k.clone(), v.clone());
+        }
+        Ok(())
     }
 
     async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {

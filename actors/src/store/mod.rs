@@ -13,7 +13,9 @@ pub use redis_store::RedisStore;
 use std::collections::HashMap;
 use std::future::Future;
 use thiserror::Error;
-use tsst_messages::{Envelope, Node, NodeId, Question, RunRecord, Task, TreeState, Verdict};
+use tsst_messages::{
+    DataSource, Envelope, Node, NodeId, Question, RunRecord, Task, TreeState, Verdict,
+};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -134,6 +136,14 @@ pub struct TreeView {
     pub error: Option<String>,
 }
 
+/// A verifier's decision is cached by the question and the extracted answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerdictKey {
+    pub source: DataSource,
+    pub question: String,
+    pub answer: String,
+}
+
 /// The outbox key of a round's conclusion.
 pub fn round_outbox_key(round: u32) -> String {
     format!("round/{round}")
@@ -225,6 +235,30 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(Vec<bool>, Progress), StoreError>> + Send;
 
     fn progress(&self, run: &str) -> impl Future<Output = Result<Progress, StoreError>> + Send;
+
+    /// Stores the training records of labelled questions (opaque JSON per question).
+    fn put_records(
+        &self,
+        run: &str,
+        records: &[(String, String)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every labelled question's records, by question id.
+    fn records(
+        &self,
+        run: &str,
+    ) -> impl Future<Output = Result<HashMap<String, String>, StoreError>> + Send;
+
+    /// Earlier verdicts on these (question, answer) pairs, `None` where there is none.
+    fn cached_verdicts(
+        &self,
+        keys: &[VerdictKey],
+    ) -> impl Future<Output = Result<Vec<Option<Verdict>>, StoreError>> + Send;
+
+    fn cache_verdicts(
+        &self,
+        entries: &[(VerdictKey, Verdict)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn tree(&self, tree: &TreeRef) -> impl Future<Output = Result<TreeView, StoreError>> + Send;
 }

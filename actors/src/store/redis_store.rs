@@ -2,7 +2,7 @@
 //! must be atomic per tree run as Lua scripts on keys that share the tree's hash tag.
 use super::{
     round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
-    StoreError, TreeRef, TreeView, VerdictCommit, VERIFY_OUTBOX_KEY,
+    StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY,
 };
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Cmd, Pipeline};
@@ -151,6 +151,7 @@ impl RedisStore {
                 rk.order(),
                 rk.done(),
                 rk.failed(),
+                rk.records(),
             ])
             .await?;
         let _: () = conn.srem(keys::runs(), run).await?;
@@ -522,6 +523,55 @@ impl Store for RedisStore {
             done,
             failed,
         })
+    }
+
+    async fn put_records(&self, run: &str, records: &[(String, String)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(RunKeys::new(run).records(), records)
+            .ignore();
+        self.query(&pipe).await
+    }
+
+    async fn records(&self, run: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hgetall(RunKeys::new(run).records()).await?)
+    }
+
+    async fn cached_verdicts(
+        &self,
+        keys: &[VerdictKey],
+    ) -> Result<Vec<Option<Verdict>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.hget(keys::verdict_cache(k.source, &k.question), &k.answer);
+        }
+        let jsons: Vec<Option<String>> = self.query(&pipe).await?;
+        keys.iter()
+            .zip(jsons)
+            .map(|(k, json)| {
+                json.map(|j| decode(&keys::verdict_cache(k.source, &k.question), &j))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    async fn cache_verdicts(&self, entries: &[(VerdictKey, Verdict)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (k, v) in entries {
+            let key = keys::verdict_cache(k.source, &k.question);
+            let json = encode(&key, v)?;
+            pipe.hset(key, &k.answer, json).ignore();
+        }
+        self.query(&pipe).await
     }
 
     async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {

@@ -31,9 +31,16 @@ pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
 pub async fn results(args: ResultsArgs, services: &ServiceArgs) -> Result<()> {
     let d = services.require("results", "tsst-results").await?;
     let res = run_results(&d.store, &args.run).await?;
+    if let Some(dir) = &args.datasets {
+        let (dplus, dv) = super::run::write_datasets(&d.store, dir, &args.run).await?;
+        eprintln!(
+            "wrote {}: dplus.json ({dplus} policy records), dv.json ({dv} value records)",
+            dir.display()
+        );
+    }
     d.broker.close().await;
     if args.summary {
-        print!("{}", RunMetrics::compute(&res));
+        super::local::show(&RunMetrics::compute(&res));
         return Ok(());
     }
     let mut text = String::new();

@@ -1,8 +1,10 @@
 //! Commands that need no services: config and dataset checks, the synthetic
 //! benchmark, offline labelling.
-use crate::cli::{ConfigCommand, DataCommand, LabelArgs};
+use crate::cli::{ConfigCommand, DataCommand, LabelArgs, WarmupArgs};
 use anyhow::{bail, Result};
+use tsst_actors::warmup;
 use tsst_datasets::synth::{self, SynthOptions};
+use tsst_labels::{write_records, DatasetOptions, OutputFormat};
 
 pub fn config(command: ConfigCommand) -> Result<()> {
     let ConfigCommand::Check { files } = command;
@@ -35,7 +37,7 @@ pub fn data(command: DataCommand) -> Result<()> {
             split,
         } => {
             let report = tsst_datasets::check(source, &root, split.as_deref())?;
-            print!("{report}");
+            show(&report);
             Ok(())
         }
         DataCommand::Synth(args) => {
@@ -47,7 +49,7 @@ pub fn data(command: DataCommand) -> Result<()> {
                 splits: args.splits,
                 ..SynthOptions::default()
             })?;
-            print!("{summary}");
+            show(&summary);
             Ok(())
         }
     }
@@ -59,6 +61,63 @@ pub fn label(args: LabelArgs) -> Result<()> {
     offline.image_root = args.image_root;
     offline.jsonl = args.jsonl;
     let report = tsst_labels::run_offline(&offline)?;
-    print!("{report}");
+    show(&report);
+    Ok(())
+}
+
+/// Prints a report, ending it with exactly one newline whatever its Display does.
+pub fn show(report: &impl std::fmt::Display) {
+    println!("{}", report.to_string().trim_end());
+}
+
+/// `tsst warmup`.
+pub async fn warmup(args: WarmupArgs) -> Result<()> {
+    let config = tsst_config::EvalConfig::load(&args.config)?;
+    let root = &config.dataset_root;
+    let loaded = tsst_datasets::load(config.dataset_name, root, &args.split)?;
+    for bad in &loaded.bad {
+        tracing::warn!("skipping bad record {bad}");
+    }
+    let options = DatasetOptions {
+        image_root: Some(root.canonicalize().unwrap_or_else(|_| root.clone())),
+        ..DatasetOptions::default()
+    };
+    let grounded = root.join(tsst_datasets::synth::META_FILE).exists();
+    let w = if grounded {
+        warmup::from_rationales(&loaded.questions, &options)?
+    } else {
+        let Some(llm) = crate::services::llm(args.llm.as_deref())? else {
+            bail!(
+                "{} has no grounded chains: give --llm config/llm_verifier_config.yaml to have the endpoint write them",
+                root.display()
+            );
+        };
+        warmup::from_llm(&loaded.questions, &llm, args.samples, &options).await?
+    };
+    std::fs::create_dir_all(&args.out)?;
+    write_records(
+        &args.out.join("warmup_policy.json"),
+        &w.policy,
+        OutputFormat::JsonArray,
+    )?;
+    write_records(
+        &args.out.join("warmup_value.json"),
+        &w.value,
+        OutputFormat::JsonArray,
+    )?;
+    println!(
+        "{} questions ({}): {} chains kept, {} dropped, {} unanswered; wrote {}: warmup_policy.json ({} records), warmup_value.json ({} records)",
+        w.questions,
+        if grounded { "grounded chains" } else { "LLM chains" },
+        w.kept,
+        w.dropped,
+        w.unanswered.len(),
+        args.out.display(),
+        w.policy.len(),
+        w.value.len()
+    );
+    for (q, reason) in w.unanswered.iter().take(10) {
+        println!("  unanswered {q}: {reason}");
+    }
     Ok(())
 }

@@ -6,15 +6,15 @@ use crate::services;
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tsst_actors::broker::{Broker, MemoryBroker};
-use tsst_actors::pipeline::{enqueue, follow, results};
+use tsst_actors::pipeline::{enqueue, follow, results, training_records};
 use tsst_actors::runtime::Worker;
 use tsst_actors::store::{MemoryStore, Store};
 use tsst_config::WorkerConfig;
 use tsst_datasets::synth::{self, SynthOptions};
-use tsst_labels::RunMetrics;
+use tsst_labels::{write_records, OutputFormat, RunMetrics};
 use tsst_messages::results::QuestionResult;
 use tsst_messages::Role;
 
@@ -26,18 +26,19 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
             None => WorkerConfig::default(),
         };
         let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
-        let ctx = services::context(store.clone(), broker.clone());
+        let llm = services::llm(args.verifier.as_deref())?;
+        let ctx = services::context(store.clone(), broker.clone(), llm);
         let roles = role_specs(
             &worker_config,
             &[Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler],
         );
         let worker = Worker::start(ctx, &roles, batch_settings(&worker_config, args.batch)).await?;
-        let outcome = run_all(&store, &broker, planned, Some(&args.out), args.quiet).await;
+        let outcome = run_all(&store, &broker, planned, &args.out, args.quiet).await;
         worker.shutdown().await;
         outcome
     } else {
         let d = services.connect("tsst-run").await?;
-        let outcome = run_all(&d.store, &d.broker, planned, None, args.quiet).await;
+        let outcome = run_all(&d.store, &d.broker, planned, &args.out, args.quiet).await;
         d.broker.close().await;
         outcome
     }
@@ -47,7 +48,7 @@ async fn run_all<S: Store, B: Broker>(
     store: &S,
     broker: &B,
     planned: Vec<PlannedRun>,
-    out: Option<&Path>,
+    out: &Path,
     quiet: bool,
 ) -> Result<()> {
     for PlannedRun { record, questions } in planned {
@@ -64,11 +65,10 @@ async fn run_all<S: Store, B: Broker>(
         .await?;
         bar.finish_and_clear();
         let res = results(store, &record.run).await?;
-        let written = match out {
-            Some(dir) => Some(write_results(dir, &record.run, &res)?),
-            None => None,
-        };
-        print_summary(&record.run, &res, started.elapsed(), written.as_deref());
+        let folder = out.join(&record.run);
+        let written = write_outputs(store, &folder, &record.run, &res).await?;
+        print_summary(&record.run, &res, started.elapsed());
+        println!("{written}");
     }
     Ok(())
 }
@@ -87,9 +87,15 @@ fn progress_bar(run: &str, total: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-pub fn write_results(dir: &Path, run: &str, results: &[QuestionResult]) -> Result<PathBuf> {
-    let folder = dir.join(run);
-    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+/// Writes a run's results, metrics and training data into `folder`; returns a line
+/// saying what was written.
+pub async fn write_outputs<S: Store>(
+    store: &S,
+    folder: &Path,
+    run: &str,
+    results: &[QuestionResult],
+) -> Result<String> {
+    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
     let path = folder.join("results.jsonl");
     let mut text = String::new();
     for r in results {
@@ -97,10 +103,30 @@ pub fn write_results(dir: &Path, run: &str, results: &[QuestionResult]) -> Resul
         text.push('\n');
     }
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    let metrics = folder.join("metrics.json");
+    let json = serde_json::to_string_pretty(&RunMetrics::compute(results).to_json())?;
+    std::fs::write(&metrics, json).with_context(|| format!("writing {}", metrics.display()))?;
+    let (dplus, dv) = write_datasets(store, folder, run).await?;
+    Ok(format!(
+        "wrote {}: results.jsonl, metrics.json, dplus.json ({dplus} policy records), dv.json ({dv} value records)",
+        folder.display()
+    ))
 }
 
-fn print_summary(run: &str, results: &[QuestionResult], took: Duration, written: Option<&Path>) {
+/// Writes D+ (`dplus.json`) and Dv (`dv.json`) of a run; returns their record counts.
+pub async fn write_datasets<S: Store>(
+    store: &S,
+    folder: &Path,
+    run: &str,
+) -> Result<(usize, usize)> {
+    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+    let (dplus, dv) = training_records(store, run).await?;
+    write_records(&folder.join("dplus.json"), &dplus, OutputFormat::JsonArray)?;
+    write_records(&folder.join("dv.json"), &dv, OutputFormat::JsonArray)?;
+    Ok((dplus.len(), dv.len()))
+}
+
+fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
     let solutions: usize = results.iter().map(|r| r.solutions.len()).sum();
     let rounds: u32 = results.iter().map(|r| r.rounds).sum();
     let mut out = std::io::stdout().lock();
@@ -111,10 +137,11 @@ fn print_summary(run: &str, results: &[QuestionResult], took: Duration, written:
         f64::from(rounds) / results.len().max(1) as f64,
         took.as_secs_f64()
     );
-    let _ = write!(out, "{}", RunMetrics::compute(results));
-    if let Some(path) = written {
-        let _ = writeln!(out, "results: {}", path.display());
-    }
+    let _ = writeln!(
+        out,
+        "{}",
+        RunMetrics::compute(results).to_string().trim_end()
+    );
 }
 
 /// Generates the synthetic benchmark where the demo config expects it, then runs it.
@@ -146,6 +173,7 @@ pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
             worker_config: None,
             batch: None,
             quiet: false,
+            verifier: None,
         },
         services,
     )

@@ -46,7 +46,11 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         .into_iter()
         .filter(|r| *r != Role::Trainer)
         .collect();
-    let ctx = services::context(d.store.clone(), d.broker.clone());
+    let ctx = services::context(
+        d.store.clone(),
+        d.broker.clone(),
+        services::llm(args.verifier.as_deref())?,
+    );
     let mut worker = Worker::start(
         ctx,
         &role_specs(&config, &roles),

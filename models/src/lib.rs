@@ -1,0 +1,24 @@
+//! LLaVA policy and value models exported to ONNX (`manifest.json`, format
+//! `tsst-llava-onnx/1`), run with ONNX Runtime on the CPU or a CUDA device. They
+//! implement the `PolicyBackend` and `ValueBackend` seams of `tsst-actors`;
+//! [`OnnxFactory`] serves them (and the scripted backend) by model name.
+pub mod device;
+pub mod error;
+pub mod factory;
+pub mod llava;
+pub mod manifest;
+pub mod ort_lib;
+pub mod policy;
+pub mod preprocess;
+pub mod sampling;
+pub mod stop;
+pub mod tensor;
+pub mod tokenize;
+pub mod value;
+
+pub use device::Device;
+pub use error::ModelError;
+pub use factory::OnnxFactory;
+pub use manifest::Manifest;
+pub use policy::OnnxPolicy;
+pub use value::OnnxValue;

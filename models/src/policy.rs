@@ -1,0 +1,364 @@
+//! The policy: continues partial solutions by one reasoning step.
+//!
+//! Per batch: every request's prompt is prefilled once (all prompts together,
+//! right-padded), its cache is forked for the request's samples, and all samples of
+//! all requests decode together, one token per decoder run, until each ends at its
+//! step delimiter, end-of-sequence or token limit. Finished rows leave the batch.
+//!
+//! Padding. Rows keep a mask over their cache slots:
+//! - genai route (GroupQueryAttention): the operator writes a row's new position
+//!   right after its real ones and derives its rotary position from the mask's sum,
+//!   so a row's mask is always ones for its real positions followed by zeros.
+//! - torch route: the new position is appended after the padding; the mask marks the
+//!   padded slots 0 and `position_ids` carries the row's true position.
+//!
+//! The caches travel through host memory between steps (plain `Session::run`), on
+//! CUDA too: keeping them on the device with IoBinding is not done yet.
+use crate::device::Device;
+use crate::error::ModelError;
+use crate::llava::{Llava, Prefill, Prompt};
+use crate::manifest::{Kind, Route};
+use crate::sampling::{choose, Rng};
+use crate::stop::Step;
+use crate::tensor;
+use ort::value::DynValue;
+use std::path::Path;
+use tsst_actors::backend::{
+    BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
+};
+
+/// Prompts prefilled per decoder run; bounds the memory of a prefill's logits
+/// (`prompts * length * vocab`).
+const PREFILL_BATCH: usize = 8;
+
+pub struct OnnxPolicy {
+    model: Llava,
+}
+
+/// A sampled step with the token ids the model generated for it (including an
+/// end-of-sequence token, and tokens past a "Step k:" cut).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub sample: StepSample,
+    pub ids: Vec<i64>,
+}
+
+pub type GeneratedOutput = Result<Vec<Generated>, RequestError>;
+
+/// One sample being generated.
+struct Row {
+    request: usize,
+    sample: usize,
+    rng: Rng,
+    step: Step,
+    /// Mask over this row's cache slots (see the module docs).
+    slots: Vec<i64>,
+    /// Real positions so far: the next token's position.
+    valid: usize,
+    budget: usize,
+}
+
+impl OnnxPolicy {
+    pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
+        Ok(OnnxPolicy {
+            model: Llava::load(dir, Kind::Policy, device, ort_lib)?,
+        })
+    }
+
+    pub fn model(&mut self) -> &mut Llava {
+        &mut self.model
+    }
+
+    /// The token ids of the prompt for `question` continued from `partial`.
+    pub fn prompt_ids(
+        &mut self,
+        question: &tsst_messages::Question,
+        partial: &str,
+    ) -> Result<Vec<i64>, ModelError> {
+        let prompts = self.model.prompts(&[(question, partial)])?;
+        match prompts.into_iter().next() {
+            Some(Ok(p)) => Ok(p.ids),
+            Some(Err(e)) => Err(ModelError::run(&self.model.label(), e)),
+            None => Err(ModelError::run(&self.model.label(), "no prompt")),
+        }
+    }
+
+    /// [`PolicyBackend::expand`] with the generated token ids.
+    pub fn generate(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+    ) -> Result<Vec<GeneratedOutput>, ModelError> {
+        let items: Vec<_> = batch.iter().map(|r| (r.question, r.prefix)).collect();
+        let prompts = self.model.prompts(&items)?;
+        let max_length = self.model.manifest.decoder.max_length;
+        let mut out: Vec<Option<GeneratedOutput>> = vec![None; batch.len()];
+        let mut live: Vec<(usize, Prompt, usize)> = Vec::new();
+        for (i, (req, prompt)) in batch.iter().zip(prompts).enumerate() {
+            let prompt = match prompt {
+                Ok(p) => p,
+                Err(e) => {
+                    out[i] = Some(Err(RequestError(e)));
+                    continue;
+                }
+            };
+            let len = self.model.embedded_len(&prompt);
+            if len >= max_length {
+                out[i] = Some(Err(RequestError(format!(
+                    "the prompt takes {len} positions; the model takes at most {max_length}"
+                ))));
+                continue;
+            }
+            let budget = (req.max_new_tokens as usize).min(max_length - len);
+            if req.seeds.is_empty() || budget == 0 {
+                out[i] = Some(Ok(req.seeds.iter().map(|_| empty_sample()).collect()));
+                continue;
+            }
+            live.push((i, prompt, budget));
+        }
+
+        let mut samples: Vec<Vec<Option<Generated>>> =
+            batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut sources: Vec<Vec<(DynValue, DynValue)>> = Vec::new();
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        for chunk in live.chunks(PREFILL_BATCH) {
+            let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
+            let embedded = self.model.embed_prompts(&refs)?;
+            let pre = Prefill::new(&embedded, self.model.hidden_size());
+            let past = self.model.empty_caches(pre.rows)?;
+            let run = self
+                .model
+                .decode(pre.rows, pre.embeds, pre.mask, pre.positions, past)?;
+            let logits = run
+                .logits
+                .ok_or_else(|| ModelError::run(&self.model.decoder_file(), "no logits"))?;
+            let at: Vec<(usize, usize)> = pre
+                .lens
+                .iter()
+                .enumerate()
+                .map(|(b, &l)| (b, l - 1))
+                .collect();
+            let last = tensor::pick_rows(&logits, &at)
+                .map_err(|e| ModelError::run(&self.model.decoder_file(), e))?;
+            let source = sources.len();
+            sources.push(run.presents);
+            for (b, (request, _, budget)) in chunk.iter().enumerate() {
+                let req = &batch[*request];
+                let slots: Vec<i64> = (0..pre.seq).map(|t| i64::from(t < pre.lens[b])).collect();
+                for (sample, &seed) in req.seeds.iter().enumerate() {
+                    let mut row = Row {
+                        request: *request,
+                        sample,
+                        rng: Rng::new(seed),
+                        step: Step::default(),
+                        slots: slots.clone(),
+                        valid: pre.lens[b],
+                        budget: *budget,
+                    };
+                    self.advance(&mut row, &last[b], req)?;
+                    if row.step.done {
+                        samples[row.request][row.sample] = Some(finish(&row));
+                    } else {
+                        rows.push(row);
+                        picks.push((source, b));
+                    }
+                }
+            }
+        }
+
+        // One cache for all live rows: each prompt's cache repeated for its samples.
+        let mut cache = if rows.is_empty() {
+            Vec::new()
+        } else {
+            let len = rows.iter().map(|r| r.slots.len()).max().unwrap_or(0);
+            for row in &mut rows {
+                row.slots.resize(len, 0);
+            }
+            self.gather(&sources, &picks, len)?
+        };
+        drop(sources);
+
+        while !rows.is_empty() {
+            let len = rows[0].slots.len();
+            let ids: Vec<i64> = rows
+                .iter()
+                .map(|r| r.step.ids.last().copied().unwrap_or_default())
+                .collect();
+            let embeds = self.model.embed_ids(ids, rows.len())?;
+            let mut mask = Vec::with_capacity(rows.len() * (len + 1));
+            let mut positions = Vec::with_capacity(rows.len());
+            for row in &mut rows {
+                let next = next_mask(self.model.route(), &row.slots, row.valid);
+                mask.extend_from_slice(&next);
+                row.slots = next;
+                positions.push(row.valid as i64);
+                row.valid += 1;
+            }
+            let run = self.model.decode(
+                rows.len(),
+                embeds,
+                mask,
+                positions,
+                std::mem::take(&mut cache),
+            )?;
+            let logits = run
+                .logits
+                .ok_or_else(|| ModelError::run(&self.model.decoder_file(), "no logits"))?;
+            let at: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
+            let next = tensor::pick_rows(&logits, &at)
+                .map_err(|e| ModelError::run(&self.model.decoder_file(), e))?;
+            let mut keep = Vec::with_capacity(rows.len());
+            for (r, row) in rows.iter_mut().enumerate() {
+                let req = &batch[row.request];
+                self.advance(row, &next[r], req)?;
+                if row.step.done {
+                    samples[row.request][row.sample] = Some(finish(row));
+                } else {
+                    keep.push(r);
+                }
+            }
+            if keep.len() == rows.len() {
+                cache = run.presents;
+            } else if !keep.is_empty() {
+                let picks: Vec<(usize, usize)> = keep.iter().map(|&r| (0, r)).collect();
+                cache = self.gather(&[run.presents], &picks, len + 1)?;
+                let mut r = 0;
+                rows.retain(|_| {
+                    r += 1;
+                    keep.contains(&(r - 1))
+                });
+            } else {
+                rows.clear();
+            }
+        }
+
+        for (request, _, _) in &live {
+            let done: Option<Vec<Generated>> = samples[*request].drain(..).collect();
+            out[*request] = Some(match done {
+                Some(s) => Ok(s),
+                None => Err(RequestError("a sample did not finish".into())),
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(RequestError("not generated".into()))))
+            .collect())
+    }
+
+    /// Draws the row's next token from `logits` and updates its step.
+    fn advance(
+        &self,
+        row: &mut Row,
+        logits: &[f32],
+        req: &ExpandRequest<'_>,
+    ) -> Result<(), ModelError> {
+        let choice = choose(logits, req.temperature, &mut row.rng);
+        let mut ids = row.step.ids.clone();
+        ids.push(choice.token);
+        let text = self.model.tokenizer.decode(&ids)?;
+        let eos = choice.token == self.model.manifest.special_tokens.eos;
+        row.step.push(
+            choice.token,
+            choice.logprob,
+            text,
+            eos,
+            req.delimiter,
+            row.budget,
+        );
+        Ok(())
+    }
+
+    fn gather(
+        &self,
+        sources: &[Vec<(DynValue, DynValue)>],
+        picks: &[(usize, usize)],
+        len: usize,
+    ) -> Result<Vec<(DynValue, DynValue)>, ModelError> {
+        let layers = self.model.manifest.decoder.num_layers;
+        let err = |e: String| ModelError::run(&self.model.decoder_file(), e);
+        (0..layers)
+            .map(|l| {
+                let keys: Vec<&DynValue> = sources.iter().map(|s| &s[l].0).collect();
+                let values: Vec<&DynValue> = sources.iter().map(|s| &s[l].1).collect();
+                Ok((
+                    tensor::gather_cache(&keys, picks, len).map_err(err)?,
+                    tensor::gather_cache(&values, picks, len).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The mask of a decode step for a row with cache `slots` and `valid` real
+/// positions (see the module docs); it is also the row's slots afterwards.
+fn next_mask(route: Route, slots: &[i64], valid: usize) -> Vec<i64> {
+    let mut next = slots.to_vec();
+    match route {
+        Route::Torch => next.push(1),
+        Route::Genai => {
+            next.push(0);
+            next[valid] = 1;
+        }
+    }
+    next
+}
+
+fn finish(row: &Row) -> Generated {
+    let f = row.step.finish();
+    Generated {
+        sample: StepSample {
+            text: f.text,
+            logprob: f.logprob,
+            tokens: f.tokens,
+        },
+        ids: row.step.ids.clone(),
+    }
+}
+
+fn empty_sample() -> Generated {
+    Generated {
+        sample: StepSample {
+            text: String::new(),
+            logprob: 0.0,
+            tokens: 0,
+        },
+        ids: Vec::new(),
+    }
+}
+
+impl PolicyBackend for OnnxPolicy {
+    fn name(&self) -> String {
+        format!("onnx policy {}", self.model.label())
+    }
+
+    fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
+        let generated = self.generate(batch).map_err(|e| BackendError {
+            backend: self.name(),
+            reason: e.to_string(),
+        })?;
+        Ok(generated
+            .into_iter()
+            .map(|r| r.map(|g| g.into_iter().map(|g| g.sample).collect()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genai_masks_stay_right_padded() {
+        // A 2-token prompt in a 4-slot prefill: the new position follows the real ones.
+        let m = next_mask(Route::Genai, &[1, 1, 0, 0], 2);
+        assert_eq!(m, vec![1, 1, 1, 0, 0]);
+        let m = next_mask(Route::Genai, &m, 3);
+        assert_eq!(m, vec![1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn torch_masks_append_after_the_padding() {
+        let m = next_mask(Route::Torch, &[1, 1, 0, 0], 2);
+        assert_eq!(m, vec![1, 1, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Building input tensors and reading outputs, for float32 and float16 models alike:
+//! the rest of the crate works in f32 and converts at the session boundary.
+use half::f16;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, TensorElementType};
+
+pub type TensorResult<T> = Result<T, String>;
+
+/// The element type a session input takes.
+pub fn input_type(session: &Session, name: &str) -> TensorResult<TensorElementType> {
+    let outlet = session
+        .inputs()
+        .iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| format!("the model has no input `{name}`"))?;
+    outlet
+        .dtype()
+        .tensor_type()
+        .ok_or_else(|| format!("input `{name}` is not a tensor"))
+}
+
+/// Input names the session declares, to check that every one is fed.
+pub fn input_names(session: &Session) -> Vec<String> {
+    session
+        .inputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect()
+}
+
+pub fn floats(ty: TensorElementType, shape: Vec<i64>, data: Vec<f32>) -> TensorResult<DynValue> {
+    match ty {
+        TensorElementType::Float32 => Tensor::from_array((shape, data))
+            .map(Into::into)
+            .map_err(|e| e.to_string()),
+        TensorElementType::Float16 => {
+            let data: Vec<f16> = data.into_iter().map(f16::from_f32).collect();
+            Tensor::from_array((shape, data))
+                .map(Into::into)
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("expected a float input, the model takes {other:?}")),
+    }
+}
+
+pub fn ints(shape: Vec<i64>, data: Vec<i64>) -> TensorResult<DynValue> {
+    Tensor::from_array((shape, data))
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
+/// The shape of a tensor value.
+pub fn shape(value: &DynValue) -> TensorResult<Vec<i64>> {
+    value
+        .dtype()
+        .tensor_shape()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| "output is not a tensor".to_string())
+}
+
+/// A float tensor's shape and data as f32.
+pub fn read(value: &DynValue) -> TensorResult<(Vec<i64>, Vec<f32>)> {
+    match value.dtype().tensor_type() {
+        Some(TensorElementType::Float32) => {
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?;
+            Ok((shape.to_vec(), data.to_vec()))
+        }
+        Some(TensorElementType::Float16) => {
+            let (shape, data) = value
+                .try_extract_tensor::<f16>()
+                .map_err(|e| e.to_string())?;
+            Ok((shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()))
+        }
+        other => Err(format!("expected a float output, got {other:?}")),
+    }
+}
+
+/// Rows of the last axis of a `[batch, seq, width]` float tensor at `(b, t)` pairs,
+/// without converting the whole tensor (prefill logits are `seq * vocab` per row).
+pub fn pick_rows(value: &DynValue, at: &[(usize, usize)]) -> TensorResult<Vec<Vec<f32>>> {
+    fn pick<T: Copy>(
+        shape: &[i64],
+        data: &[T],
+        at: &[(usize, usize)],
+        f: impl Fn(T) -> f32,
+    ) -> TensorResult<Vec<Vec<f32>>> {
+        let [b, s, w] = shape else {
+            return Err(format!(
+                "expected a [batch, seq, width] tensor, got {shape:?}"
+            ));
+        };
+        let (b, s, w) = (*b as usize, *s as usize, *w as usize);
+        at.iter()
+            .map(|&(i, t)| {
+                if i >= b || t >= s {
+                    return Err(format!("row ({i}, {t}) outside a {shape:?} tensor"));
+                }
+                let start = (i * s + t) * w;
+                Ok(data[start..start + w].iter().map(|&v| f(v)).collect())
+            })
+            .collect()
+    }
+    match value.dtype().tensor_type() {
+        Some(TensorElementType::Float32) => {
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?;
+            pick(shape, data, at, |v| v)
+        }
+        Some(TensorElementType::Float16) => {
+            let (shape, data) = value
+                .try_extract_tensor::<f16>()
+                .map_err(|e| e.to_string())?;
+            pick(shape, data, at, f16::to_f32)
+        }
+        other => Err(format!("expected a float output, got {other:?}")),
+    }
+}
+
+/// An empty key/value cache `[batch, heads, 0, head_dim]`.
+pub fn empty_cache(
+    ty: TensorElementType,
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+) -> TensorResult<DynValue> {
+    floats(
+        ty,
+        vec![batch as i64, heads as i64, 0, head_dim as i64],
+        Vec::new(),
+    )
+}
+
+/// Builds a cache `[picks, heads, len, head_dim]` whose row `r` is row `picks[r].1` of
+/// `sources[picks[r].0]` (`[batch, heads, past, head_dim]`), its positions copied to
+/// the front and the rest zero. This forks a prompt's cache for its samples, merges
+/// caches prefilled separately, and drops finished rows.
+pub fn gather_cache(
+    sources: &[&DynValue],
+    picks: &[(usize, usize)],
+    len: usize,
+) -> TensorResult<DynValue> {
+    let Some(first) = sources.first() else {
+        return Err("no cache to gather from".into());
+    };
+    match first.dtype().tensor_type() {
+        Some(TensorElementType::Float32) => gather::<f32>(sources, picks, len),
+        Some(TensorElementType::Float16) => gather::<f16>(sources, picks, len),
+        other => Err(format!("expected a float cache, got {other:?}")),
+    }
+}
+
+fn gather<T>(sources: &[&DynValue], picks: &[(usize, usize)], len: usize) -> TensorResult<DynValue>
+where
+    T: ort::value::PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static,
+{
+    let mut views = Vec::with_capacity(sources.len());
+    for src in sources {
+        let (shape, data) = src.try_extract_tensor::<T>().map_err(|e| e.to_string())?;
+        let [b, h, p, d] = shape[..] else {
+            return Err(format!(
+                "expected a [batch, heads, past, dim] cache, got {shape:?}"
+            ));
+        };
+        views.push(([b as usize, h as usize, p as usize, d as usize], data));
+    }
+    let [_, heads, _, dim] = views[0].0;
+    if views.iter().any(|(s, _)| s[1] != heads || s[3] != dim) {
+        return Err("caches to merge differ in heads or head size".into());
+    }
+    let mut out = vec![T::default(); picks.len() * heads * len * dim];
+    for (r, &(s, b)) in picks.iter().enumerate() {
+        let ([batch, _, past, _], data) =
+            views.get(s).ok_or_else(|| format!("no cache source {s}"))?;
+        if b >= *batch {
+            return Err(format!("cache row {b} outside a batch of {batch}"));
+        }
+        let keep = (*past).min(len);
+        for h in 0..heads {
+            let from = ((b * heads + h) * past) * dim;
+            let to = ((r * heads + h) * len) * dim;
+            out[to..to + keep * dim].copy_from_slice(&data[from..from + keep * dim]);
+        }
+    }
+    Tensor::from_array((
+        vec![picks.len() as i64, heads as i64, len as i64, dim as i64],
+        out,
+    ))
+    .map(Into::into)
+    .map_err(|e| e.to_string())
+}
