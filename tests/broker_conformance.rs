@@ -153,6 +153,36 @@ async fn dead_letters_carry_the_reason<B: Harness>(broker: B) {
     broker.cleanup().await;
 }
 
+async fn a_batch_is_acked_at_once<B: Harness>(broker: B) {
+    broker
+        .publish(&(0..10).map(expand).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut c = broker.consume(Role::Generator, 16).await.unwrap();
+    let mut batch = Vec::new();
+    for _ in 0..10 {
+        batch.push(next(&mut c).await);
+    }
+    <C<B> as Delivery>::ack_all(batch).await.unwrap();
+    drop(c);
+    // A fresh consumer finds nothing: every delivery of the batch was acked.
+    let mut c = broker.consume(Role::Generator, 16).await.unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
+    assert!(nothing.is_err(), "a delivery of the acked batch came back");
+    broker.cleanup().await;
+}
+
+type C<B> = <<B as Broker>::Consumer as Consumer>::Delivery;
+
+#[tokio::test]
+async fn memory_batch_ack() {
+    a_batch_is_acked_at_once(MemoryBroker::new()).await;
+}
+#[tokio::test]
+async fn amqp_batch_ack() {
+    a_batch_is_acked_at_once(amqp("batchack").await).await;
+}
+
 #[tokio::test]
 async fn memory_roundtrip() {
     roundtrip(MemoryBroker::new()).await;

@@ -128,7 +128,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
     );
 
     let root = NodeId::root(run, q);
-    let r = store.round(&t, 0).await.unwrap();
+    let r = store.rounds(&[(t.clone(), 0)]).await.unwrap().remove(0);
     assert_eq!(r.frontier.len(), 1);
     assert_eq!(r.frontier[0].id, root);
     assert_eq!(r.state.status, TreeStatus::Searching);
@@ -190,7 +190,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
             .unwrap(),
         vec![Barrier::Complete]
     );
-    let view = store.round(&t, 0).await.unwrap();
+    let view = store.rounds(&[(t.clone(), 0)]).await.unwrap().remove(0);
     let mut kids = view.children.clone();
     kids.sort_by_key(|n| n.sample);
     assert_eq!(kids[0].value, Some(0.25));
@@ -212,9 +212,19 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         restarted: false,
         outbox: next.clone(),
     };
-    assert!(store.commit_round(&conclusion).await.unwrap());
-    assert!(
-        !store.commit_round(&conclusion).await.unwrap(),
+    assert_eq!(
+        store
+            .commit_rounds(std::slice::from_ref(&conclusion))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        store
+            .commit_rounds(std::slice::from_ref(&conclusion))
+            .await
+            .unwrap(),
+        vec![false],
         "concluded once"
     );
     assert_eq!(
@@ -233,7 +243,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
     );
 
     // Round 1: b yields nothing; the question is done after this round.
-    let view = store.round(&t, 1).await.unwrap();
+    let view = store.rounds(&[(t.clone(), 1)]).await.unwrap().remove(0);
     assert_eq!(view.state.round, 1);
     assert_eq!(view.finished, 1);
     assert_eq!(
@@ -256,18 +266,20 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         question: q.into(),
     })
     .envelope()];
-    assert!(store
-        .commit_round(&RoundCommit {
-            tree: t.clone(),
-            round: 1,
-            finished: vec![(b.id, FinishReason::Exhausted)],
-            next_frontier: vec![],
-            done: true,
-            restarted: true,
-            outbox: verify.clone(),
-        })
-        .await
-        .unwrap());
+    assert!(
+        store
+            .commit_rounds(&[RoundCommit {
+                tree: t.clone(),
+                round: 1,
+                finished: vec![(b.id, FinishReason::Exhausted)],
+                next_frontier: vec![],
+                done: true,
+                restarted: true,
+                outbox: verify.clone(),
+            }])
+            .await
+            .unwrap()[0]
+    );
 
     let verdict = Verdict {
         correct: true,

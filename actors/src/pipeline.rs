@@ -70,7 +70,7 @@ pub async fn enqueue<S: Store, B: Broker>(
             run: record.run.clone(),
             questions: questions.len() as u32,
         };
-        if let Err(err) = broker.publish_event(&started.envelope()).await {
+        if let Err(err) = broker.publish_events(&[started.envelope()]).await {
             tracing::warn!(%err, "could not announce the run");
         }
     }

@@ -29,17 +29,19 @@ impl ModelFactory for OnnxFactory {
         if parse_scripted(name).is_some() {
             return ScriptedFactory.policy(name);
         }
-        OnnxPolicy::load(Path::new(name), self.device, self.ort_lib.as_deref())
-            .map(|p| Box::new(p) as Box<dyn PolicyBackend>)
-            .map_err(|e| Self::error(name, e))
+        let policy = OnnxPolicy::load(Path::new(name), self.device, self.ort_lib.as_deref())
+            .map_err(|e| Self::error(name, e))?;
+        tracing::info!(model = name, device = %self.device, "loaded ONNX policy");
+        Ok(Box::new(policy))
     }
 
     fn value(&self, name: &str) -> Result<Box<dyn ValueBackend>, BackendError> {
         if parse_scripted(name).is_some() {
             return ScriptedFactory.value(name);
         }
-        OnnxValue::load(Path::new(name), self.device, self.ort_lib.as_deref())
-            .map(|v| Box::new(v) as Box<dyn ValueBackend>)
-            .map_err(|e| Self::error(name, e))
+        let value = OnnxValue::load(Path::new(name), self.device, self.ort_lib.as_deref())
+            .map_err(|e| Self::error(name, e))?;
+        tracing::info!(model = name, device = %self.device, "loaded ONNX value model");
+        Ok(Box::new(value))
     }
 }

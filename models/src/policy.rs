@@ -174,7 +174,16 @@ impl OnnxPolicy {
             for row in &mut rows {
                 row.slots.resize(len, 0);
             }
-            self.gather(&sources, &picks, len)?
+            let identity = sources.len() == 1
+                && picks.iter().enumerate().all(|(r, &p)| p == (0, r))
+                && tensor::shape(&sources[0][0].0)
+                    .is_ok_and(|s| s.first() == Some(&(picks.len() as i64)));
+            if identity {
+                // One sample per prompt, all alive: the prefill's caches serve as they are.
+                sources.swap_remove(0)
+            } else {
+                self.gather(&sources, &picks, len)?
+            }
         };
         drop(sources);
 

@@ -165,8 +165,9 @@ fn steps_end_at_the_delimiter() {
     }
     let t = text_only();
     let mut p = policy();
-    let seeds: Vec<u64> = (0..6).collect();
-    for delimiter in [StepDelimiter::Period, StepDelimiter::Newline] {
+    let eos = p.model().manifest.special_tokens.eos;
+    let seeds: Vec<u64> = (0..8).collect();
+    for (delimiter, mark) in [(StepDelimiter::Period, "."), (StepDelimiter::Newline, "\n")] {
         let req = ExpandRequest {
             question: &t,
             prefix: "",
@@ -175,20 +176,27 @@ fn steps_end_at_the_delimiter() {
             max_new_tokens: 40,
             delimiter,
         };
-        let out = p.expand(&[req]).unwrap();
-        let mark = if delimiter == StepDelimiter::Period {
-            '.'
-        } else {
-            '\n'
-        };
-        for s in out[0].as_ref().unwrap() {
-            assert!(s.tokens >= 1 && s.tokens <= 40);
-            // Only the last token may hold the delimiter.
-            let inner = s.text.trim_end_matches(|c: char| c != mark);
+        let out = p.generate(&[req]).unwrap();
+        for g in out[0].as_ref().unwrap() {
+            let n = g.ids.len();
+            assert_eq!(g.sample.tokens as usize, n);
+            assert!((1..=40).contains(&n));
+            // Each token's own text: only the last may hold the delimiter, and unless
+            // the step hit the limit or EOS, it does.
+            let tok = &p.model().tokenizer;
+            let piece = |k: usize| {
+                let before = tok.decode(&g.ids[..k]).unwrap();
+                let after = tok.decode(&g.ids[..=k]).unwrap();
+                after.get(before.len()..).unwrap_or("").to_string()
+            };
+            for k in 0..n - 1 {
+                assert!(!piece(k).contains(mark), "{delimiter:?}: {g:?}");
+            }
             assert!(
-                s.tokens == 40 || !inner.is_empty() || !s.text.contains(mark) || s.tokens == 1,
-                "{s:?}"
+                n == 40 || g.ids[n - 1] == eos || piece(n - 1).contains(mark),
+                "{delimiter:?}: {g:?}"
             );
+            assert_eq!(g.sample.text, tok.decode(&g.ids).unwrap().trim());
         }
     }
 }

@@ -184,21 +184,28 @@ impl AmqpBroker {
     }
 
     /// Publishes an event to the fanout exchange.
-    pub async fn publish_event(&self, event: &Envelope<Event>) -> Result<(), BrokerError> {
-        let confirm = self
-            .publisher
-            .basic_publish(
-                self.topology.events_exchange().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &event.encode()?,
-                persistent(&event.id),
-            )
-            .await?;
-        match confirm.await? {
-            Confirmation::Nack(_) => Err(BrokerError::Nacked(event.id.clone())),
-            _ => Ok(()),
+    /// Publishes events to the fanout exchange, all confirms awaited together.
+    pub async fn publish_events(&self, events: &[Envelope<Event>]) -> Result<(), BrokerError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let confirm = self
+                .publisher
+                .basic_publish(
+                    self.topology.events_exchange().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &event.encode()?,
+                    persistent(&event.id),
+                )
+                .await?;
+            pending.push((event.id.as_str(), confirm));
         }
+        for (id, confirm) in pending {
+            if let Confirmation::Nack(_) = confirm.await? {
+                return Err(BrokerError::Nacked(id.to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Consumes any queue of the namespace, e.g. a dead-letter queue to inspect it.
@@ -261,8 +268,8 @@ impl Broker for AmqpBroker {
         self.publish_tasks(tasks).await
     }
 
-    async fn publish_event(&self, event: &Envelope<Event>) -> Result<(), BrokerError> {
-        AmqpBroker::publish_event(self, event).await
+    async fn publish_events(&self, events: &[Envelope<Event>]) -> Result<(), BrokerError> {
+        AmqpBroker::publish_events(self, events).await
     }
 
     async fn consume(&self, role: Role, prefetch: u16) -> Result<AmqpConsumer, BrokerError> {
@@ -298,6 +305,17 @@ impl Delivery for AmqpDelivery {
 
     async fn ack(&self) -> Result<(), BrokerError> {
         self.inner.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// One frame for the whole batch: `multiple` on the highest delivery tag acks it
+    /// and every earlier one of the channel. A consumer takes batches in delivery
+    /// order, so the earlier ones are this batch's or already settled.
+    async fn ack_all(deliveries: Vec<Self>) -> Result<(), BrokerError> {
+        let Some(last) = deliveries.iter().max_by_key(|d| d.inner.delivery_tag) else {
+            return Ok(());
+        };
+        last.inner.ack(BasicAckOptions { multiple: true }).await?;
         Ok(())
     }
 

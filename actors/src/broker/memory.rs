@@ -119,9 +119,11 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish_event(&self, event: &Envelope<Event>) -> Result<(), BrokerError> {
-        // No subscriber is not an error: events are for whoever watches.
-        let _ = self.shared.events.send(event.clone());
+    async fn publish_events(&self, events: &[Envelope<Event>]) -> Result<(), BrokerError> {
+        for event in events {
+            // No subscriber is not an error: events are for whoever watches.
+            let _ = self.shared.events.send(event.clone());
+        }
         Ok(())
     }
 

@@ -37,10 +37,10 @@ pub trait Broker: Clone + Send + Sync + 'static {
         tasks: &[Envelope<Task>],
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// Publishes an event to every subscriber (best effort: events are for display).
-    fn publish_event(
+    /// Publishes events to every subscriber (best effort: events are for display).
+    fn publish_events(
         &self,
-        event: &Envelope<Event>,
+        events: &[Envelope<Event>],
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
     /// Starts consuming `role`'s queue with at most `prefetch` unsettled deliveries.
@@ -64,6 +64,18 @@ pub trait Delivery: Send + Sync + 'static {
     fn data(&self) -> &[u8];
     fn redelivered(&self) -> bool;
     fn ack(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// Acks a batch taken from one consumer, in as few frames as the broker allows.
+    fn ack_all(deliveries: Vec<Self>) -> impl Future<Output = Result<(), BrokerError>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            for d in deliveries {
+                d.ack().await?;
+            }
+            Ok(())
+        }
+    }
     /// Puts it back for another consumer.
     fn requeue(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
     /// Moves it to the role's dead-letter queue with `reason`.

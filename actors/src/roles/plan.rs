@@ -85,18 +85,16 @@ pub async fn settle<S: Store, B: Broker>(
         requeue_all(deliveries).await;
         return Err(e);
     }
-    let mut deliveries = deliveries.into_iter();
-    for outcome in &plan.outcomes {
-        let Some(d) = deliveries.next() else { break };
+    let mut acks = Vec::with_capacity(deliveries.len());
+    for (d, outcome) in deliveries.into_iter().zip(&plan.outcomes) {
         match outcome {
-            Outcome::Ack => {
-                if let Err(e) = d.ack().await {
-                    requeue_all(deliveries).await;
-                    return Err(e.into());
-                }
-            }
+            Outcome::Ack => acks.push(d),
             Outcome::Reject(reason) => reject(d, reason).await,
         }
+    }
+    if let Err(e) = DeliveryOf::<B>::ack_all(acks).await {
+        // The channel is gone with its unacked deliveries, which the broker redelivers.
+        return Err(e.into());
     }
     ctx.announce(plan.events).await;
     Ok(())

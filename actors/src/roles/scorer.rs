@@ -127,17 +127,22 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             .collect();
         let only: Vec<ScoreCommit> = applied.iter().map(|(_, c)| c.clone()).collect();
         let barriers = ctx.store.commit_scores(&only).await?;
+        let mut complete = Vec::new();
         let mut republish = Vec::new();
         for ((i, commit), barrier) in applied.iter().zip(barriers) {
             match barrier {
                 Barrier::Waiting => {}
-                Barrier::Complete => {
-                    self.conclude(&tasks[*i], &mut plan).await?;
-                    republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
-                }
+                Barrier::Complete => complete.push(&tasks[*i]),
                 Barrier::Concluded => {
                     republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
                 }
+            }
+        }
+        for (task, applied) in self.conclude(&complete, &mut plan).await? {
+            if !applied {
+                // Another worker concluded it first: publish what it published.
+                let tree = TreeRef::new(&task.run, &task.question);
+                republish.push((tree, round_outbox_key(task.round)));
             }
         }
         for outbox in ctx.store.outboxes(&republish).await?.into_iter().flatten() {
@@ -147,65 +152,84 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         Ok(plan)
     }
 
-    /// Concludes a round whose barrier is complete. Two workers may get here for the
-    /// same round (a redelivery racing the original); the store applies one conclusion,
-    /// and both compute the same one.
-    async fn conclude(&self, task: &ScoreTask, plan: &mut Plan) -> Result<(), WorkError> {
+    /// Concludes rounds whose barrier is complete, all in three store round trips.
+    /// Two workers may conclude the same round (a redelivery racing the original); the
+    /// store applies one conclusion, both compute the same one, and the one that lost
+    /// republishes the winner's outbox. Returns whether each was applied here.
+    async fn conclude<'t>(
+        &self,
+        tasks: &[&'t ScoreTask],
+        plan: &mut Plan,
+    ) -> Result<Vec<(&'t ScoreTask, bool)>, WorkError> {
         let ctx = &self.ctx;
-        let tree = TreeRef::new(&task.run, &task.question);
-        let run = ctx.run(&task.run).await?;
-        let spec = &run.record.search;
-        let view = ctx.store.round(&tree, task.round).await?;
-        let root = NodeId::root(&task.run, &task.question);
-        let outcome = search::conclude(
-            spec,
-            &task.question,
-            task.round,
-            root,
-            &view.frontier,
-            &view.children,
-            view.finished,
-        );
-        let next_round = task.round + 1;
-        let outbox = if outcome.done {
-            vec![Task::Verify(VerifyTask {
-                run: task.run.clone(),
-                question: task.question.clone(),
-            })
-            .envelope()]
-        } else {
-            outcome
-                .next_frontier
-                .iter()
-                .map(|&node| {
-                    Task::Expand(ExpandTask {
-                        run: task.run.clone(),
-                        question: task.question.clone(),
-                        round: next_round,
-                        node,
-                    })
-                    .envelope()
+        let wanted: Vec<(TreeRef, u32)> = tasks
+            .iter()
+            .map(|t| (TreeRef::new(&t.run, &t.question), t.round))
+            .collect();
+        let views = ctx.store.rounds(&wanted).await?;
+        let mut commits = Vec::with_capacity(tasks.len());
+        let mut searched = Vec::with_capacity(tasks.len());
+        for ((task, (tree, _)), view) in tasks.iter().zip(wanted).zip(views) {
+            let run = ctx.run(&task.run).await?;
+            let outcome = search::conclude(
+                &run.record.search,
+                &task.question,
+                task.round,
+                NodeId::root(&task.run, &task.question),
+                &view.frontier,
+                &view.children,
+                view.finished,
+            );
+            let next_round = task.round + 1;
+            let outbox: Vec<_> = if outcome.done {
+                vec![Task::Verify(VerifyTask {
+                    run: task.run.clone(),
+                    question: task.question.clone(),
                 })
-                .collect()
-        };
-        let commit = RoundCommit {
-            tree,
-            round: task.round,
-            finished: outcome.finished.clone(),
-            next_frontier: outcome.next_frontier.clone(),
-            done: outcome.done,
-            restarted: outcome.restarted,
-            outbox,
-        };
-        if ctx.store.commit_round(&commit).await? && outcome.done {
-            plan.events.push(Event::QuestionSearched {
+                .envelope()]
+            } else {
+                outcome
+                    .next_frontier
+                    .iter()
+                    .map(|&node| {
+                        Task::Expand(ExpandTask {
+                            run: task.run.clone(),
+                            question: task.question.clone(),
+                            round: next_round,
+                            node,
+                        })
+                        .envelope()
+                    })
+                    .collect()
+            };
+            searched.push(outcome.done.then(|| Event::QuestionSearched {
                 run: task.run.clone(),
                 question: task.question.clone(),
                 rounds: next_round,
                 solutions: view.finished + outcome.finished.len() as u32,
+            }));
+            commits.push(RoundCommit {
+                tree,
+                round: task.round,
+                finished: outcome.finished,
+                next_frontier: outcome.next_frontier,
+                done: outcome.done,
+                restarted: outcome.restarted,
+                outbox,
             });
         }
-        Ok(())
+        let applied = ctx.store.commit_rounds(&commits).await?;
+        let mut out = Vec::with_capacity(tasks.len());
+        for (((task, commit), event), applied) in
+            tasks.iter().zip(commits).zip(searched).zip(applied)
+        {
+            if applied {
+                plan.publish.extend(commit.outbox);
+                plan.events.extend(event);
+            }
+            out.push((*task, applied));
+        }
+        Ok(out)
     }
 
     async fn score(

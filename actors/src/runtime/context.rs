@@ -64,10 +64,12 @@ impl<S: Store, B: Broker> Context<S, B> {
 
     /// Publishes events without failing the work: they only inform monitors.
     pub async fn announce(&self, events: Vec<Event>) {
-        for e in events {
-            if let Err(err) = self.broker.publish_event(&e.envelope()).await {
-                tracing::warn!(%err, "could not publish an event");
-            }
+        if events.is_empty() {
+            return;
+        }
+        let envelopes: Vec<_> = events.into_iter().map(Event::envelope).collect();
+        if let Err(err) = self.broker.publish_events(&envelopes).await {
+            tracing::warn!(%err, "could not publish events");
         }
     }
 }

@@ -89,6 +89,53 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn round(&self, t: &TreeRef, round: u32) -> Result<RoundView, StoreError> {
+        let tree = self.tree(t)?;
+        let collect = |ids: &mut dyn Iterator<Item = &NodeId>| -> Result<Vec<Node>, StoreError> {
+            ids.map(|id| {
+                tree.node(*id).ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{}/{} node {id}", t.run, t.question),
+                    reason: "listed but not stored".into(),
+                })
+            })
+            .collect()
+        };
+        let frontier = collect(&mut tree.frontier.get(&round).into_iter().flatten())?;
+        let children = collect(&mut tree.children.get(&round).into_iter().flatten())?;
+        Ok(RoundView {
+            state: tree.state,
+            frontier,
+            children,
+            finished: tree.finished.len() as u32,
+        })
+    }
+
+    fn commit_round(&mut self, c: &RoundCommit) -> Result<bool, StoreError> {
+        let tree = self.tree_mut(&c.tree)?;
+        if tree.state.round != c.round || tree.state.status != TreeStatus::Searching {
+            return Ok(false);
+        }
+        for (id, reason) in &c.finished {
+            tree.finished.push(*id);
+            tree.reasons.insert(*id, *reason);
+        }
+        if !c.next_frontier.is_empty() {
+            tree.frontier.insert(c.round + 1, c.next_frontier.clone());
+        }
+        tree.state.round = c.round + 1;
+        if c.done {
+            tree.state.status = TreeStatus::Searched;
+        }
+        if c.restarted {
+            tree.state.restarts += 1;
+        }
+        tree.outbox
+            .insert(round_outbox_key(c.round), c.outbox.clone());
+        Ok(true)
+    }
+}
+
 fn unknown_tree(t: &TreeRef) -> StoreError {
     StoreError::UnknownTree {
         run: t.run.clone(),
@@ -242,51 +289,17 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn round(&self, t: &TreeRef, round: u32) -> Result<RoundView, StoreError> {
+    async fn rounds(&self, wanted: &[(TreeRef, u32)]) -> Result<Vec<RoundView>, StoreError> {
         let inner = self.lock();
-        let tree = inner.tree(t)?;
-        let collect = |ids: &mut dyn Iterator<Item = &NodeId>| -> Result<Vec<Node>, StoreError> {
-            ids.map(|id| {
-                tree.node(*id).ok_or_else(|| StoreError::Corrupt {
-                    key: format!("{}/{} node {id}", t.run, t.question),
-                    reason: "listed but not stored".into(),
-                })
-            })
+        wanted
+            .iter()
+            .map(|(t, round)| inner.round(t, *round))
             .collect()
-        };
-        let frontier = collect(&mut tree.frontier.get(&round).into_iter().flatten())?;
-        let children = collect(&mut tree.children.get(&round).into_iter().flatten())?;
-        Ok(RoundView {
-            state: tree.state,
-            frontier,
-            children,
-            finished: tree.finished.len() as u32,
-        })
     }
 
-    async fn commit_round(&self, c: &RoundCommit) -> Result<bool, StoreError> {
+    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<bool>, StoreError> {
         let mut inner = self.lock();
-        let tree = inner.tree_mut(&c.tree)?;
-        if tree.state.round != c.round || tree.state.status != TreeStatus::Searching {
-            return Ok(false);
-        }
-        for (id, reason) in &c.finished {
-            tree.finished.push(*id);
-            tree.reasons.insert(*id, *reason);
-        }
-        if !c.next_frontier.is_empty() {
-            tree.frontier.insert(c.round + 1, c.next_frontier.clone());
-        }
-        tree.state.round = c.round + 1;
-        if c.done {
-            tree.state.status = TreeStatus::Searched;
-        }
-        if c.restarted {
-            tree.state.restarts += 1;
-        }
-        tree.outbox
-            .insert(round_outbox_key(c.round), c.outbox.clone());
-        Ok(true)
+        commits.iter().map(|c| inner.commit_round(c)).collect()
     }
 
     async fn commit_verdicts(&self, commits: &[VerdictCommit]) -> Result<(), StoreError> {

@@ -208,18 +208,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         commits: &[ScoreCommit],
     ) -> impl Future<Output = Result<Vec<Barrier>, StoreError>> + Send;
 
-    fn round(
+    /// What concluding each (tree, round) needs to read.
+    fn rounds(
         &self,
-        tree: &TreeRef,
-        round: u32,
-    ) -> impl Future<Output = Result<RoundView, StoreError>> + Send;
+        wanted: &[(TreeRef, u32)],
+    ) -> impl Future<Output = Result<Vec<RoundView>, StoreError>> + Send;
 
-    /// Applies the conclusion unless the round was concluded already; `Ok(true)` if it
+    /// Applies each conclusion unless its round was concluded already; `true` where it
     /// was applied now.
-    fn commit_round(
+    fn commit_rounds(
         &self,
-        commit: &RoundCommit,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        commits: &[RoundCommit],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
     fn commit_verdicts(
         &self,

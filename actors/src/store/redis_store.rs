@@ -378,87 +378,102 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn round(&self, t: &TreeRef, round: u32) -> Result<RoundView, StoreError> {
-        let k = tree_keys(t);
-        let mut pipe = redis::pipe();
-        pipe.hgetall(k.state())
-            .lrange(k.frontier(round), 0, -1)
-            .smembers(k.children(round))
-            .llen(k.finished());
-        let (state, frontier, children, finished): (
-            HashMap<String, String>,
-            Vec<String>,
-            Vec<String>,
-            u32,
-        ) = self.query(&pipe).await?;
-        if state.is_empty() {
-            return Err(StoreError::UnknownTree {
-                run: t.run.clone(),
-                question: t.question.clone(),
-            });
+    async fn rounds(&self, wanted: &[(TreeRef, u32)]) -> Result<Vec<RoundView>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
         }
-        let parse_ids = |ids: Vec<String>| -> Result<Vec<(TreeRef, NodeId)>, StoreError> {
-            ids.into_iter()
-                .map(|id| {
-                    id.parse()
-                        .map(|n| (t.clone(), n))
-                        .map_err(|reason| StoreError::Corrupt {
-                            key: k.frontier(round),
-                            reason,
-                        })
+        let mut pipe = redis::pipe();
+        for (t, round) in wanted {
+            let k = tree_keys(t);
+            pipe.hgetall(k.state())
+                .lrange(k.frontier(*round), 0, -1)
+                .smembers(k.children(*round))
+                .llen(k.finished());
+        }
+        #[allow(clippy::type_complexity)]
+        let listed: Vec<(HashMap<String, String>, Vec<String>, Vec<String>, u32)> =
+            self.query(&pipe).await?;
+        // One more round trip for every node of every round.
+        let mut all: Vec<(TreeRef, NodeId)> = Vec::new();
+        let mut shapes = Vec::with_capacity(wanted.len());
+        for ((t, round), (state, frontier, children, finished)) in wanted.iter().zip(listed) {
+            let k = tree_keys(t);
+            if state.is_empty() {
+                return Err(StoreError::UnknownTree {
+                    run: t.run.clone(),
+                    question: t.question.clone(),
+                });
+            }
+            for id in frontier.iter().chain(&children) {
+                let id = id.parse().map_err(|reason| StoreError::Corrupt {
+                    key: k.frontier(*round),
+                    reason,
+                })?;
+                all.push((t.clone(), id));
+            }
+            shapes.push((
+                parse_state(&k.state(), &state)?,
+                frontier.len(),
+                children.len(),
+                finished,
+            ));
+        }
+        let mut nodes = self.nodes(&all).await?.into_iter().zip(&all);
+        let mut take = |n: usize| -> Result<Vec<Node>, StoreError> {
+            nodes
+                .by_ref()
+                .take(n)
+                .map(|(node, (t, id))| {
+                    node.ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{} {id}", tree_keys(t).nodes()),
+                        reason: "listed but not stored".into(),
+                    })
                 })
                 .collect()
         };
-        let frontier = parse_ids(frontier)?;
-        let children = parse_ids(children)?;
-        let n_frontier = frontier.len();
-        let all: Vec<(TreeRef, NodeId)> = frontier.into_iter().chain(children).collect();
-        let nodes = self.nodes(&all).await?;
-        let mut nodes = all
-            .iter()
-            .zip(nodes)
-            .map(|((_, id), n)| {
-                n.ok_or_else(|| StoreError::Corrupt {
-                    key: format!("{} {id}", k.nodes()),
-                    reason: "listed but not stored".into(),
+        shapes
+            .into_iter()
+            .map(|(state, n_frontier, n_children, finished)| {
+                Ok(RoundView {
+                    state,
+                    frontier: take(n_frontier)?,
+                    children: take(n_children)?,
+                    finished,
                 })
             })
-            .collect::<Result<Vec<Node>, StoreError>>()?;
-        let children = nodes.split_off(n_frontier);
-        Ok(RoundView {
-            state: parse_state(&k.state(), &state)?,
-            frontier: nodes,
-            children,
-            finished,
-        })
+            .collect()
     }
 
-    async fn commit_round(&self, c: &RoundCommit) -> Result<bool, StoreError> {
-        let k = tree_keys(&c.tree);
-        let conclusion = serde_json::json!({
-            "finished": c.finished.iter().map(|(id, r)| [id.to_string(), reason_name(*r).to_owned()]).collect::<Vec<_>>(),
-            "frontier": c.next_frontier.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "done": c.done,
-            "restarted": c.restarted,
-        });
-        let keys = [
-            k.state(),
-            k.frontier(c.round + 1),
-            k.finished(),
-            k.reasons(),
-            k.outbox(),
-        ];
-        let args = vec![
-            c.round.to_string(),
-            conclusion.to_string(),
-            round_outbox_key(c.round),
-            encode(&k.outbox(), &c.outbox)?,
-        ];
-        let mut conn = self.conn.clone();
-        let applied: u8 = eval(COMMIT_ROUND, &keys, args)
-            .query_async(&mut conn)
-            .await?;
-        Ok(applied == 1)
+    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<bool>, StoreError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for c in commits {
+            let k = tree_keys(&c.tree);
+            let conclusion = serde_json::json!({
+                "finished": c.finished.iter().map(|(id, r)| [id.to_string(), reason_name(*r).to_owned()]).collect::<Vec<_>>(),
+                "frontier": c.next_frontier.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "done": c.done,
+                "restarted": c.restarted,
+            });
+            let keys = [
+                k.state(),
+                k.frontier(c.round + 1),
+                k.finished(),
+                k.reasons(),
+                k.outbox(),
+            ];
+            let args = vec![
+                c.round.to_string(),
+                conclusion.to_string(),
+                round_outbox_key(c.round),
+                encode(&k.outbox(), &c.outbox)?,
+            ];
+            pipe.add_command(eval(COMMIT_ROUND, &keys, args));
+        }
+        let applied: Vec<u8> = self.query(&pipe).await?;
+        Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
     async fn commit_verdicts(&self, commits: &[VerdictCommit]) -> Result<(), StoreError> {

@@ -18,10 +18,14 @@ pub fn goldens(name: &str) -> Value {
 }
 
 /// Whether the ONNX Runtime library can be found; the tests skip (with a note) only
-/// when it cannot. CI installs it and sets ORT_DYLIB_PATH.
+/// when it cannot. CI installs it and sets ORT_DYLIB_PATH: a library named there that
+/// does not load fails the tests instead of skipping them.
 pub fn ort_available() -> bool {
     match tsst_models::ort_lib::environment(None, false) {
         Ok(_) => true,
+        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => {
+            panic!("ORT_DYLIB_PATH is set but ONNX Runtime does not load: {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED: ONNX Runtime not found ({e})");
             false
