@@ -561,9 +561,14 @@ async fn count<S: Store>(store: &S, run: &str, qs: &[Question]) -> Result<Counts
                 rounds: tree.state.round as usize,
                 ..Default::default()
             };
-            for r in 0..tree.state.round {
-                c.expansions += store.round(&t, r).await?.frontier.len();
-            }
+            let wanted: Vec<(TreeRef, u32)> =
+                (0..tree.state.round).map(|r| (t.clone(), r)).collect();
+            c.expansions += store
+                .rounds(&wanted)
+                .await?
+                .iter()
+                .map(|v| v.frontier.len())
+                .sum::<usize>();
             anyhow::Ok(c)
         })
         .buffer_unordered(32)
@@ -808,7 +813,10 @@ async fn probe_latency(store: &RedisStore, broker: &AmqpBroker, run: &str) -> Re
     .envelope();
     let started = Instant::now();
     for _ in 0..N {
-        broker.publish_event(&event).await.context("event probe")?;
+        broker
+            .publish_events(std::slice::from_ref(&event))
+            .await
+            .context("event probe")?;
     }
     let confirm = started.elapsed() / N;
     println!(
