@@ -156,6 +156,9 @@ pub struct WorkerArgs {
     /// rule cannot decide; without it they are recorded as not correct.
     #[arg(long)]
     pub verifier: Option<PathBuf>,
+    /// Where ONNX models run: cpu or cuda:N (overrides the worker config).
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +182,13 @@ pub struct RunArgs {
     /// LLM verifier config for the in-process verifier (embedded mode).
     #[arg(long)]
     pub verifier: Option<PathBuf>,
+    /// Where ONNX models run in embedded mode: cpu or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The ONNX Runtime library (libonnxruntime.so.1.31.1); by default ORT_DYLIB_PATH,
+    /// then where tools/fetch-ort.sh installs it.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use tsst_actors::broker::AmqpBroker;
 use tsst_actors::llm::{LlmClient, LlmSettings};
 use tsst_actors::runtime::{Context, Models};
 use tsst_actors::store::RedisStore;
-use tsst_config::VerifierConfig;
+use tsst_config::{VerifierConfig, WorkerConfig};
 use tsst_messages::Topology;
 
 /// The distributed services, when both URLs are given.
@@ -49,19 +49,42 @@ impl ServiceArgs {
 }
 
 /// The models this build can serve: `scripted` / `scripted:<N>ms`, and exported
-/// ONNX model directories (a config's `policy_model` / `value_model`), on the CPU.
-/// The ONNX Runtime library is found through ORT_DYLIB_PATH or `tools/fetch-ort.sh`'s
-/// install location when a model directory is first loaded.
-pub fn models() -> Models {
-    Models::new(tsst_models::OnnxFactory::default())
+/// ONNX model directories (a config's `policy_model` / `value_model`) on the worker
+/// config's device. The ONNX Runtime library is the config's `ort_dylib_path`, else
+/// found through ORT_DYLIB_PATH or `tools/fetch-ort.sh`'s install location when a
+/// model directory is first loaded.
+pub fn models(worker: &WorkerConfig) -> Models {
+    let device = match worker.device {
+        tsst_config::Device::Cpu => tsst_models::Device::Cpu,
+        tsst_config::Device::Cuda(n) => tsst_models::Device::Cuda(n as i32),
+    };
+    Models::new(tsst_models::OnnxFactory {
+        device,
+        ort_lib: worker.ort_dylib_path.clone(),
+    })
 }
 
 pub fn context<S: tsst_actors::store::Store, B: tsst_actors::broker::Broker>(
     store: S,
     broker: B,
+    worker: &WorkerConfig,
     llm: Option<LlmClient>,
 ) -> Arc<Context<S, B>> {
-    Arc::new(Context::new(store, broker, models()).with_llm(llm))
+    Arc::new(Context::new(store, broker, models(worker)).with_llm(llm))
+}
+
+/// The worker config, from a file or the defaults, with `--device` applied.
+pub fn worker_config(path: Option<&Path>, device: Option<&str>) -> Result<WorkerConfig> {
+    let mut config = match path {
+        Some(p) => WorkerConfig::load(p)?,
+        None => WorkerConfig::default(),
+    };
+    if let Some(d) = device {
+        config.device = d
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--device {d}: {e}"))?;
+    }
+    Ok(config)
 }
 
 /// The LLM verifier a `--verifier` config describes, its key read from the

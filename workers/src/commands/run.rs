@@ -6,13 +6,12 @@ use crate::services;
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tsst_actors::broker::{Broker, MemoryBroker};
 use tsst_actors::pipeline::{enqueue, follow, results, training_records};
 use tsst_actors::runtime::Worker;
 use tsst_actors::store::{MemoryStore, Store};
-use tsst_config::WorkerConfig;
 use tsst_datasets::synth::{self, SynthOptions};
 use tsst_labels::{write_records, OutputFormat, RunMetrics};
 use tsst_messages::results::QuestionResult;
@@ -21,13 +20,14 @@ use tsst_messages::Role;
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
     let planned = runs::plan(&args.config, args.run.as_deref(), 1)?;
     if services.embedded() {
-        let worker_config = match &args.worker_config {
-            Some(path) => WorkerConfig::load(path)?,
-            None => WorkerConfig::default(),
-        };
+        let mut worker_config =
+            services::worker_config(args.worker_config.as_deref(), args.device.as_deref())?;
+        if args.ort_lib.is_some() {
+            worker_config.ort_dylib_path = args.ort_lib.clone();
+        }
         let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
         let llm = services::llm(args.verifier.as_deref())?;
-        let ctx = services::context(store.clone(), broker.clone(), llm);
+        let ctx = services::context(store.clone(), broker.clone(), &worker_config, llm);
         let roles = role_specs(
             &worker_config,
             &[Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler],
@@ -144,7 +144,8 @@ fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
     );
 }
 
-/// Generates the synthetic benchmark where the demo config expects it, then runs it.
+/// Generates the synthetic benchmark where the demo config expects it, fetches the
+/// ONNX Runtime library when a model needs it and none is installed, then runs it.
 pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
     let config = tsst_config::EvalConfig::load(&args.config)?;
     let root = &config.dataset_root;
@@ -165,6 +166,13 @@ pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
         })?;
         tracing::info!("{summary}");
     }
+    let needs_ort = config.active_models().any(|m| {
+        [Some(&m.policy_model), m.value_model.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|r| matches!(r, tsst_config::ModelRef::Path(_)))
+    });
+    let ort_lib = if needs_ort { ensure_ort()? } else { None };
     run(
         RunArgs {
             config: args.config,
@@ -174,8 +182,41 @@ pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
             batch: None,
             quiet: false,
             verifier: None,
+            device: None,
+            ort_lib,
         },
         services,
     )
     .await
+}
+
+/// An installed ONNX Runtime library, or `tools/fetch-ort.sh` run to install one (the
+/// PyPI wheel, into the ignored `.ort/`), so that a newcomer's first command works.
+fn ensure_ort() -> Result<Option<PathBuf>> {
+    if tsst_models::ort_lib::candidates(None, false)
+        .iter()
+        .any(|p| p.exists())
+    {
+        return Ok(None);
+    }
+    let script = Path::new("tools/fetch-ort.sh");
+    if !script.exists() {
+        anyhow::bail!(
+            "the ONNX Runtime library is not installed and {} is not here: run from the repository root, or set ORT_DYLIB_PATH",
+            script.display()
+        );
+    }
+    println!("fetching the ONNX Runtime library (onnxruntime==1.31.1 from PyPI)");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .context("running tools/fetch-ort.sh")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tools/fetch-ort.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(Some(PathBuf::from(path)))
 }

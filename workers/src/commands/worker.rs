@@ -29,10 +29,7 @@ pub fn batch_settings(config: &WorkerConfig, batch: Option<u32>) -> BatchSetting
 }
 
 pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => WorkerConfig::load(path)?,
-        None => WorkerConfig::default(),
-    };
+    let config = services::worker_config(args.config.as_deref(), args.device.as_deref())?;
     let name = args
         .name
         .clone()
@@ -49,6 +46,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let ctx = services::context(
         d.store.clone(),
         d.broker.clone(),
+        &config,
         services::llm(args.verifier.as_deref())?,
     );
     let mut worker = Worker::start(
