@@ -121,24 +121,13 @@ impl Drop for Cluster {
 
 fn spec(policy: &str) -> SearchSpec {
     SearchSpec {
-        mode: SearchMode::Beam,
         seed: 11,
-        num_beams: 3,
-        first_round_multiplier: 2,
         branch: 2,
         n_consistency: 3,
-        temperature: 0.7,
-        max_length: 1024,
-        step_max_tokens: 256,
-        finish_max_chars: 1000,
-        max_rounds: 30,
-        selection: Selection::Sample,
-        selection_temperature: 0.5,
-        step_delimiter: StepDelimiter::Period,
-        use_value: true,
         policy_model: policy.into(),
         value_model: Some(policy.into()),
         tag: "t".into(),
+        ..SearchSpec::default()
     }
 }
 

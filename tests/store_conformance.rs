@@ -24,24 +24,17 @@ fn record(run: &str, seed: u64) -> RunRecord {
     RunRecord {
         run: run.into(),
         search: SearchSpec {
-            mode: SearchMode::Beam,
             seed,
             num_beams: 2,
             first_round_multiplier: 1,
             branch: 2,
             n_consistency: 2,
-            temperature: 0.7,
             max_length: 512,
             step_max_tokens: 64,
-            finish_max_chars: 1000,
             max_rounds: 5,
             selection: Selection::Top,
-            selection_temperature: 0.5,
-            step_delimiter: StepDelimiter::Period,
-            use_value: true,
-            policy_model: "scripted".into(),
-            value_model: Some("scripted".into()),
             tag: "t".into(),
+            ..SearchSpec::default()
         },
         dataset: DatasetSpec {
             source: DataSource::Vcr,

@@ -63,6 +63,33 @@ pub struct SearchSpec {
     pub tag: String,
 }
 
+impl Default for SearchSpec {
+    /// TSST.md's beam search with the scripted models: 3 beams (6 in round 0), branch 3,
+    /// 5 solutions, temperature 0.7, sampled selection at 0.5, at most 30 rounds.
+    fn default() -> Self {
+        SearchSpec {
+            mode: SearchMode::Beam,
+            seed: 42,
+            num_beams: 3,
+            first_round_multiplier: 2,
+            branch: 3,
+            n_consistency: 5,
+            temperature: 0.7,
+            max_length: 1024,
+            step_max_tokens: 256,
+            finish_max_chars: 1000,
+            max_rounds: 30,
+            selection: Selection::Sample,
+            selection_temperature: 0.5,
+            step_delimiter: StepDelimiter::Period,
+            use_value: true,
+            policy_model: "scripted".into(),
+            value_model: Some("scripted".into()),
+            tag: "default".into(),
+        }
+    }
+}
+
 impl SearchSpec {
     /// Candidates drawn from each frontier node in `round`.
     pub fn samples_in_round(&self, round: u32) -> u32 {

@@ -25,8 +25,7 @@ use tsst_actors::pipeline::{enqueue, follow};
 use tsst_actors::runtime::{BatchSettings, Context, Models, RoleSpec, ScriptedFactory, Worker};
 use tsst_actors::store::{MemoryStore, RedisStore, Store, TreeRef};
 use tsst_messages::{
-    DataSource, DatasetSpec, Event, LabelSpec, Question, Role, RunRecord, SearchMode, SearchSpec,
-    Selection, StepDelimiter, Topology,
+    DataSource, DatasetSpec, Event, LabelSpec, Question, Role, RunRecord, SearchSpec, Topology,
 };
 
 #[derive(Debug, Parser)]
@@ -588,24 +587,13 @@ fn record(run: &str, model: &str) -> RunRecord {
     RunRecord {
         run: run.into(),
         search: SearchSpec {
-            mode: SearchMode::Beam,
             seed: 11,
-            num_beams: 3,
-            first_round_multiplier: 2,
             branch: 2,
             n_consistency: 3,
-            temperature: 0.7,
-            max_length: 1024,
-            step_max_tokens: 256,
-            finish_max_chars: 1000,
-            max_rounds: 30,
-            selection: Selection::Sample,
-            selection_temperature: 0.5,
-            step_delimiter: StepDelimiter::Period,
-            use_value: true,
             policy_model: model.into(),
             value_model: Some(model.into()),
             tag: "bench".into(),
+            ..SearchSpec::default()
         },
         dataset: DatasetSpec {
             source: DataSource::Aokvqa,

@@ -1,7 +1,7 @@
 //! The generator: expands frontier nodes by one step with the policy model, for a
 //! batch of tasks across questions in one backend call per model.
 use super::plan::{settle, Plan};
-use super::{decode, RoleWork, WorkError};
+use super::{take, RoleWork, WorkError};
 use crate::backend::{ExpandRequest, PolicyOutput};
 use crate::broker::Broker;
 use crate::runtime::{Context, DeliveryOf};
@@ -39,14 +39,11 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
-        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Generator)
-            .await
-            .into_iter()
-            .filter_map(|(d, t)| match t {
-                Task::Expand(t) => Some((d, t)),
-                _ => None,
-            })
-            .unzip();
+        let (deliveries, tasks) = take(batch, Role::Generator, |t| match t {
+            Task::Expand(t) => Some(t),
+            _ => None,
+        })
+        .await;
         let plan = self.compute(&tasks).await;
         settle(&self.ctx, deliveries, plan).await
     }
@@ -78,19 +75,12 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 plan.publish.extend(earlier);
                 continue;
             }
-            let run = match ctx.run(&task.run).await {
-                Ok(run) => run,
-                Err(e) => {
-                    plan.reject(i, e.to_string());
+            let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
+                Ok(found) => found,
+                Err(reason) => {
+                    plan.reject(i, reason);
                     continue;
                 }
-            };
-            let Some(question) = run.questions.get(&task.question).cloned() else {
-                plan.reject(
-                    i,
-                    format!("run {} has no question {}", task.run, task.question),
-                );
-                continue;
             };
             let Some(parent) = parents[i].clone() else {
                 plan.reject(i, format!("node {} is not in the tree", task.node));

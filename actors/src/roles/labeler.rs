@@ -2,7 +2,7 @@
 //! `assign_value_tree`), stores its D+ and Dv records, and closes the question. Both
 //! steps are idempotent; the question that completes the run announces it.
 use super::plan::{settle, Plan};
-use super::{decode, RoleWork, WorkError};
+use super::{take, RoleWork, WorkError};
 use crate::broker::Broker;
 use crate::pipeline::question_result;
 use crate::runtime::{Context, DeliveryOf};
@@ -41,14 +41,11 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Labeler<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
-        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Labeler)
-            .await
-            .into_iter()
-            .filter_map(|(d, t)| match t {
-                Task::Label(t) => Some((d, t)),
-                _ => None,
-            })
-            .unzip();
+        let (deliveries, tasks) = take(batch, Role::Labeler, |t| match t {
+            Task::Label(t) => Some(t),
+            _ => None,
+        })
+        .await;
         let plan = self.compute(&tasks).await;
         settle(&self.ctx, deliveries, plan).await
     }
@@ -78,27 +75,20 @@ impl<S: Store, B: Broker> Labeler<S, B> {
         let mut plan = Plan::new(tasks.len());
         let mut by_run: BTreeMap<&str, Labelled> = BTreeMap::new();
         for (i, task) in tasks.iter().enumerate() {
-            let run = match ctx.run(&task.run).await {
-                Ok(run) => run,
-                Err(e) => {
-                    plan.reject(i, e.to_string());
+            let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
+                Ok(found) => found,
+                Err(reason) => {
+                    plan.reject(i, reason);
                     continue;
                 }
-            };
-            let Some(question) = run.questions.get(&task.question) else {
-                plan.reject(
-                    i,
-                    format!("run {} has no question {}", task.run, task.question),
-                );
-                continue;
             };
             let tree = ctx
                 .store
                 .tree(&TreeRef::new(&task.run, &task.question))
                 .await?;
-            let result = question_result(&task.run, (**question).clone(), &tree);
+            let result = question_result(&task.run, (*question).clone(), &tree);
             let entry = by_run.entry(task.run.as_str()).or_default();
-            match label_question(&run.record, question, &result) {
+            match label_question(&run.record, &question, &result) {
                 Ok(records) => {
                     let json = serde_json::to_string(&records).map_err(|e| {
                         WorkError::Store(crate::store::StoreError::Corrupt {

@@ -65,6 +65,19 @@ pub(crate) async fn decode<D: Delivery>(batch: Vec<D>, role: Role) -> Vec<(D, Ta
     out
 }
 
+/// Decodes a batch into its deliveries and their tasks of the role's kind.
+pub(crate) async fn take<D: Delivery, T>(
+    batch: Vec<D>,
+    role: Role,
+    kind: fn(Task) -> Option<T>,
+) -> (Vec<D>, Vec<T>) {
+    decode(batch, role)
+        .await
+        .into_iter()
+        .filter_map(|(d, t)| kind(t).map(|t| (d, t)))
+        .unzip()
+}
+
 /// Puts deliveries back after a failure that may pass (store or broker unreachable).
 pub(crate) async fn requeue_all<D: Delivery>(deliveries: impl IntoIterator<Item = D>) {
     for d in deliveries {

@@ -2,7 +2,7 @@
 //! the node in its round's barrier; the task that completes the barrier concludes the
 //! round (selection, finishing, the next frontier or verification).
 use super::plan::{settle, Plan};
-use super::{decode, RoleWork, WorkError};
+use super::{take, RoleWork, WorkError};
 use crate::backend::ScoreRequest;
 use crate::broker::Broker;
 use crate::runtime::{Context, DeliveryOf};
@@ -28,14 +28,11 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Scorer<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
-        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Scorer)
-            .await
-            .into_iter()
-            .filter_map(|(d, t)| match t {
-                Task::Score(t) => Some((d, t)),
-                _ => None,
-            })
-            .unzip();
+        let (deliveries, tasks) = take(batch, Role::Scorer, |t| match t {
+            Task::Score(t) => Some(t),
+            _ => None,
+        })
+        .await;
         let plan = self.compute(&tasks).await;
         settle(&self.ctx, deliveries, plan).await
     }
@@ -60,22 +57,16 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         let mut commits: Vec<Option<ScoreCommit>> = Vec::with_capacity(tasks.len());
         for (i, task) in tasks.iter().enumerate() {
             let children: Vec<Option<Node>> = nodes.by_ref().take(task.children.len()).collect();
-            let run = match ctx.run(&task.run).await {
-                Ok(run) => run,
-                Err(e) => {
-                    plan.reject(i, e.to_string());
+            let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
+                Ok(found) => found,
+                Err(reason) => {
+                    plan.reject(i, reason);
                     commits.push(None);
                     continue;
                 }
             };
-            let (Some(question), Some(children)) = (
-                run.questions.get(&task.question).cloned(),
-                children.into_iter().collect::<Option<Vec<Node>>>(),
-            ) else {
-                plan.reject(
-                    i,
-                    "the task names a question or node the store does not have",
-                );
+            let Some(children) = children.into_iter().collect::<Option<Vec<Node>>>() else {
+                plan.reject(i, "the task names a node the store does not have");
                 commits.push(None);
                 continue;
             };

@@ -4,7 +4,7 @@
 //! the endpoint is down the question waits, unverified, and is tried again: nothing is
 //! dropped or counted wrong for it.
 use super::plan::{settle, Plan};
-use super::{decode, RoleWork, WorkError};
+use super::{take, RoleWork, WorkError};
 use crate::broker::Broker;
 use crate::runtime::{Context, DeliveryOf};
 use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY};
@@ -30,14 +30,11 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
-        let (deliveries, tasks): (Vec<_>, Vec<_>) = decode(batch, Role::Verifier)
-            .await
-            .into_iter()
-            .filter_map(|(d, t)| match t {
-                Task::Verify(t) => Some((d, t)),
-                _ => None,
-            })
-            .unzip();
+        let (deliveries, tasks) = take(batch, Role::Verifier, |t| match t {
+            Task::Verify(t) => Some(t),
+            _ => None,
+        })
+        .await;
         let plan = self.compute(&tasks).await;
         settle(&self.ctx, deliveries, plan).await
     }
@@ -74,19 +71,12 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                 plan.publish.extend(earlier);
                 continue;
             }
-            let run = match ctx.run(&task.run).await {
-                Ok(run) => run,
-                Err(e) => {
-                    plan.reject(i, e.to_string());
+            let (_, question) = match ctx.lookup(&task.run, &task.question).await? {
+                Ok(found) => found,
+                Err(reason) => {
+                    plan.reject(i, reason);
                     continue;
                 }
-            };
-            let Some(question) = run.questions.get(&task.question).cloned() else {
-                plan.reject(
-                    i,
-                    format!("run {} has no question {}", task.run, task.question),
-                );
-                continue;
             };
             let tree = ctx.store.tree(&trees[i]).await?;
             let verdicts = decided.entry(i).or_default();

@@ -62,6 +62,25 @@ impl<S: Store, B: Broker> Context<S, B> {
         Ok(info)
     }
 
+    /// The run and question a task names. `Ok(Err(reason))` when the store does not
+    /// know them (the task can never succeed: dead-letter it); `Err` when the store
+    /// failed (the task may succeed later: requeue it).
+    pub async fn lookup(
+        &self,
+        run: &str,
+        question: &str,
+    ) -> Result<Result<(Arc<RunInfo>, Arc<Question>), String>, StoreError> {
+        let info = match self.run(run).await {
+            Ok(info) => info,
+            Err(e @ StoreError::UnknownRun(_)) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(match info.questions.get(question).cloned() {
+            Some(q) => Ok((info, q)),
+            None => Err(format!("run {run} has no question {question}")),
+        })
+    }
+
     /// Publishes events without failing the work: they only inform monitors.
     pub async fn announce(&self, events: Vec<Event>) {
         if events.is_empty() {
