@@ -89,3 +89,74 @@ async fn embedded_run_completes_every_question() {
     }
     assert!(broker.dead_letters(Role::Generator).is_empty());
 }
+
+/// Direct evaluation: one greedy chain per question, ranked without the value model.
+#[actix_rt::test]
+async fn direct_mode_is_one_greedy_chain() {
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let search = SearchSpec {
+        mode: SearchMode::Direct,
+        num_beams: 1,
+        first_round_multiplier: 1,
+        branch: 1,
+        n_consistency: 1,
+        temperature: 0.0,
+        use_value: false,
+        value_model: None,
+        ..SearchSpec::default()
+    };
+    let record = RunRecord {
+        run: "direct".into(),
+        search,
+        dataset: DatasetSpec {
+            source: DataSource::Aokvqa,
+            root: "x".into(),
+            split: "val".into(),
+            partition: None,
+            sample_size: None,
+        },
+        labels: LabelSpec::default(),
+    };
+    let qs = questions(12);
+    let ctx = Arc::new(Context::new(
+        store.clone(),
+        broker.clone(),
+        Models::new(ScriptedFactory),
+    ));
+    let roles: Vec<RoleSpec> = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
+        .into_iter()
+        .map(|role| RoleSpec { role, instances: 1 })
+        .collect();
+    let worker = Worker::start(ctx, &roles, BatchSettings::default())
+        .await
+        .unwrap();
+    enqueue(&store, &broker, &record, &qs).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        follow(&store, "direct", Duration::from_millis(20), |_| {}),
+    )
+    .await
+    .expect("the run finishes")
+    .unwrap();
+    worker.shutdown().await;
+    for r in results(&store, "direct").await.unwrap() {
+        assert_eq!(r.status, QuestionStatus::Done);
+        assert!(r.solutions.len() <= 1, "{r:?}");
+        for s in &r.solutions {
+            assert!(s.value.is_none(), "no value model in direct mode");
+            assert!(s.steps.len() as u32 <= r.rounds);
+        }
+        let tree = tsst_actors::store::Store::tree(
+            &store,
+            &tsst_actors::store::TreeRef::new("direct", &r.question_id),
+        )
+        .await
+        .unwrap();
+        for n in &tree.nodes {
+            let children = tree.nodes.iter().filter(|c| c.parent == Some(n.id)).count();
+            // Greedy samples coincide and merge; a restart adds a second root child.
+            assert!(children <= 1 || n.parent.is_none(), "a chain, not a tree");
+        }
+    }
+}
