@@ -12,6 +12,7 @@ pub struct SplitMix64 {
     state: u64,
 }
 
+/// The Weyl-sequence increment of SplitMix64.
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl SplitMix64 {
@@ -20,11 +21,10 @@ impl SplitMix64 {
     }
 
     pub fn next_u64(&mut self) -> u64 {
+        // `splitmix64` adds the increment itself before mixing.
+        let out = tsst_messages::splitmix64(self.state);
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        out
     }
 
     /// A uniform integer in `0..n`, without modulo bias. `n == 0` yields 0 rather than

@@ -5,7 +5,7 @@ use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tsst_messages::{DataSource, Partition, Question};
 
-pub use crate::shard::{fnv1a64, shard, shard_of};
+pub use crate::shard::{shard, shard_of};
 
 /// What to take from a split. `partition` is applied first (to the dataset order),
 /// then `sample_size` draws from what the partition left.
