@@ -118,6 +118,7 @@ pub struct EvalConfig {
     pub branch: u32,
     /// Finished solutions to collect per question.
     pub n_consistency: u32,
+    /// Tasks per model call of the in-process workers of `tsst run`.
     pub batch_size: u32,
     pub models: Vec<ModelSpec>,
     pub selection: Selection,

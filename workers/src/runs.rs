@@ -14,7 +14,11 @@ pub struct PlannedRun {
 
 /// The runs of a config. `run` names them (default: the config's file name); with
 /// several active models each run is `<run>-<tag>`; with shards, `-s<i>of<n>` follows.
-pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Vec<PlannedRun>> {
+pub fn plan(
+    config_path: &Path,
+    run: Option<&str>,
+    shards: usize,
+) -> Result<(EvalConfig, Vec<PlannedRun>)> {
     let config = EvalConfig::load(config_path)?;
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", config_path.display());
@@ -77,7 +81,7 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Vec<
             });
         }
     }
-    Ok(runs)
+    Ok((config, runs))
 }
 
 fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Question>> {

@@ -8,7 +8,7 @@ use tsst_actors::store::Store;
 use tsst_labels::RunMetrics;
 
 pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
-    let planned = runs::plan(&args.config, args.run.as_deref(), args.shards)?;
+    let (_, planned) = runs::plan(&args.config, args.run.as_deref(), args.shards)?;
     let d = services.require("enqueue", "tsst-enqueue").await?;
     for run in planned {
         let e = enqueue_run(&d.store, &d.broker, &run.record, &run.questions).await?;

@@ -18,7 +18,7 @@ use tsst_messages::results::QuestionResult;
 use tsst_messages::Role;
 
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
-    let planned = runs::plan(&args.config, args.run.as_deref(), 1)?;
+    let (config, planned) = runs::plan(&args.config, args.run.as_deref(), 1)?;
     if services.embedded() {
         let mut worker_config =
             services::worker_config(args.worker_config.as_deref(), args.device.as_deref())?;
@@ -32,7 +32,10 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
             &worker_config,
             &[Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler],
         );
-        let worker = Worker::start(ctx, &roles, batch_settings(&worker_config, args.batch)).await?;
+        // The config's batch_size is the batch of the in-process workers unless --batch
+        // says otherwise; a cluster's workers take theirs from their worker config.
+        let batch = batch_settings(&worker_config, args.batch.or(Some(config.batch_size)));
+        let worker = Worker::start(ctx, &roles, batch).await?;
         let outcome = run_all(&store, &broker, planned, &args.out, args.quiet).await;
         worker.shutdown().await;
         outcome
