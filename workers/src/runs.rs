@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use tsst_config::EvalConfig;
 use tsst_datasets::Selection;
-use tsst_messages::{DatasetSpec, LabelSpec, Question, RunRecord};
+use tsst_messages::{DatasetSpec, LabelSpec, Question, RunRecord, SearchSpec};
 
 pub struct PlannedRun {
     pub record: RunRecord,
@@ -71,7 +71,7 @@ pub fn plan(
             runs.push(PlannedRun {
                 record: RunRecord {
                     run,
-                    search: config.search_spec(model),
+                    search: absolute_models(config.search_spec(model)),
                     dataset: dataset.clone(),
                     labels: LabelSpec {
                         dplus_per_question: config.dplus_per_question,
@@ -105,4 +105,18 @@ fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Ques
         );
     }
     Ok(loaded.questions)
+}
+
+/// Model directories as absolute paths where they exist here, so that workers started
+/// in another directory (with the same mounts) load the same models.
+fn absolute_models(mut spec: SearchSpec) -> SearchSpec {
+    let absolute = |name: &str| {
+        std::fs::canonicalize(name)
+            .ok()
+            .filter(|p| p.is_dir())
+            .map_or_else(|| name.to_owned(), |p| p.display().to_string())
+    };
+    spec.policy_model = absolute(&spec.policy_model);
+    spec.value_model = spec.value_model.as_deref().map(absolute);
+    spec
 }
