@@ -65,14 +65,62 @@ pub fn open_session(env: &Environment, device: Device, file: &Path) -> Result<Se
         path: file.to_path_buf(),
         reason,
     };
-    let mut builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
-    match device {
-        Device::Cpu => {}
-        Device::Cuda(id) => builder = with_cuda(builder, id)?,
-    }
-    builder
+    builder(env, device, &load)?
         .commit_from_file(file)
         .map_err(|e| load(e.to_string()))
+}
+
+/// Opens a model held in memory (the crate's own small graphs, `ops`) on `device`;
+/// `label` names it in errors.
+pub fn open_session_from_memory(
+    env: &Environment,
+    device: Device,
+    bytes: &[u8],
+    label: &str,
+) -> Result<Session, ModelError> {
+    let load = |reason: String| ModelError::Load {
+        path: label.into(),
+        reason,
+    };
+    builder(env, device, &load)?
+        .commit_from_memory(bytes)
+        .map_err(|e| load(e.to_string()))
+}
+
+fn builder(
+    env: &Environment,
+    device: Device,
+    load: &dyn Fn(String) -> ModelError,
+) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+    let mut builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
+    // Diagnostics: TSST_ORT_PROFILE=PREFIX makes every session write ONNX Runtime's
+    // per-node profile to PREFIX_<time>.json when it closes.
+    if let Some(prefix) = std::env::var_os("TSST_ORT_PROFILE").filter(|p| !p.is_empty()) {
+        builder = builder
+            .with_profiling(prefix)
+            .map_err(ort::Error::<()>::from)
+            .map_err(|e| load(e.to_string()))?;
+    }
+    match device {
+        Device::Cpu => Ok(builder),
+        Device::Cuda(id) => with_cuda(builder, id),
+    }
+}
+
+/// Where a session on `device` keeps tensors that stay on the device: CUDA device
+/// memory, or host memory on the CPU.
+pub fn memory_info(device: Device) -> Result<ort::memory::MemoryInfo<'static>, ModelError> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let (alloc, id) = match device {
+        Device::Cpu => (AllocationDevice::CPU, 0),
+        Device::Cuda(id) => (AllocationDevice::CUDA, id),
+    };
+    MemoryInfo::new(alloc, id, AllocatorType::Device, MemoryType::Default).map_err(|e| {
+        ModelError::Device {
+            device: device.to_string(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 #[cfg(feature = "cuda")]

@@ -12,16 +12,19 @@
 //! - torch route: the new position is appended after the padding; the mask marks the
 //!   padded slots 0 and `position_ids` carries the row's true position.
 //!
-//! The caches travel through host memory between steps (plain `Session::run`), on
-//! CUDA too: keeping them on the device with IoBinding is not done yet.
+//! Where the caches live is the model's [`KvMode`]: host tensors on the CPU; on CUDA
+//! they stay on the device (IoBinding), in one shared past/present buffer per cache
+//! tensor for float16 genai decoders, and each step's tokens are chosen there (the
+//! sample graph, `ops::sample_graph`): only a token and a log-probability per row
+//! come to the host. On the device, finished rows stay in the batch (their
+//! outputs ignored) until a quarter of the batch is done, then the cache is compacted.
 use crate::device::Device;
 use crate::error::ModelError;
-use crate::llava::{Llava, Prefill, Prompt};
+use crate::llava::{Cache, Embeds, KvMode, Llava, Prefill, Prompt, Want};
 use crate::manifest::{Kind, Route};
-use crate::sampling::{choose, Rng};
+use crate::sampling::{choose, Choice, Rng};
 use crate::stop::Step;
 use crate::tensor;
-use ort::value::DynValue;
 use std::path::Path;
 use tsst_actors::backend::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
@@ -116,30 +119,33 @@ impl OnnxPolicy {
             live.push((i, prompt, budget));
         }
 
+        let mode = self.model.kv_mode();
         let mut samples: Vec<Vec<Option<Generated>>> =
             batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
         let mut rows: Vec<Row> = Vec::new();
-        let mut sources: Vec<Vec<(DynValue, DynValue)>> = Vec::new();
+        let mut sources: Vec<Cache> = Vec::new();
         let mut picks: Vec<(usize, usize)> = Vec::new();
         for chunk in live.chunks(PREFILL_BATCH) {
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
             let embedded = self.model.embed_prompts(&refs)?;
             let pre = Prefill::new(&embedded, self.model.hidden_size());
             let past = self.model.empty_caches(pre.rows)?;
-            let run = self
-                .model
-                .decode(pre.rows, pre.embeds, pre.mask, pre.positions, past)?;
-            let logits = run
-                .logits
-                .ok_or_else(|| ModelError::run(&self.model.decoder_file(), "no logits"))?;
             let at: Vec<(usize, usize)> = pre
                 .lens
                 .iter()
                 .enumerate()
                 .map(|(b, &l)| (b, l - 1))
                 .collect();
-            let last = tensor::pick_rows(&logits, &at)
-                .map_err(|e| ModelError::run(&self.model.decoder_file(), e))?;
+            let run = self.model.decode(
+                pre.rows,
+                Embeds::Host(pre.embeds),
+                pre.mask,
+                pre.positions,
+                past,
+                false,
+                Want::Rows(&at),
+            )?;
+            let last = run.picked;
             let source = sources.len();
             sources.push(run.presents);
             for (b, (request, _, budget)) in chunk.iter().enumerate() {
@@ -166,7 +172,10 @@ impl OnnxPolicy {
             }
         }
 
-        // One cache for all live rows: each prompt's cache repeated for its samples.
+        // One cache for all live rows: each prompt's cache repeated for its samples
+        // (in KvMode::Shared widened to the longest mask any step reaches).
+        let mut shared = false;
+        let mut capacity = 0;
         let mut cache = if rows.is_empty() {
             Vec::new()
         } else {
@@ -178,22 +187,40 @@ impl OnnxPolicy {
                 && picks.iter().enumerate().all(|(r, &p)| p == (0, r))
                 && tensor::shape(&sources[0][0].0)
                     .is_ok_and(|s| s.first() == Some(&(picks.len() as i64)));
-            if identity {
+            if mode == KvMode::Shared {
+                let steps = rows
+                    .iter()
+                    .map(|r| r.budget.saturating_sub(r.step.ids.len()))
+                    .max()
+                    .unwrap_or(0);
+                capacity = len + steps.max(1);
+                shared = true;
+                self.model.gather(&sources, &picks, capacity)?
+            } else if identity {
                 // One sample per prompt, all alive: the prefill's caches serve as they are.
                 sources.swap_remove(0)
             } else {
-                self.gather(&sources, &picks, len)?
+                self.model.gather(&sources, &picks, len)?
             }
         };
         drop(sources);
 
         while !rows.is_empty() {
             let len = rows[0].slots.len();
+            if shared && len + 1 > capacity {
+                return Err(ModelError::run(
+                    &self.model.decoder_file(),
+                    format!(
+                        "a step's mask ({}) outgrew the shared cache ({capacity})",
+                        len + 1
+                    ),
+                ));
+            }
             let ids: Vec<i64> = rows
                 .iter()
                 .map(|r| r.step.ids.last().copied().unwrap_or_default())
                 .collect();
-            let embeds = self.model.embed_ids(ids, rows.len())?;
+            let embeds = self.model.embed_step(ids)?;
             let mut mask = Vec::with_capacity(rows.len() * (len + 1));
             let mut positions = Vec::with_capacity(rows.len());
             for row in &mut rows {
@@ -203,41 +230,73 @@ impl OnnxPolicy {
                 positions.push(row.valid as i64);
                 row.valid += 1;
             }
+            // On the device the next tokens are chosen there (one uniform draw per
+            // sampled row from its generator, as `choose` draws it); on the host from
+            // the logits.
+            let at: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
+            let (mut temperature, mut uniform) = (Vec::new(), Vec::new());
+            let want = if mode.on_device() {
+                for row in &mut rows {
+                    let t = if row.step.done {
+                        0.0
+                    } else {
+                        batch[row.request].temperature
+                    };
+                    temperature.push(t as f32);
+                    uniform.push(if t > 0.0 {
+                        row.rng.next_f64() as f32
+                    } else {
+                        0.0
+                    });
+                }
+                Want::Sample {
+                    temperature: &temperature,
+                    uniform: &uniform,
+                }
+            } else {
+                Want::Rows(&at)
+            };
             let run = self.model.decode(
                 rows.len(),
-                embeds,
+                Embeds::Value(embeds),
                 mask,
                 positions,
                 std::mem::take(&mut cache),
+                shared,
+                want,
             )?;
-            let logits = run
-                .logits
-                .ok_or_else(|| ModelError::run(&self.model.decoder_file(), "no logits"))?;
-            let at: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
-            let next = tensor::pick_rows(&logits, &at)
-                .map_err(|e| ModelError::run(&self.model.decoder_file(), e))?;
-            let mut keep = Vec::with_capacity(rows.len());
+            cache = run.presents;
+            let mut finished = 0;
             for (r, row) in rows.iter_mut().enumerate() {
+                if row.step.done {
+                    // Finished in an earlier step; kept in a device batch until it is
+                    // compacted (see below).
+                    finished += 1;
+                    continue;
+                }
                 let req = &batch[row.request];
-                self.advance(row, &next[r], req)?;
+                let choice = match run.choices.get(r) {
+                    Some(&c) => c,
+                    None => choose(&run.picked[r], req.temperature, &mut row.rng),
+                };
+                self.push(row, choice, req)?;
                 if row.step.done {
                     samples[row.request][row.sample] = Some(finish(row));
-                } else {
-                    keep.push(r);
+                    finished += 1;
                 }
             }
-            if keep.len() == rows.len() {
-                cache = run.presents;
-            } else if !keep.is_empty() {
-                let picks: Vec<(usize, usize)> = keep.iter().map(|&r| (0, r)).collect();
-                cache = self.gather(&[run.presents], &picks, len + 1)?;
-                let mut r = 0;
-                rows.retain(|_| {
-                    r += 1;
-                    keep.contains(&(r - 1))
-                });
-            } else {
+            if finished == rows.len() {
                 rows.clear();
+            } else if finished > 0 && compact_now(mode, finished, rows.len()) {
+                let picks: Vec<(usize, usize)> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| !r.step.done)
+                    .map(|(i, _)| (0, i))
+                    .collect();
+                let width = if shared { capacity } else { len + 1 };
+                cache = self.model.gather(&[cache], &picks, width)?;
+                rows.retain(|r| !r.step.done);
             }
         }
 
@@ -262,6 +321,16 @@ impl OnnxPolicy {
         req: &ExpandRequest<'_>,
     ) -> Result<(), ModelError> {
         let choice = choose(logits, req.temperature, &mut row.rng);
+        self.push(row, choice, req)
+    }
+
+    /// Adds a chosen token to the row's step.
+    fn push(
+        &self,
+        row: &mut Row,
+        choice: Choice,
+        req: &ExpandRequest<'_>,
+    ) -> Result<(), ModelError> {
         let mut ids = row.step.ids.clone();
         ids.push(choice.token);
         let text = self.model.tokenizer.decode(&ids)?;
@@ -276,25 +345,16 @@ impl OnnxPolicy {
         );
         Ok(())
     }
+}
 
-    fn gather(
-        &self,
-        sources: &[Vec<(DynValue, DynValue)>],
-        picks: &[(usize, usize)],
-        len: usize,
-    ) -> Result<Vec<(DynValue, DynValue)>, ModelError> {
-        let layers = self.model.manifest.decoder.num_layers;
-        let err = |e: String| ModelError::run(&self.model.decoder_file(), e);
-        (0..layers)
-            .map(|l| {
-                let keys: Vec<&DynValue> = sources.iter().map(|s| &s[l].0).collect();
-                let values: Vec<&DynValue> = sources.iter().map(|s| &s[l].1).collect();
-                Ok((
-                    tensor::gather_cache(&keys, picks, len).map_err(err)?,
-                    tensor::gather_cache(&values, picks, len).map_err(err)?,
-                ))
-            })
-            .collect()
+/// Whether to drop finished rows from the batch now. On the host the cache is
+/// rebuilt anyway; on the device a gather copies the whole cache, while a finished
+/// row left in the batch costs one more row of each step: compact once a quarter of
+/// the rows are done.
+fn compact_now(mode: KvMode, finished: usize, rows: usize) -> bool {
+    match mode {
+        KvMode::Host => finished > 0,
+        KvMode::Bound | KvMode::Shared => finished * 4 >= rows,
     }
 }
 

@@ -42,6 +42,12 @@ pub struct Choice {
 
 /// Chooses from `logits`; a NaN logit counts as impossible.
 pub fn choose(logits: &[f32], temperature: f64, rng: &mut Rng) -> Choice {
+    choose_with(logits, temperature, || rng.next_f64())
+}
+
+/// [`choose`] with the uniform draw in [0, 1) given by `draw`, called only when the
+/// choice is random (positive temperature, finite logits).
+pub fn choose_with(logits: &[f32], temperature: f64, draw: impl FnOnce() -> f64) -> Choice {
     let value = |v: f32| {
         if v.is_nan() {
             f64::NEG_INFINITY
@@ -71,7 +77,7 @@ pub fn choose(logits: &[f32], temperature: f64, rng: &mut Rng) -> Choice {
             .map(|&v| ((value(v) - max) / temperature).exp())
             .collect();
         let total: f64 = weights.iter().sum();
-        let mut u = rng.next_f64() * total;
+        let mut u = draw() * total;
         let mut pick = best;
         for (i, w) in weights.iter().enumerate() {
             if *w > 0.0 {

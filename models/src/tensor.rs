@@ -49,6 +49,26 @@ pub fn ints(shape: Vec<i64>, data: Vec<i64>) -> TensorResult<DynValue> {
         .map_err(|e| e.to_string())
 }
 
+/// An int64 or int32 tensor (attention masks: the genai builder may declare either).
+pub fn int_tensor(
+    ty: TensorElementType,
+    shape: Vec<i64>,
+    data: Vec<i64>,
+) -> TensorResult<DynValue> {
+    match ty {
+        TensorElementType::Int64 => ints(shape, data),
+        TensorElementType::Int32 => {
+            let data: Vec<i32> = data.into_iter().map(|v| v as i32).collect();
+            Tensor::from_array((shape, data))
+                .map(Into::into)
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!(
+            "expected an integer input, the model takes {other:?}"
+        )),
+    }
+}
+
 /// The shape of a tensor value.
 pub fn shape(value: &DynValue) -> TensorResult<Vec<i64>> {
     value

@@ -2,7 +2,7 @@
 //! `conversation(question, text)`, through the value head, one scalar per request.
 use crate::device::{open_session, Device};
 use crate::error::ModelError;
-use crate::llava::{Llava, Prefill, Prompt};
+use crate::llava::{Embeds, Llava, Prefill, Prompt, Want};
 use crate::manifest::{Kind, ValueHead};
 use crate::tensor;
 use ort::session::Session;
@@ -56,6 +56,10 @@ impl OnnxValue {
         })
     }
 
+    pub fn model(&mut self) -> &mut Llava {
+        &mut self.model
+    }
+
     /// Scores `(question, text)` pairs; a request whose prompt cannot be built fails
     /// alone.
     pub fn values(
@@ -98,20 +102,22 @@ impl OnnxValue {
         let embedded = self.model.embed_prompts(prompts)?;
         let pre = Prefill::new(&embedded, hidden);
         let past = self.model.empty_caches(pre.rows)?;
-        let run = self
-            .model
-            .decode(pre.rows, pre.embeds, pre.mask, pre.positions, past)?;
-        let decoder = self.model.decoder_file();
-        let states = run
-            .hidden_states
-            .ok_or_else(|| ModelError::run(&decoder, "no hidden_states output"))?;
         let at: Vec<(usize, usize)> = pre
             .lens
             .iter()
             .enumerate()
             .map(|(b, &l)| (b, l - 1))
             .collect();
-        let last = tensor::pick_rows(&states, &at).map_err(|e| ModelError::run(&decoder, e))?;
+        let run = self.model.decode(
+            pre.rows,
+            Embeds::Host(pre.embeds),
+            pre.mask,
+            pre.positions,
+            past,
+            false,
+            Want::Rows(&at),
+        )?;
+        let last = run.picked;
         let rows = last.len();
         let shape = if self.head_rank2 {
             vec![rows as i64, hidden as i64]

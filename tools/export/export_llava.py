@@ -36,6 +36,12 @@ def parse_args(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="Hugging Face checkpoint in the llava-hf/llava-1.5-7b-hf layout")
     src.add_argument("--tiny-random", action="store_true", help="build a tiny random LLaVA instead")
+    src.add_argument("--random-shape", choices=["llava-1.5-7b"],
+                     help="random weights in a full-size shape (timing runs; uses the tiny tokenizer)")
+    ap.add_argument("--num-layers", type=int,
+                    help="with --random-shape: text layers (default: the shape's, 32 for llava-1.5-7b)")
+    ap.add_argument("--init-device", default="cpu",
+                    help="with --random-shape: where the random weights are made (cuda is much faster)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     ap.add_argument("--kind", choices=["policy", "value"], default="policy")
@@ -92,10 +98,14 @@ def load(args, torch_dtype):
     """Returns (model, tokenizer, special ids, save_builder_tokenizer(dir), value head or None)."""
     from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
-    if args.tiny_random:
+    if args.tiny_random or args.random_shape:
         import tiny
         tok = tiny.train_tokenizer()
-        model = tiny.build_tiny(tok, args.seed).to(torch_dtype)
+        if args.random_shape:
+            model = tiny.build_random_shaped(args.random_shape, args.num_layers, tok, torch_dtype,
+                                             args.init_device)
+        else:
+            model = tiny.build_tiny(tok, args.seed).to(torch_dtype)
         special = {"bos": 1, "eos": 2, "pad": 0, "image": tok.token_to_id(P.IMAGE_TOKEN)}
 
         def save_tok(d):

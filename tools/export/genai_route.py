@@ -4,6 +4,7 @@ the installed wheel, offline)."""
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,32 @@ def save_onnx(model_path_in, model_path_out, max_inline_bytes=1_800_000_000):
                         location=os.path.basename(data), size_threshold=1024)
 
 
+def move_onnx(model_path_in, model_path_out, max_inline_bytes=1_800_000_000):
+    """`save_onnx` for a built model whose weights live in one external data file: when
+    they pass `max_inline_bytes`, the data file is moved beside `model_path_out` as
+    `<name>.data` and only the small graph is rewritten (a 7B is not loaded and written
+    again). Otherwise, or with several data files, `save_onnx`."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    model = onnx.load(model_path_in, load_external_data=False)
+    tensors = [t for t in _get_all_tensors(model) if uses_external_data(t)]
+    locations = {e.value for t in tensors for e in t.external_data if e.key == "location"}
+    if len(locations) != 1:
+        return save_onnx(model_path_in, model_path_out, max_inline_bytes)
+    src = os.path.join(os.path.dirname(model_path_in), locations.pop())
+    if os.path.getsize(src) <= max_inline_bytes:
+        return save_onnx(model_path_in, model_path_out, max_inline_bytes)
+    data = model_path_out + ".data"
+    for t in tensors:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = os.path.basename(data)
+    for stale in (model_path_out, data):
+        if os.path.exists(stale):
+            os.remove(stale)
+    shutil.move(src, data)
+    onnx.save_model(model, model_path_out)
+
+
 def build_decoder(language_model, lm_head, text_config, dtype, out_dir, work_dir, save_tokenizer,
                   precision, ep, kind, builder=None, extra=None):
     """Build `out_dir/decoder.onnx` (+ genai_config.json); returns the builder log."""
@@ -87,7 +114,7 @@ def build_decoder(language_model, lm_head, text_config, dtype, out_dir, work_dir
         options.update({"enable_cuda_graph": "1", "fuse_mlp_gate_up": "1"})
     options.update(extra or {})
     log = run_builder(builder, hf_dir, build_dir, cache_dir, precision, ep, options)
-    save_onnx(os.path.join(build_dir, "model.onnx"), os.path.join(out_dir, "decoder.onnx"))
+    move_onnx(os.path.join(build_dir, "model.onnx"), os.path.join(out_dir, "decoder.onnx"))
     cfg_path = os.path.join(build_dir, "genai_config.json")
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:

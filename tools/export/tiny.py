@@ -119,6 +119,46 @@ def build_tiny(tok: Tokenizer, seed: int) -> LlavaForConditionalGeneration:
     return model.eval()
 
 
+# Full-size shapes for timing runs with random weights (no checkpoint needed).
+SHAPES_FULL = {
+    # llava-hf/llava-1.5-7b-hf: Vicuna-7B (LLaMA-7B) text model, CLIP ViT-L/14 at 336 px.
+    "llava-1.5-7b": {
+        "text": dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
+        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=336, patch_size=14, projection_dim=768),
+    },
+}
+
+
+def shaped_config(shape: str, num_layers, image_token_id: int, pad_token_id: int) -> LlavaConfig:
+    """The LLaVA config of `shape` (SHAPES_FULL), optionally with fewer text layers."""
+    spec = SHAPES_FULL[shape]
+    text_kw = dict(spec["text"])
+    if num_layers:
+        text_kw["num_hidden_layers"] = num_layers
+    text = LlamaConfig(**text_kw, rms_norm_eps=1e-5, hidden_act="silu", rope_theta=10000.0,
+                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=pad_token_id,
+                       initializer_range=0.02)
+    vision = CLIPVisionConfig(**spec["vision"], num_channels=3, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    n_img = (vision.image_size // vision.patch_size) ** 2
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
+                       projector_hidden_act="gelu", vision_feature_layer=-2,
+                       vision_feature_select_strategy="default", image_seq_length=n_img,
+                       multimodal_projector_bias=True, tie_word_embeddings=False)
+
+
+def build_random_shaped(shape: str, num_layers, tok: Tokenizer, dtype, device: str) -> LlavaForConditionalGeneration:
+    """A full-size LLaVA with Hugging Face's random initialisation (N(0, 0.02)), made on
+    `device` (fast on a GPU) and returned on the CPU in `dtype`. Seed with
+    torch.manual_seed first. For timing only: the weights mean nothing."""
+    cfg = shaped_config(shape, num_layers, tok.token_to_id(P.IMAGE_TOKEN), tok.token_to_id(UNK))
+    cfg._attn_implementation = "eager"
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(cfg)
+    return model.to(dtype).to("cpu").eval()
+
+
 def init_value_head_(head: torch.nn.Module, seed: int):
     g = torch.Generator().manual_seed(seed + 7919)
     with torch.no_grad():

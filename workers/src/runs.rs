@@ -110,13 +110,14 @@ fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Ques
 /// Model directories as absolute paths where they exist here, so that workers started
 /// in another directory (with the same mounts) load the same models.
 fn absolute_models(mut spec: SearchSpec) -> SearchSpec {
-    let absolute = |name: &str| {
-        std::fs::canonicalize(name)
-            .ok()
-            .filter(|p| p.is_dir())
-            .map_or_else(|| name.to_owned(), |p| p.display().to_string())
-    };
-    spec.policy_model = absolute(&spec.policy_model);
-    spec.value_model = spec.value_model.as_deref().map(absolute);
+    spec.policy_model = absolute_dir(&spec.policy_model);
+    spec.value_model = spec.value_model.as_deref().map(absolute_dir);
     spec
+}
+
+fn absolute_dir(name: &str) -> String {
+    std::fs::canonicalize(name)
+        .ok()
+        .filter(|p| p.is_dir())
+        .map_or_else(|| name.to_owned(), |p| p.display().to_string())
 }
