@@ -33,13 +33,10 @@ fn questions(n: usize) -> Vec<Question> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn embedded_run_completes_every_question() {
-    let store = MemoryStore::new();
-    let broker = MemoryBroker::new();
-    let record = RunRecord {
-        run: "emb".into(),
-        search: spec(),
+fn record(run: &str, search: SearchSpec) -> RunRecord {
+    RunRecord {
+        run: run.into(),
+        search,
         dataset: DatasetSpec {
             source: DataSource::Aokvqa,
             root: "x".into(),
@@ -48,8 +45,11 @@ async fn embedded_run_completes_every_question() {
             sample_size: None,
         },
         labels: LabelSpec::default(),
-    };
-    let qs = questions(20);
+    }
+}
+
+/// Every role, one actor each, over the in-memory broker and store.
+async fn start_worker(store: &MemoryStore, broker: &MemoryBroker) -> Worker {
     let ctx = Arc::new(Context::new(
         store.clone(),
         broker.clone(),
@@ -59,20 +59,33 @@ async fn embedded_run_completes_every_question() {
         .into_iter()
         .map(|role| RoleSpec { role, instances: 1 })
         .collect();
-    let worker = Worker::start(ctx, &roles, BatchSettings::default())
+    Worker::start(ctx, &roles, BatchSettings::default())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn finish(store: &MemoryStore, run: &str) -> tsst_actors::store::Progress {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        follow(store, run, Duration::from_millis(20), |_| {}),
+    )
+    .await
+    .expect("the run finishes")
+    .unwrap()
+}
+
+#[actix_rt::test]
+async fn embedded_run_completes_every_question() {
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let record = record("emb", spec());
+    let qs = questions(20);
+    let worker = start_worker(&store, &broker).await;
     let e = enqueue(&store, &broker, &record, &qs).await.unwrap();
     assert_eq!((e.new_run, e.published), (true, 20));
     let again = enqueue(&store, &broker, &record, &qs).await.unwrap();
     assert_eq!((again.new_run, again.published), (false, 0));
-    let p = tokio::time::timeout(
-        Duration::from_secs(30),
-        follow(&store, "emb", Duration::from_millis(20), |_| {}),
-    )
-    .await
-    .expect("the run finishes")
-    .unwrap();
+    let p = finish(&store, "emb").await;
     assert_eq!((p.total, p.done, p.failed), (20, 20, 0));
     worker.shutdown().await;
     let res = results(&store, "emb").await.unwrap();
@@ -106,39 +119,11 @@ async fn direct_mode_is_one_greedy_chain() {
         value_model: None,
         ..SearchSpec::default()
     };
-    let record = RunRecord {
-        run: "direct".into(),
-        search,
-        dataset: DatasetSpec {
-            source: DataSource::Aokvqa,
-            root: "x".into(),
-            split: "val".into(),
-            partition: None,
-            sample_size: None,
-        },
-        labels: LabelSpec::default(),
-    };
+    let record = record("direct", search);
     let qs = questions(12);
-    let ctx = Arc::new(Context::new(
-        store.clone(),
-        broker.clone(),
-        Models::new(ScriptedFactory),
-    ));
-    let roles: Vec<RoleSpec> = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
-        .into_iter()
-        .map(|role| RoleSpec { role, instances: 1 })
-        .collect();
-    let worker = Worker::start(ctx, &roles, BatchSettings::default())
-        .await
-        .unwrap();
+    let worker = start_worker(&store, &broker).await;
     enqueue(&store, &broker, &record, &qs).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        follow(&store, "direct", Duration::from_millis(20), |_| {}),
-    )
-    .await
-    .expect("the run finishes")
-    .unwrap();
+    finish(&store, "direct").await;
     worker.shutdown().await;
     for r in results(&store, "direct").await.unwrap() {
         assert_eq!(r.status, QuestionStatus::Done);
