@@ -30,6 +30,12 @@ pub enum Device {
     Cuda(u32),
 }
 
+impl Device {
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
 impl FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -2,55 +2,10 @@
 use crate::error::ModelError;
 use ort::environment::Environment;
 use ort::session::Session;
-use std::fmt;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Device {
-    #[default]
-    Cpu,
-    /// A CUDA device by ordinal.
-    Cuda(i32),
-}
-
-impl Device {
-    pub fn is_gpu(self) -> bool {
-        matches!(self, Device::Cuda(_))
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(id) => write!(f, "cuda:{id}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Device {
-    type Err = String;
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        if s == "cpu" {
-            return Ok(Device::Cpu);
-        }
-        if s == "cuda" {
-            return Ok(Device::Cuda(0));
-        }
-        if let Some(id) = s.strip_prefix("cuda:") {
-            if let Ok(id) = id.parse::<i32>() {
-                if id >= 0 {
-                    return Ok(Device::Cuda(id));
-                }
-            }
-        }
-        Err(format!(
-            "unknown device `{s}` (expected cpu, cuda or cuda:N)"
-        ))
-    }
-}
+/// The worker config's device type, so a config value reaches the sessions as is.
+pub use tsst_config::Device;
 
 /// Opens `file` on `device`. CUDA is registered with `error_on_failure`: asking for a
 /// GPU where none works is an error, never a silent CPU fallback.
@@ -113,7 +68,7 @@ pub fn memory_info(device: Device) -> Result<ort::memory::MemoryInfo<'static>, M
     use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     let (alloc, id) = match device {
         Device::Cpu => (AllocationDevice::CPU, 0),
-        Device::Cuda(id) => (AllocationDevice::CUDA, id),
+        Device::Cuda(id) => (AllocationDevice::CUDA, ordinal(id)?),
     };
     MemoryInfo::new(alloc, id, AllocatorType::Device, MemoryType::Default).map_err(|e| {
         ModelError::Device {
@@ -123,15 +78,23 @@ pub fn memory_info(device: Device) -> Result<ort::memory::MemoryInfo<'static>, M
     })
 }
 
+/// ONNX Runtime numbers devices with `i32`.
+fn ordinal(id: u32) -> Result<i32, ModelError> {
+    i32::try_from(id).map_err(|_| ModelError::Device {
+        device: Device::Cuda(id).to_string(),
+        reason: "device ordinal out of range".into(),
+    })
+}
+
 #[cfg(feature = "cuda")]
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
-    id: i32,
+    id: u32,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     // TF32 matmuls move fp32 results by ~1e-3, enough to break parity with the
     // exported model; fp16 exports are unaffected.
     let cuda = ort::ep::CUDA::default()
-        .with_device_id(id)
+        .with_device_id(ordinal(id)?)
         .with_tf32(false)
         .build()
         .error_on_failure();
@@ -147,7 +110,7 @@ fn with_cuda(
 #[cfg(not(feature = "cuda"))]
 fn with_cuda(
     _builder: ort::session::builder::SessionBuilder,
-    id: i32,
+    id: u32,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     Err(ModelError::Device {
         device: Device::Cuda(id).to_string(),

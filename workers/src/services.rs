@@ -54,12 +54,8 @@ impl ServiceArgs {
 /// found through ORT_DYLIB_PATH or `tools/fetch-ort.sh`'s install location when a
 /// model directory is first loaded.
 pub fn models(worker: &WorkerConfig) -> Models {
-    let device = match worker.device {
-        tsst_config::Device::Cpu => tsst_models::Device::Cpu,
-        tsst_config::Device::Cuda(n) => tsst_models::Device::Cuda(n as i32),
-    };
     Models::new(tsst_models::OnnxFactory {
-        device,
+        device: worker.device,
         ort_lib: worker.ort_dylib_path.clone(),
     })
 }
