@@ -564,6 +564,34 @@ impl Llava {
     /// `[rows, kv_heads, past, head_dim]` caches. With `shared` (a [`KvMode::Shared`]
     /// step) each past tensor is also bound as its present: the run writes the new
     /// positions into it and returns it. `want` says what comes back to the host.
+    /// Prefills prompts together from empty caches (right-padded, see [`Prefill`]);
+    /// the output picks each prompt's last real position. Returns each prompt's length
+    /// with it.
+    pub fn prefill_last(
+        &mut self,
+        prompts: &[&Prompt],
+    ) -> Result<(Vec<usize>, DecoderOutput), ModelError> {
+        let embedded = self.embed_prompts(prompts)?;
+        let pre = Prefill::new(&embedded, self.hidden_size());
+        let past = self.empty_caches(pre.rows)?;
+        let at: Vec<(usize, usize)> = pre
+            .lens
+            .iter()
+            .enumerate()
+            .map(|(b, &l)| (b, l - 1))
+            .collect();
+        let run = self.decode(
+            pre.rows,
+            Embeds::Host(pre.embeds),
+            pre.mask,
+            pre.positions,
+            past,
+            false,
+            Want::Rows(&at),
+        )?;
+        Ok((pre.lens, run))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn decode(
         &mut self,

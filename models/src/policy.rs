@@ -20,7 +20,7 @@
 //! outputs ignored) until a quarter of the batch is done, then the cache is compacted.
 use crate::device::Device;
 use crate::error::ModelError;
-use crate::llava::{Cache, Embeds, KvMode, Llava, Prefill, Prompt, Want};
+use crate::llava::{Cache, Embeds, KvMode, Llava, Prompt, Want};
 use crate::manifest::{Kind, Route};
 use crate::sampling::{choose, Choice, Rng};
 use crate::stop::Step;
@@ -127,30 +127,14 @@ impl OnnxPolicy {
         let mut picks: Vec<(usize, usize)> = Vec::new();
         for chunk in live.chunks(PREFILL_BATCH) {
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
-            let embedded = self.model.embed_prompts(&refs)?;
-            let pre = Prefill::new(&embedded, self.model.hidden_size());
-            let past = self.model.empty_caches(pre.rows)?;
-            let at: Vec<(usize, usize)> = pre
-                .lens
-                .iter()
-                .enumerate()
-                .map(|(b, &l)| (b, l - 1))
-                .collect();
-            let run = self.model.decode(
-                pre.rows,
-                Embeds::Host(pre.embeds),
-                pre.mask,
-                pre.positions,
-                past,
-                false,
-                Want::Rows(&at),
-            )?;
+            let (lens, run) = self.model.prefill_last(&refs)?;
+            let seq = lens.iter().copied().max().unwrap_or(0);
             let last = run.picked;
             let source = sources.len();
             sources.push(run.presents);
             for (b, (request, _, budget)) in chunk.iter().enumerate() {
                 let req = &batch[*request];
-                let slots: Vec<i64> = (0..pre.seq).map(|t| i64::from(t < pre.lens[b])).collect();
+                let slots: Vec<i64> = (0..seq).map(|t| i64::from(t < lens[b])).collect();
                 for (sample, &seed) in req.seeds.iter().enumerate() {
                     let mut row = Row {
                         request: *request,
@@ -158,7 +142,7 @@ impl OnnxPolicy {
                         rng: Rng::new(seed),
                         step: Step::default(),
                         slots: slots.clone(),
-                        valid: pre.lens[b],
+                        valid: lens[b],
                         budget: *budget,
                     };
                     self.advance(&mut row, &last[b], req)?;

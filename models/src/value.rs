@@ -2,7 +2,7 @@
 //! `conversation(question, text)`, through the value head, one scalar per request.
 use crate::device::{open_session, Device};
 use crate::error::ModelError;
-use crate::llava::{Embeds, Llava, Prefill, Prompt, Want};
+use crate::llava::{Llava, Prompt};
 use crate::manifest::{Kind, ValueHead};
 use crate::tensor;
 use ort::session::Session;
@@ -99,24 +99,7 @@ impl OnnxValue {
 
     fn score_prompts(&mut self, prompts: &[&Prompt]) -> Result<Vec<f64>, ModelError> {
         let hidden = self.model.hidden_size();
-        let embedded = self.model.embed_prompts(prompts)?;
-        let pre = Prefill::new(&embedded, hidden);
-        let past = self.model.empty_caches(pre.rows)?;
-        let at: Vec<(usize, usize)> = pre
-            .lens
-            .iter()
-            .enumerate()
-            .map(|(b, &l)| (b, l - 1))
-            .collect();
-        let run = self.model.decode(
-            pre.rows,
-            Embeds::Host(pre.embeds),
-            pre.mask,
-            pre.positions,
-            past,
-            false,
-            Want::Rows(&at),
-        )?;
+        let (_, run) = self.model.prefill_last(prompts)?;
         let last = run.picked;
         let rows = last.len();
         let shape = if self.head_rank2 {
