@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 pub enum FinishReason {
     /// The text contains a final answer or another end marker.
     Answer,
-    /// The policy produced no new step (end of sequence).
+    /// The policy produced no new step.
     Exhausted,
     /// The solution reached the character or token budget.
     Length,
+    /// The policy ended the sequence (EOS) with this step: it chose to stop.
+    Eos,
 }
 
 /// One reasoning step and the partial solution it ends.
@@ -35,6 +37,13 @@ pub struct Node {
     pub tokens: u32,
     /// Tokens of the whole partial solution.
     pub total_tokens: u32,
+    /// Sum of the token log-probabilities of the whole partial solution.
+    #[serde(default)]
+    pub total_logprob: f64,
+    /// The step ended with the end-of-sequence token: the node is finished once kept
+    /// and never expanded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eos: bool,
     /// The value model's score, once scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
@@ -55,17 +64,20 @@ impl Node {
             logprob: 0.0,
             tokens: 0,
             total_tokens: 0,
+            total_logprob: 0.0,
+            eos: false,
             value: None,
             finished: None,
         }
     }
 
-    /// Mean token log-probability of the step: the ranking used when `use_value` is off.
+    /// Mean token log-probability of the whole partial solution: what ranks
+    /// candidates and finished solutions when `use_value` is off.
     pub fn mean_logprob(&self) -> f64 {
-        if self.tokens == 0 {
+        if self.total_tokens == 0 {
             0.0
         } else {
-            self.logprob / f64::from(self.tokens)
+            self.total_logprob / f64::from(self.total_tokens)
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum VerdictSource {
     Llm,
     /// An earlier decision on the same (question, extracted answer).
     Cache,
+    /// Direct evaluation's parse, `Final Answer:\s*\(?([A-E])`; no LLM.
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -363,6 +363,7 @@ fn finish(row: &Row) -> Generated {
             text: f.text,
             logprob: f.logprob,
             tokens: f.tokens,
+            eos: f.eos,
         },
         ids: row.step.ids.clone(),
     }
@@ -370,11 +371,7 @@ fn finish(row: &Row) -> Generated {
 
 fn empty_sample() -> Generated {
     Generated {
-        sample: StepSample {
-            text: String::new(),
-            logprob: 0.0,
-            tokens: 0,
-        },
+        sample: StepSample::default(),
         ids: Vec::new(),
     }
 }

@@ -13,6 +13,8 @@ pub struct Step {
     /// Where the step's text ends when a "Step k:" marker cut it.
     cut: Option<usize>,
     pub done: bool,
+    /// Ended by the end-of-sequence token.
+    pub eos: bool,
 }
 
 /// What a finished step reports.
@@ -21,24 +23,29 @@ pub struct Finished {
     pub text: String,
     pub logprob: f64,
     pub tokens: u32,
+    pub eos: bool,
 }
 
 impl Step {
     /// Adds a token with the decoded text of all tokens so far, and decides whether
     /// the step is over.
     ///
-    /// - Period / Newline: the first token whose own text contains "." / "\n" ends
-    ///   the step and belongs to it (the reference's rule).
+    /// - Period: the first token whose own text contains "." ends the step and
+    ///   belongs to it (the reference's rule).
+    /// - Newline: likewise a token with "\n", but only once the step holds non-blank
+    ///   text before that line break: a model that writes one step per line starts
+    ///   each step with the previous line's break, which must not end it empty.
     /// - StepMarker: when the text holds a "Step k:" that is not at its start, the
     ///   step ends before it; tokens that reach into the marker are not counted.
     /// - EOS ends the step and counts as a token; its text is empty.
+    /// - No delimiter: only EOS or the token limit end it (a whole chain).
     pub fn push(
         &mut self,
         token: i64,
         logprob: f64,
         decoded: String,
         is_eos: bool,
-        delimiter: StepDelimiter,
+        delimiter: Option<StepDelimiter>,
         max_new_tokens: usize,
     ) {
         // Byte-level tokens can end mid-character: then the decoded text is not an
@@ -52,11 +59,19 @@ impl Step {
         self.text = decoded;
         if is_eos {
             self.done = true;
+            self.eos = true;
         } else {
             match delimiter {
-                StepDelimiter::Period => self.done |= piece.contains('.'),
-                StepDelimiter::Newline => self.done |= piece.contains('\n'),
-                StepDelimiter::StepMarker => {
+                None => {}
+                Some(StepDelimiter::Period) => self.done |= piece.contains('.'),
+                Some(StepDelimiter::Newline) => {
+                    self.done |= piece.contains('\n')
+                        && self
+                            .text
+                            .rfind('\n')
+                            .is_some_and(|at| !self.text[..at].trim().is_empty());
+                }
+                Some(StepDelimiter::StepMarker) => {
                     if let Some(at) = next_marker(&self.text) {
                         self.cut = Some(at);
                         self.done = true;
@@ -81,6 +96,7 @@ impl Step {
             text: text.trim().to_string(),
             logprob: self.logprobs[..kept].iter().sum(),
             tokens: kept as u32,
+            eos: self.eos,
         }
     }
 }
@@ -117,6 +133,14 @@ mod tests {
     use super::*;
 
     fn run(pieces: &[&str], delimiter: StepDelimiter, max: usize) -> (Finished, usize) {
+        run_until(pieces, Some(delimiter), max)
+    }
+
+    fn run_until(
+        pieces: &[&str],
+        delimiter: Option<StepDelimiter>,
+        max: usize,
+    ) -> (Finished, usize) {
         let mut step = Step::default();
         let mut text = String::new();
         for (i, p) in pieces.iter().enumerate() {
@@ -169,10 +193,43 @@ mod tests {
     #[test]
     fn eos_ends_with_what_was_written() {
         let mut step = Step::default();
-        step.push(2, -0.1, String::new(), true, StepDelimiter::Period, 10);
+        step.push(
+            2,
+            -0.1,
+            String::new(),
+            true,
+            Some(StepDelimiter::Period),
+            10,
+        );
         assert!(step.done);
         assert_eq!(step.finish().text, "");
         assert_eq!(step.finish().tokens, 1);
+        assert!(step.finish().eos);
+    }
+
+    #[test]
+    fn a_newline_ends_a_step_only_after_text() {
+        // One step per line: the leading break (the end of the previous line) and
+        // blank lines do not end the step empty.
+        let pieces = ["\n", " \n", "Step", " 2", ":", " look", ".", "\n", "Step"];
+        let (f, n) = run(&pieces, StepDelimiter::Newline, 99);
+        assert_eq!((f.text.as_str(), n), ("Step 2: look.", 8));
+        assert!(!f.eos);
+        // A token that carries the break after text still ends it.
+        let (f, n) = run(&[" a", " b.\n", " c"], StepDelimiter::Newline, 99);
+        assert_eq!((f.text.as_str(), n), ("a b.", 2));
+    }
+
+    #[test]
+    fn without_a_delimiter_only_eos_or_the_budget_end_it() {
+        let pieces = [
+            " Step", " 1", ":", " a", ".", "\n", " Final", " Answer", ":", " B",
+        ];
+        let (f, n) = run_until(&pieces, None, 99);
+        assert_eq!(n, pieces.len());
+        assert_eq!(f.text, "Step 1: a.\n Final Answer: B");
+        let (_, n) = run_until(&pieces, None, 4);
+        assert_eq!(n, 4);
     }
 
     #[test]

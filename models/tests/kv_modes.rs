@@ -31,7 +31,7 @@ fn request<'a>(
         seeds,
         temperature,
         max_new_tokens,
-        delimiter,
+        delimiter: Some(delimiter),
     }
 }
 

@@ -28,7 +28,7 @@ fn request<'a>(
         temperature,
         max_new_tokens: 12,
         // The golden continuation has no "Step k:" marker: it runs the full 12 tokens.
-        delimiter: StepDelimiter::StepMarker,
+        delimiter: Some(StepDelimiter::StepMarker),
     }
 }
 
@@ -174,7 +174,7 @@ fn steps_end_at_the_delimiter() {
             seeds: &seeds,
             temperature: 1.0,
             max_new_tokens: 40,
-            delimiter,
+            delimiter: Some(delimiter),
         };
         let out = p.generate(&[req]).unwrap();
         for g in out[0].as_ref().unwrap() {
@@ -189,15 +189,46 @@ fn steps_end_at_the_delimiter() {
                 let after = tok.decode(&g.ids[..=k]).unwrap();
                 after.get(before.len()..).unwrap_or("").to_string()
             };
+            // (A line break ends a step only after non-blank text.)
             for k in 0..n - 1 {
-                assert!(!piece(k).contains(mark), "{delimiter:?}: {g:?}");
+                let blank_so_far = tok.decode(&g.ids[..=k]).unwrap().trim().is_empty();
+                assert!(
+                    !piece(k).contains(mark) || (mark == "\n" && blank_so_far),
+                    "{delimiter:?}: {g:?}"
+                );
             }
             assert!(
                 n == 40 || g.ids[n - 1] == eos || piece(n - 1).contains(mark),
                 "{delimiter:?}: {g:?}"
             );
+            assert_eq!(g.sample.eos, g.ids[n - 1] == eos, "{g:?}");
             assert_eq!(g.sample.text, tok.decode(&g.ids).unwrap().trim());
         }
+    }
+}
+
+#[test]
+fn without_a_delimiter_a_chain_runs_to_eos_or_its_budget() {
+    if !ort_available() {
+        return;
+    }
+    let t = text_only();
+    let mut p = policy();
+    let eos = p.model().manifest.special_tokens.eos;
+    let seeds: Vec<u64> = (0..8).collect();
+    let req = ExpandRequest {
+        question: &t,
+        prefix: "",
+        seeds: &seeds,
+        temperature: 1.0,
+        max_new_tokens: 48,
+        delimiter: None,
+    };
+    let out = p.generate(&[req]).unwrap();
+    for g in out[0].as_ref().unwrap() {
+        let n = g.ids.len();
+        assert!(g.ids[..n - 1].iter().all(|&id| id != eos), "{g:?}");
+        assert!(n == 48 || g.ids[n - 1] == eos, "{g:?}");
     }
 }
 

@@ -18,17 +18,22 @@ pub struct ExpandRequest<'a> {
     /// 0 is greedy.
     pub temperature: f64,
     pub max_new_tokens: u32,
-    pub delimiter: StepDelimiter,
+    /// Where a step ends; `None` generates one whole chain, until end-of-sequence or
+    /// `max_new_tokens` (direct evaluation).
+    pub delimiter: Option<StepDelimiter>,
 }
 
 /// One sampled step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepSample {
-    /// The step's text; empty when the policy ended the sequence without a new step.
+    /// The step's text; may be empty (the policy wrote nothing, or only ended the
+    /// sequence).
     pub text: String,
     /// Sum of the token log-probabilities.
     pub logprob: f64,
     pub tokens: u32,
+    /// The step ended with the end-of-sequence token: the policy chose to stop here.
+    pub eos: bool,
 }
 
 /// Score one partial solution.

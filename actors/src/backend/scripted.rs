@@ -69,7 +69,38 @@ impl ScriptedPolicy {
             logprob: -per_token * f64::from(tokens),
             tokens,
             text,
+            eos: false,
         }
+    }
+
+    /// A whole chain after `prefix` (no step delimiter): steps follow one another until
+    /// the answer or an empty step, where the rule stops (end of sequence), or until
+    /// `max_new_tokens`, where the chain is cut.
+    fn chain(req: &ExpandRequest<'_>, draw: impl Fn(&str) -> u64) -> StepSample {
+        let mut out = StepSample::default();
+        let mut prefix = req.prefix.to_owned();
+        while out.tokens < req.max_new_tokens {
+            let step = Self::step(req.question, &prefix, draw(&prefix));
+            if step.text.is_empty() {
+                out.eos = true;
+                break;
+            }
+            out.text = [out.text.as_str(), step.text.as_str()]
+                .join(" ")
+                .trim()
+                .to_owned();
+            prefix = [prefix.as_str(), step.text.as_str()]
+                .join(" ")
+                .trim()
+                .to_owned();
+            out.tokens += step.tokens;
+            out.logprob += step.logprob;
+            if step.text.starts_with("Final Answer") {
+                out.eos = true;
+                break;
+            }
+        }
+        out
     }
 }
 
@@ -87,18 +118,27 @@ impl PolicyBackend for ScriptedPolicy {
                     return Err(RequestError("question has no choices".into()));
                 }
                 // Greedy decoding ignores the seed: every sample is the same step.
-                let greedy =
-                    stable_hash(&[b"greedy", req.question.id.as_bytes(), req.prefix.as_bytes()]);
+                let draw = |seed: u64, prefix: &str| {
+                    if req.temperature > 0.0 {
+                        splitmix64(stable_hash(&[&seed.to_le_bytes(), prefix.as_bytes()]))
+                    } else {
+                        stable_hash(&[b"greedy", req.question.id.as_bytes(), prefix.as_bytes()])
+                    }
+                };
                 Ok(req
                     .seeds
                     .iter()
-                    .map(|&seed| {
-                        let h = if req.temperature > 0.0 {
-                            splitmix64(seed)
-                        } else {
-                            greedy
-                        };
-                        Self::step(req.question, req.prefix, h)
+                    .map(|&seed| match req.delimiter {
+                        Some(_) => Self::step(
+                            req.question,
+                            req.prefix,
+                            if req.temperature > 0.0 {
+                                splitmix64(seed)
+                            } else {
+                                draw(seed, req.prefix)
+                            },
+                        ),
+                        None => Self::chain(req, |prefix| draw(seed, prefix)),
                     })
                     .collect())
             })
@@ -162,8 +202,26 @@ mod tests {
             seeds: &SEEDS,
             temperature,
             max_new_tokens: 64,
-            delimiter: StepDelimiter::Period,
+            delimiter: Some(StepDelimiter::Period),
         }
+    }
+
+    #[test]
+    fn without_a_delimiter_the_chain_runs_to_its_answer_or_budget() {
+        let q = question();
+        let mut req = request(&q, "", 0.0);
+        req.delimiter = None;
+        let out = ScriptedPolicy::default().expand(&[req.clone()]).unwrap();
+        let chain = &out[0].as_ref().unwrap()[0];
+        assert!(chain.text.starts_with("Step 1:"), "{chain:?}");
+        assert!(
+            chain.text.contains("Final Answer") && chain.eos,
+            "{chain:?}"
+        );
+        req.max_new_tokens = 3;
+        let out = ScriptedPolicy::default().expand(&[req]).unwrap();
+        let cut = &out[0].as_ref().unwrap()[0];
+        assert!(!cut.eos && !cut.text.contains("Final Answer"), "{cut:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::search;
 use crate::store::{ExpandCommit, Store, TreeRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_messages::{ExpandTask, Node, Question, Role, ScoreTask, StepDelimiter, Task};
+use tsst_messages::{ExpandTask, Node, Question, Role, ScoreTask, SearchMode, StepDelimiter, Task};
 
 pub struct Generator<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -28,10 +28,10 @@ struct Owned {
     seeds: Vec<u64>,
     temperature: f64,
     max_new_tokens: u32,
-    delimiter: StepDelimiter,
+    delimiter: Option<StepDelimiter>,
 }
 
-type Group = (Vec<(usize, Node)>, Vec<Owned>);
+type Group = (Vec<(usize, Node, SearchMode)>, Vec<Owned>);
 
 impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
     fn role(&self) -> Role {
@@ -90,20 +90,24 @@ impl<S: Store, B: Broker> Generator<S, B> {
             let seeds = (0..spec.samples_in_round(task.round))
                 .map(|s| search::sample_seed(spec, &task.question, &parent, task.round, s))
                 .collect();
+            // A step may not outrun what is left of the solution's token budget; a
+            // direct chain is one generation of the whole budget, not cut into steps.
+            let left = spec.max_length.saturating_sub(parent.total_tokens);
+            let (max_new_tokens, delimiter) = match spec.mode {
+                SearchMode::Direct => (left, None),
+                SearchMode::Beam => (spec.step_max_tokens.min(left), Some(spec.step_delimiter)),
+            };
             let owned = Owned {
                 question,
                 prefix: parent.text.clone(),
                 seeds,
                 temperature: spec.temperature,
-                // A step may not outrun what is left of the solution's token budget.
-                max_new_tokens: spec
-                    .step_max_tokens
-                    .min(spec.max_length.saturating_sub(parent.total_tokens))
-                    .max(1),
-                delimiter: spec.step_delimiter,
+                max_new_tokens: max_new_tokens.max(1),
+                delimiter,
             };
+            let mode = spec.mode;
             let group = groups.entry(spec.policy_model.clone()).or_default();
-            group.0.push((i, parent));
+            group.0.push((i, parent, mode));
             group.1.push(owned);
         }
 
@@ -119,7 +123,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 }
                 Err(e) => return Err(e),
             };
-            for ((i, parent), output) in group.into_iter().zip(outputs) {
+            for ((i, parent, mode), output) in group.into_iter().zip(outputs) {
                 let task = &tasks[i];
                 match output {
                     Ok(samples) => {
@@ -129,6 +133,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                             &parent,
                             task.round,
                             &samples,
+                            mode,
                         );
                         let score = Task::Score(ScoreTask {
                             run: task.run.clone(),

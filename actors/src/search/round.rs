@@ -4,7 +4,8 @@ use super::finish::finish_reason;
 use super::select::select;
 use crate::backend::StepSample;
 use std::collections::HashMap;
-use tsst_messages::{stable_hash, FinishReason, Node, NodeId, SearchSpec};
+use tsst_labels::has_final_answer;
+use tsst_messages::{stable_hash, FinishReason, Node, NodeId, SearchMode, SearchSpec};
 
 /// The seed of one sample. It depends on the question, the parent's text, the round
 /// and the sample index, never on the run id, the worker or the batch: the same config
@@ -26,28 +27,36 @@ pub fn sample_seed(
     ])
 }
 
-/// Turns a parent's samples into its children: empty steps are dropped and identical
-/// sibling texts are merged into the first sample that produced them.
+/// Turns a parent's samples into its children; identical sibling steps are merged
+/// into the first sample that produced them.
+///
+/// An empty step is dropped (the node yielded nothing), except when the policy ended
+/// the sequence with it below the root: stopping is a choice, and that child competes
+/// in selection like any other. A direct chain always keeps its one generation, so a
+/// question never ends without a solution.
 pub fn children(
     run: &str,
     question: &str,
     parent: &Node,
     round: u32,
     samples: &[StepSample],
+    mode: SearchMode,
 ) -> Vec<Node> {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<(&str, bool)> = Vec::new();
     let mut out = Vec::new();
     for (i, s) in samples.iter().enumerate() {
         let step = s.text.trim();
-        if step.is_empty() || seen.contains(&step) {
+        let keep =
+            !step.is_empty() || mode == SearchMode::Direct || (s.eos && parent.parent.is_some());
+        if !keep || seen.contains(&(step, s.eos)) {
             continue;
         }
-        seen.push(step);
+        seen.push((step, s.eos));
         let sample = i as u32;
-        let text = if parent.text.is_empty() {
-            step.to_owned()
-        } else {
-            format!("{} {step}", parent.text)
+        let text = match (parent.text.is_empty(), step.is_empty()) {
+            (true, _) => step.to_owned(),
+            (false, true) => parent.text.clone(),
+            (false, false) => format!("{} {step}", parent.text),
         };
         out.push(Node {
             id: NodeId::child(run, question, parent.id, round, sample),
@@ -60,6 +69,8 @@ pub fn children(
             logprob: s.logprob,
             tokens: s.tokens,
             total_tokens: parent.total_tokens + s.tokens,
+            total_logprob: parent.total_logprob + s.logprob,
+            eos: s.eos,
             value: None,
             finished: None,
         });
@@ -115,15 +126,31 @@ pub fn conclude(
     let mut next_frontier = Vec::new();
     for i in select(&candidates, spec, question, round) {
         let c = &candidates[i];
-        match finish_reason(&c.text, c.total_tokens, spec) {
+        match finish_reason(c, spec) {
             Some(reason) => finished.push((c.id, reason)),
             None => next_frontier.push(c.id),
         }
     }
+    // Answered solutions take the places left under n_consistency before answerless
+    // ones (exhausted, cut by length or stopped without an answer) of the same round.
+    let answered = |id: &NodeId| {
+        frontier
+            .iter()
+            .chain(&candidates)
+            .find(|n| n.id == *id)
+            .is_some_and(|n| has_final_answer(&n.text))
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) =
+        finished.into_iter().partition(|(id, _)| answered(id));
+    first.extend(rest);
+    let mut finished = first;
     let room = spec.n_consistency.saturating_sub(finished_before) as usize;
     finished.truncate(room);
     let total = finished_before + finished.len() as u32;
-    let done = total >= spec.n_consistency || round + 1 >= spec.max_rounds;
+    // A direct chain is one generation: its one round is the whole search.
+    let done = total >= spec.n_consistency
+        || round + 1 >= spec.max_rounds
+        || spec.mode == SearchMode::Direct;
     let restarted = !done && next_frontier.is_empty();
     if done {
         next_frontier.clear();
@@ -148,13 +175,18 @@ mod tests {
             text: text.into(),
             logprob: -1.0,
             tokens: 4,
+            eos: false,
         }
+    }
+
+    fn beam(run: &str, q: &str, parent: &Node, round: u32, samples: &[StepSample]) -> Vec<Node> {
+        children(run, q, parent, round, samples, SearchMode::Beam)
     }
 
     #[test]
     fn identical_siblings_merge_and_empty_steps_drop() {
         let root = Node::root(NodeId::root("r", "q"));
-        let kids = children(
+        let kids = beam(
             "r",
             "q",
             &root,
@@ -170,7 +202,7 @@ mod tests {
         assert_eq!(kids[0].sample, 0);
         assert_eq!(kids[1].sample, 3);
         assert_eq!(kids[1].text, "Step 1: b.");
-        let grand = children("r", "q", &kids[0], 1, &[sample("Step 2: c.")]);
+        let grand = beam("r", "q", &kids[0], 1, &[sample("Step 2: c.")]);
         assert_eq!(grand[0].text, "Step 1: a. Step 2: c.");
         assert_eq!(grand[0].depth, 2);
         assert_eq!(grand[0].total_tokens, 8);
@@ -178,7 +210,7 @@ mod tests {
 
     fn scored(parent: &Node, round: u32, texts: &[(&str, f64)]) -> Vec<Node> {
         let samples: Vec<StepSample> = texts.iter().map(|(t, _)| sample(t)).collect();
-        let mut kids = children("r", "q", parent, round, &samples);
+        let mut kids = beam("r", "q", parent, round, &samples);
         for (k, (_, v)) in kids.iter_mut().zip(texts) {
             k.value = Some(*v);
         }
@@ -250,5 +282,75 @@ mod tests {
         let out = conclude(&s, "q", 1, root.id, std::slice::from_ref(&root), &kids, 0);
         assert!(out.done);
         assert!(out.finished.is_empty());
+    }
+
+    #[test]
+    fn an_end_of_sequence_child_competes_and_finishes() {
+        let mut s = spec();
+        s.selection = tsst_messages::Selection::Top;
+        s.branch = 2;
+        s.n_consistency = 5;
+        let root = Node::root(NodeId::root("r", "q"));
+        let parent = &scored(&root, 0, &[("Step 1: two circles.", 0.5)])[0];
+        let eos = |text: &str| StepSample {
+            eos: true,
+            ..sample(text)
+        };
+        let mut kids = beam(
+            "r",
+            "q",
+            parent,
+            1,
+            &[eos(""), sample("Step 2: x."), eos("Step 2: x."), eos("")],
+        );
+        // The empty stop is kept (with the parent's text); a stop and a continuation
+        // with the same text are different children; two empty stops merge.
+        assert_eq!(kids.len(), 3, "{kids:?}");
+        assert_eq!(kids[0].text, parent.text);
+        assert!(kids[0].eos && !kids[1].eos && kids[2].eos);
+        assert_eq!(kids[2].total_logprob, parent.total_logprob - 1.0);
+        for (k, v) in kids.iter_mut().zip([0.9, 0.8, 0.1]) {
+            k.value = Some(v);
+        }
+        let out = conclude(&s, "q", 1, root.id, std::slice::from_ref(parent), &kids, 0);
+        assert_eq!(out.finished, vec![(kids[0].id, FinishReason::Eos)]);
+        assert_eq!(
+            out.next_frontier,
+            vec![kids[1].id],
+            "never expanded past EOS"
+        );
+        // At the root an empty stop offers nothing and is dropped.
+        assert!(beam("r", "q", &root, 0, &[eos("")]).is_empty());
+    }
+
+    #[test]
+    fn answerless_solutions_do_not_take_an_answered_ones_place() {
+        let mut s = spec();
+        s.selection = tsst_messages::Selection::Top;
+        s.branch = 2;
+        s.n_consistency = 2;
+        let root = Node::root(NodeId::root("r", "q"));
+        let frontier = scored(&root, 0, &[("Step 1: a.", 0.5), ("Step 1: b.", 0.5)]);
+        // frontier[0] yields nothing (exhausted); frontier[1] yields an answer.
+        let kids = scored(&frontier[1], 1, &[("Final Answer: (B).", 0.9)]);
+        let out = conclude(&s, "q", 1, root.id, &frontier, &kids, 1);
+        assert_eq!(out.finished, vec![(kids[0].id, FinishReason::Answer)]);
+        assert!(out.done);
+    }
+
+    #[test]
+    fn a_direct_chain_is_one_round_and_one_solution() {
+        let mut s = spec();
+        s.mode = SearchMode::Direct;
+        s.num_beams = 1;
+        s.branch = 1;
+        s.n_consistency = 1;
+        let root = Node::root(NodeId::root("r", "q"));
+        // Even an empty generation is the question's one solution.
+        let kids = children("r", "q", &root, 0, &[sample("")], SearchMode::Direct);
+        assert_eq!(kids.len(), 1);
+        let out = conclude(&s, "q", 0, root.id, std::slice::from_ref(&root), &kids, 0);
+        assert_eq!(out.finished, vec![(kids[0].id, FinishReason::Length)]);
+        assert!(out.done && out.next_frontier.is_empty() && !out.restarted);
     }
 }

@@ -52,6 +52,7 @@ fn reason_name(r: FinishReason) -> &'static str {
         FinishReason::Answer => "answer",
         FinishReason::Exhausted => "exhausted",
         FinishReason::Length => "length",
+        FinishReason::Eos => "eos",
     }
 }
 
@@ -60,6 +61,7 @@ fn parse_reason(s: &str) -> Option<FinishReason> {
         FinishReason::Answer,
         FinishReason::Exhausted,
         FinishReason::Length,
+        FinishReason::Eos,
     ]
     .into_iter()
     .find(|r| reason_name(*r) == s)
