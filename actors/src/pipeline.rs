@@ -7,7 +7,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tsst_labels::LlavaRecord;
 use tsst_messages::results::{QuestionResult, QuestionStatus, Solution};
-use tsst_messages::{Event, ExpandTask, Node, NodeId, Question, RunRecord, Task, TreeStatus};
+use tsst_messages::{
+    Event, ExpandTask, Node, NodeId, Question, RunRecord, SearchSpec, Task, TreeStatus,
+};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -104,20 +106,25 @@ pub async fn follow<S: Store>(
 
 /// One results line per question, in dataset order.
 pub async fn results<S: Store>(store: &S, run: &str) -> Result<Vec<QuestionResult>, StoreError> {
+    let record = store.run_record(run).await?;
     let questions = store.questions(run).await?;
-    if questions.is_empty() {
-        store.run_record(run).await?;
-    }
     let mut out = Vec::with_capacity(questions.len());
     for q in questions {
         let tree = store.tree(&TreeRef::new(run, &q.id)).await?;
-        out.push(question_result(run, q, &tree));
+        out.push(question_result(run, q, &tree, &record.search));
     }
     Ok(out)
 }
 
-/// A question's results line from its stored tree.
-pub fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResult {
+/// A question's results line from its stored tree, solutions best first by what
+/// ranked them in the search: the value, or with `use_value: false` the mean token
+/// log-probability of the solution. Unscored and NaN last; ties in finish order.
+pub fn question_result(
+    run: &str,
+    q: Question,
+    tree: &TreeView,
+    spec: &SearchSpec,
+) -> QuestionResult {
     let by_id: HashMap<NodeId, &Node> = tree.nodes.iter().map(|n| (n.id, n)).collect();
     let mut solutions: Vec<(usize, Solution)> = tree
         .finished
@@ -158,12 +165,19 @@ pub fn question_result(run: &str, q: Question, tree: &TreeView) -> QuestionResul
             ))
         })
         .collect();
-    // Best value first; unscored last; ties in the order they finished.
-    solutions.sort_by(|(oa, a), (ob, b)| {
-        let va = a.value.unwrap_or(f64::NEG_INFINITY);
-        let vb = b.value.unwrap_or(f64::NEG_INFINITY);
-        vb.total_cmp(&va).then(oa.cmp(ob))
-    });
+    let rank = |s: &Solution| {
+        let r = if spec.use_value {
+            s.value.unwrap_or(f64::NEG_INFINITY)
+        } else {
+            s.mean_logprob
+        };
+        if r.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            r
+        }
+    };
+    solutions.sort_by(|(oa, a), (ob, b)| rank(b).total_cmp(&rank(a)).then(oa.cmp(ob)));
     QuestionResult {
         run: run.to_owned(),
         question_id: q.id,

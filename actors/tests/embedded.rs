@@ -103,7 +103,9 @@ async fn embedded_run_completes_every_question() {
     assert!(broker.dead_letters(Role::Generator).is_empty());
 }
 
-/// Direct evaluation: one greedy chain per question, ranked without the value model.
+/// Direct evaluation: one whole greedy generation per question, never cut by the beam
+/// search's character or round limits, never without a solution, verified by the
+/// direct letter parse without any LLM.
 #[actix_rt::test]
 async fn direct_mode_is_one_greedy_chain() {
     let store = MemoryStore::new();
@@ -117,31 +119,77 @@ async fn direct_mode_is_one_greedy_chain() {
         temperature: 0.0,
         use_value: false,
         value_model: None,
+        // Shorter than any chain: it must not cut one.
+        finish_max_chars: 20,
         ..SearchSpec::default()
     };
     let record = record("direct", search);
-    let qs = questions(12);
+    let qs = questions(60);
     let worker = start_worker(&store, &broker).await;
     enqueue(&store, &broker, &record, &qs).await.unwrap();
     finish(&store, "direct").await;
     worker.shutdown().await;
+    let (mut answered, mut right) = (0, 0);
     for r in results(&store, "direct").await.unwrap() {
         assert_eq!(r.status, QuestionStatus::Done);
-        assert!(r.solutions.len() <= 1, "{r:?}");
-        for s in &r.solutions {
-            assert!(s.value.is_none(), "no value model in direct mode");
-            assert!(s.steps.len() as u32 <= r.rounds);
+        assert_eq!(r.solutions.len(), 1, "{r:?}");
+        assert_eq!(r.rounds, 1, "{r:?}");
+        let s = &r.solutions[0];
+        assert!(s.value.is_none(), "no value model in direct mode");
+        assert_eq!(s.steps.len(), 1, "one generation: {s:?}");
+        let v = s.verdict.as_ref().expect("verified");
+        assert_eq!(v.by, VerdictSource::Direct);
+        let letter = tsst_labels::parse_direct_letter(&s.text);
+        assert_eq!(v.letter, letter);
+        assert_eq!(v.correct, letter == Some(Question::letter(r.answer)));
+        if s.text.contains("Final Answer") {
+            answered += 1;
+            assert!(s.text.chars().count() > 20);
+            assert_eq!(s.finish, FinishReason::Answer);
         }
+        right += usize::from(v.correct);
+    }
+    assert!(
+        answered > 50 && right > 20,
+        "{answered} answered, {right} right"
+    );
+}
+
+/// With `use_value: false` finished solutions are reported by the mean token
+/// log-probability that ranked them in the search, not in the order they finished.
+#[actix_rt::test]
+async fn without_values_solutions_rank_by_mean_logprob() {
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let search = SearchSpec {
+        use_value: false,
+        value_model: None,
+        n_consistency: 4,
+        ..spec()
+    };
+    let record = record("logprob", search);
+    let worker = start_worker(&store, &broker).await;
+    enqueue(&store, &broker, &record, &questions(20))
+        .await
+        .unwrap();
+    finish(&store, "logprob").await;
+    worker.shutdown().await;
+    let mut reordered = 0;
+    for r in results(&store, "logprob").await.unwrap() {
+        let means: Vec<f64> = r.solutions.iter().map(|s| s.mean_logprob).collect();
+        assert!(means.windows(2).all(|w| w[0] >= w[1]), "{means:?}");
         let tree = tsst_actors::store::Store::tree(
             &store,
-            &tsst_actors::store::TreeRef::new("direct", &r.question_id),
+            &tsst_actors::store::TreeRef::new("logprob", &r.question_id),
         )
         .await
         .unwrap();
-        for n in &tree.nodes {
-            let children = tree.nodes.iter().filter(|c| c.parent == Some(n.id)).count();
-            // Greedy samples coincide and merge; a restart adds a second root child.
-            assert!(children <= 1 || n.parent.is_none(), "a chain, not a tree");
-        }
+        let finish_order: Vec<NodeId> = tree.finished.clone();
+        let reported: Vec<NodeId> = r.solutions.iter().map(|s| s.node).collect();
+        reordered += usize::from(finish_order != reported);
     }
+    assert!(
+        reordered > 0,
+        "the ranking differs from finish order somewhere"
+    );
 }

@@ -1,5 +1,6 @@
 //! The LLM check (TSST.md, "Verification"): the chat messages sent to the verifier
 //! endpoint for answers the rule could not decide, and the reading of its reply.
+use crate::rule::identify_option;
 use serde::{Deserialize, Serialize};
 use tsst_messages::{Question, Verdict, VerdictSource};
 
@@ -130,11 +131,21 @@ pub fn parse_llm_reply(reply: &str) -> LlmWord {
 
 /// The [`Verdict`] for an answer the LLM decided: correct only on True, the word kept
 /// as a note when it was neither True nor False.
-pub fn llm_verdict(extracted: &str, word: LlmWord) -> Verdict {
+///
+/// The verdict names the option the answer stands for, so that equivalent answers vote
+/// together: on True the correct one (the LLM judged the answer equivalent to it);
+/// otherwise the option [`identify_option`] reads from the answer, unless that is the
+/// correct one, which would contradict the verdict.
+pub fn llm_verdict(extracted: &str, word: LlmWord, choices: &[String], correct: usize) -> Verdict {
+    let letter = if word.is_correct() {
+        Some(correct)
+    } else {
+        identify_option(extracted, choices).filter(|&i| i != correct)
+    };
     Verdict {
         correct: word.is_correct(),
         extracted: extracted.to_string(),
-        letter: None,
+        letter: letter.map(Question::letter),
         by: VerdictSource::Llm,
         note: matches!(word, LlmWord::Unknown | LlmWord::Unparsable)
             .then(|| word.as_str().to_string()),
@@ -165,13 +176,26 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let v = llm_verdict("a whale", LlmWord::True);
+        let c: Vec<String> = ["dog", "whale", "cat"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let v = llm_verdict("a big sea mammal", LlmWord::True, &c, 1);
         assert!(v.correct);
-        assert_eq!((v.by, v.note), (VerdictSource::Llm, None));
-        let v = llm_verdict("a whale", LlmWord::Unknown);
+        assert_eq!(
+            (v.by, v.note, v.letter),
+            (VerdictSource::Llm, None, Some('B'))
+        );
+        let v = llm_verdict("a whale", LlmWord::Unknown, &c, 1);
         assert!(!v.correct);
         assert_eq!(v.note.as_deref(), Some("unknown"));
-        assert_eq!(llm_verdict("x", LlmWord::False).note, None);
+        assert_eq!(
+            v.letter, None,
+            "naming the right option contradicts the verdict"
+        );
+        let v = llm_verdict("it is the dog, option A", LlmWord::False, &c, 1);
+        assert_eq!((v.note, v.letter), (None, Some('A')));
+        assert_eq!(llm_verdict("x", LlmWord::False, &c, 1).letter, None);
     }
 
     #[test]

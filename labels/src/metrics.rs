@@ -384,6 +384,31 @@ mod tests {
     }
 
     #[test]
+    fn answers_the_llm_verified_vote_with_their_option() {
+        use crate::llm_prompt::{llm_verdict, LlmWord};
+        let choices: Vec<String> = vec!["dog".into(), "whale".into(), "cat".into()];
+        let by_llm = |answer: &str, word: LlmWord| {
+            let mut s = sol(&format!("Final Answer: {answer}"), None, None);
+            s.verdict = Some(llm_verdict(answer, word, &choices, 1));
+            s
+        };
+        // Three differently worded right answers against two for A, which ranks first:
+        // as free text each would be a vote of its own and A would win.
+        let q = result(
+            DataSource::Aokvqa,
+            QuestionStatus::Done,
+            vec![
+                sol("Final Answer: A", Some(false), Some('A')),
+                by_llm("the big sea mammal", LlmWord::True),
+                by_llm("a whale, of course", LlmWord::True),
+                sol("Final Answer: (A)", Some(false), Some('A')),
+                by_llm("it is a marine mammal", LlmWord::True),
+            ],
+        );
+        assert_eq!(RunMetrics::compute(&[q]).overall.voting, 1);
+    }
+
+    #[test]
     fn empty_run_prints_dashes() {
         let m = RunMetrics::compute(&[]);
         assert!(m.per_source.is_empty());

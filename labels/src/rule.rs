@@ -62,6 +62,23 @@ pub fn rule_verdict(extracted: &str, choices: &[String], correct: usize) -> Opti
     })
 }
 
+/// Direct evaluation's verdict on a whole chain: the letter of
+/// `Final Answer:\s*\(?([A-E])` against the correct one, no LLM. A chain without such a
+/// letter (or with one past the options) is wrong, and says why.
+pub fn direct_verdict(text: &str, choices: &[String], correct: usize) -> Verdict {
+    let letter = crate::extract::parse_direct_letter(text)
+        .filter(|&l| usize::from(l as u8 - b'A') < choices.len());
+    Verdict {
+        correct: letter == Some(Question::letter(correct)),
+        extracted: letter.map_or_else(|| crate::extract::extract_answer(text), String::from),
+        letter,
+        by: VerdictSource::Direct,
+        note: letter
+            .is_none()
+            .then(|| "no option letter after \"Final Answer:\"".to_string()),
+    }
+}
+
 /// The 0-based option `answer` names unambiguously, if any (see the module docs).
 pub fn resolve_choice(answer: &str, choices: &[String]) -> Option<usize> {
     let answer = answer.trim();
@@ -133,6 +150,68 @@ fn strip_option_word(s: &str) -> &str {
     s
 }
 
+/// The option an answer points at, read more loosely than the rule, for an answer the
+/// LLM has judged (so that equivalent answers vote together): the rule's reading; else
+/// exactly one option letter written as `(B)` or after "option"/"choice" anywhere in
+/// the answer; else exactly one option whose text appears in it as whole words (an
+/// option contained in another that also appears, "cat" in "black cat", yields to it).
+pub fn identify_option(answer: &str, choices: &[String]) -> Option<usize> {
+    if let Some(i) = resolve_choice(answer, choices) {
+        return Some(i);
+    }
+    let words: Vec<&str> = answer
+        .split(|c: char| !c.is_alphanumeric() && c != '(' && c != ')')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut letters: Vec<usize> = Vec::new();
+    for (k, w) in words.iter().enumerate() {
+        let after_word = k > 0
+            && ["option", "choice"]
+                .iter()
+                .any(|o| words[k - 1].eq_ignore_ascii_case(o));
+        let bare = w.strip_prefix('(').and_then(|x| x.strip_suffix(')'));
+        let letter = match (bare, after_word) {
+            (Some(l), _) => Some(l),
+            (None, true) => Some(*w),
+            (None, false) => None,
+        };
+        if let Some(i) = letter
+            .filter(|l| l.len() == 1)
+            .and_then(|l| l.chars().next())
+            .filter(char::is_ascii_uppercase)
+            .map(|c| usize::from(c as u8 - b'A'))
+            .filter(|&i| i < choices.len())
+        {
+            if !letters.contains(&i) {
+                letters.push(i);
+            }
+        }
+    }
+    if letters.len() == 1 {
+        return Some(letters[0]);
+    }
+    let padded = format!(" {} ", normalize_text(answer));
+    let found: Vec<(usize, String)> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, normalize_text(c)))
+        .filter(|(_, c)| !c.is_empty() && padded.contains(&format!(" {c} ")))
+        .collect();
+    let outer: Vec<usize> = found
+        .iter()
+        .filter(|(_, c)| {
+            !found
+                .iter()
+                .any(|(_, other)| other != c && format!(" {other} ").contains(&format!(" {c} ")))
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    match outer.as_slice() {
+        [i] => Some(*i),
+        _ => None,
+    }
+}
+
 /// A leading option letter and the text after it.
 fn parse_letter_prefix(s: &str) -> Option<(usize, &str)> {
     let (close, body) = match s.chars().next()? {
@@ -166,6 +245,36 @@ fn parse_letter_prefix(s: &str) -> Option<(usize, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_identified_inside_free_answers() {
+        let c: Vec<String> = ["cat", "black cat", "whale", "dog"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let id = |a: &str| identify_option(a, &c);
+        assert_eq!(id("C"), Some(2));
+        assert_eq!(id("I think it is (C), the big one"), Some(2));
+        assert_eq!(id("the answer is option D because it barks"), Some(3));
+        assert_eq!(id("it is a whale swimming"), Some(2));
+        assert_eq!(id("the black cat on the left"), Some(1));
+        assert_eq!(id("a dog or a whale"), None);
+        assert_eq!(id("(A) or (B)"), None);
+        assert_eq!(id("A large marine mammal"), None);
+    }
+
+    #[test]
+    fn direct_verdicts_read_the_letter() {
+        let c: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let v = direct_verdict("Step 1: x. Final Answer: (B)", &c, 1);
+        assert!(v.correct && v.letter == Some('B') && v.by == VerdictSource::Direct);
+        let v = direct_verdict("Final Answer: C.", &c, 1);
+        assert!(!v.correct && v.letter == Some('C'));
+        let v = direct_verdict("Final Answer: E", &c, 1);
+        assert!(!v.correct && v.letter.is_none() && v.note.is_some());
+        let v = direct_verdict("the answer is b", &c, 1);
+        assert!(!v.correct && v.letter.is_none());
+    }
 
     fn choices() -> Vec<String> {
         ["dog", "whale", "sea lion", "Cat."]

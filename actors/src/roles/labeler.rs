@@ -86,7 +86,7 @@ impl<S: Store, B: Broker> Labeler<S, B> {
                 .store
                 .tree(&TreeRef::new(&task.run, &task.question))
                 .await?;
-            let result = question_result(&task.run, (*question).clone(), &tree);
+            let result = question_result(&task.run, (*question).clone(), &tree, &run.record.search);
             let entry = by_run.entry(task.run.as_str()).or_default();
             match label_question(&run.record, &question, &result) {
                 Ok(records) => {

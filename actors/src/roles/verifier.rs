@@ -11,8 +11,11 @@ use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY}
 use futures_util::future::join_all;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use tsst_labels::rule::direct_verdict;
 use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply};
-use tsst_messages::{LabelTask, NodeId, Question, Role, Task, Verdict, VerdictSource, VerifyTask};
+use tsst_messages::{
+    LabelTask, NodeId, Question, Role, SearchMode, Task, Verdict, VerdictSource, VerifyTask,
+};
 
 pub struct Verifier<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -71,7 +74,7 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                 plan.publish.extend(earlier);
                 continue;
             }
-            let (_, question) = match ctx.lookup(&task.run, &task.question).await? {
+            let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
                 Ok(found) => found,
                 Err(reason) => {
                     plan.reject(i, reason);
@@ -80,10 +83,17 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             };
             let tree = ctx.store.tree(&trees[i]).await?;
             let verdicts = decided.entry(i).or_default();
+            let direct = run.record.search.mode == SearchMode::Direct;
             for id in &tree.finished {
                 let Some(node) = tree.nodes.iter().find(|n| n.id == *id) else {
                     continue;
                 };
+                if direct {
+                    // Direct evaluation reads the letter and needs no LLM.
+                    let v = direct_verdict(&node.text, &question.choices, question.answer);
+                    verdicts.push((node.id, v));
+                    continue;
+                }
                 let extracted = extract_answer(&node.text);
                 match tsst_labels::rule::rule_verdict(
                     &extracted,
@@ -186,8 +196,12 @@ impl<S: Store, B: Broker> Verifier<S, B> {
         for (o, reply) in ask.into_iter().zip(replies) {
             match reply {
                 Ok(text) => {
-                    let v =
-                        tsst_labels::llm_prompt::llm_verdict(&o.key.answer, parse_llm_reply(&text));
+                    let v = tsst_labels::llm_prompt::llm_verdict(
+                        &o.key.answer,
+                        parse_llm_reply(&text),
+                        &o.question.choices,
+                        o.question.answer,
+                    );
                     fresh.push((o.key.clone(), v.clone()));
                     decided.entry(o.task).or_default().push((o.node, v));
                 }
