@@ -166,16 +166,11 @@ pub fn question_result(
         })
         .collect();
     let rank = |s: &Solution| {
-        let r = if spec.use_value {
+        crate::search::rank_key(if spec.use_value {
             s.value.unwrap_or(f64::NEG_INFINITY)
         } else {
             s.mean_logprob
-        };
-        if r.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            r
-        }
+        })
     };
     solutions.sort_by(|(oa, a), (ob, b)| rank(b).total_cmp(&rank(a)).then(oa.cmp(ob)));
     QuestionResult {

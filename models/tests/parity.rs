@@ -158,26 +158,34 @@ fn a_mixed_batch_generates_what_single_requests_do() {
     assert_ne!(sampled[0].ids, sampled[1].ids);
 }
 
+/// Eight samples at temperature 1 from the root of the text-only question.
+fn eight_samples(
+    p: &mut OnnxPolicy,
+    delimiter: Option<StepDelimiter>,
+    max_new_tokens: u32,
+) -> Vec<tsst_models::policy::Generated> {
+    let t = text_only();
+    let seeds: Vec<u64> = (0..8).collect();
+    let req = ExpandRequest {
+        question: &t,
+        prefix: "",
+        seeds: &seeds,
+        temperature: 1.0,
+        max_new_tokens,
+        delimiter,
+    };
+    p.generate(&[req]).unwrap().remove(0).unwrap()
+}
+
 #[test]
 fn steps_end_at_the_delimiter() {
     if !ort_available() {
         return;
     }
-    let t = text_only();
     let mut p = policy();
     let eos = p.model().manifest.special_tokens.eos;
-    let seeds: Vec<u64> = (0..8).collect();
     for (delimiter, mark) in [(StepDelimiter::Period, "."), (StepDelimiter::Newline, "\n")] {
-        let req = ExpandRequest {
-            question: &t,
-            prefix: "",
-            seeds: &seeds,
-            temperature: 1.0,
-            max_new_tokens: 40,
-            delimiter: Some(delimiter),
-        };
-        let out = p.generate(&[req]).unwrap();
-        for g in out[0].as_ref().unwrap() {
+        for g in &eight_samples(&mut p, Some(delimiter), 40) {
             let n = g.ids.len();
             assert_eq!(g.sample.tokens as usize, n);
             assert!((1..=40).contains(&n));
@@ -212,20 +220,9 @@ fn without_a_delimiter_a_chain_runs_to_eos_or_its_budget() {
     if !ort_available() {
         return;
     }
-    let t = text_only();
     let mut p = policy();
     let eos = p.model().manifest.special_tokens.eos;
-    let seeds: Vec<u64> = (0..8).collect();
-    let req = ExpandRequest {
-        question: &t,
-        prefix: "",
-        seeds: &seeds,
-        temperature: 1.0,
-        max_new_tokens: 48,
-        delimiter: None,
-    };
-    let out = p.generate(&[req]).unwrap();
-    for g in out[0].as_ref().unwrap() {
+    for g in &eight_samples(&mut p, None, 48) {
         let n = g.ids.len();
         assert!(g.ids[..n - 1].iter().all(|&id| id != eos), "{g:?}");
         assert!(n == 48 || g.ids[n - 1] == eos, "{g:?}");

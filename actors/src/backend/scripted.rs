@@ -76,11 +76,14 @@ impl ScriptedPolicy {
     /// A whole chain after `prefix` (no step delimiter): steps follow one another until
     /// the answer or an empty step, where the rule stops (end of sequence), or until
     /// `max_new_tokens`, where the chain is cut.
-    fn chain(req: &ExpandRequest<'_>, draw: impl Fn(&str) -> u64) -> StepSample {
+    fn chain(req: &ExpandRequest<'_>, draw: impl Fn(&str, u64) -> u64) -> StepSample {
         let mut out = StepSample::default();
         let mut prefix = req.prefix.to_owned();
-        while out.tokens < req.max_new_tokens {
-            let step = Self::step(req.question, &prefix, draw(&prefix));
+        for k in 0.. {
+            if out.tokens >= req.max_new_tokens {
+                break;
+            }
+            let step = Self::step(req.question, &prefix, draw(&prefix, k));
             if step.text.is_empty() {
                 out.eos = true;
                 break;
@@ -117,10 +120,11 @@ impl PolicyBackend for ScriptedPolicy {
                 if req.question.choices.is_empty() {
                     return Err(RequestError("question has no choices".into()));
                 }
-                // Greedy decoding ignores the seed: every sample is the same step.
-                let draw = |seed: u64, prefix: &str| {
+                // Greedy decoding ignores the seed: every sample is the same step. The
+                // k-th step of a whole chain draws from the seed's k-th value.
+                let draw = |seed: u64, prefix: &str, k: u64| {
                     if req.temperature > 0.0 {
-                        splitmix64(stable_hash(&[&seed.to_le_bytes(), prefix.as_bytes()]))
+                        splitmix64(seed.wrapping_add(k))
                     } else {
                         stable_hash(&[b"greedy", req.question.id.as_bytes(), prefix.as_bytes()])
                     }
@@ -129,16 +133,8 @@ impl PolicyBackend for ScriptedPolicy {
                     .seeds
                     .iter()
                     .map(|&seed| match req.delimiter {
-                        Some(_) => Self::step(
-                            req.question,
-                            req.prefix,
-                            if req.temperature > 0.0 {
-                                splitmix64(seed)
-                            } else {
-                                draw(seed, req.prefix)
-                            },
-                        ),
-                        None => Self::chain(req, |prefix| draw(seed, prefix)),
+                        Some(_) => Self::step(req.question, req.prefix, draw(seed, req.prefix, 0)),
+                        None => Self::chain(req, |prefix, k| draw(seed, prefix, k)),
                     })
                     .collect())
             })

@@ -5,7 +5,7 @@ mod select;
 
 pub use finish::finish_reason;
 pub use round::{children, conclude, sample_seed, RoundOutcome};
-pub use select::{rank_by_score, score, select};
+pub use select::{rank_key, score, select};
 
 #[cfg(test)]
 pub(crate) mod tests {

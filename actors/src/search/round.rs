@@ -114,36 +114,30 @@ pub fn conclude(
         .collect();
     candidates.sort_by_key(|c| (c.parent.map(|p| position[&p]), c.sample));
 
-    let mut finished = Vec::new();
+    // (node, why, whether it states a final answer)
+    let mut finished: Vec<(&Node, FinishReason)> = Vec::new();
     // A node that yields no new step is finished as it is (the root has no text to
     // offer as a solution, so it is not).
     for node in frontier {
         let has_children = candidates.iter().any(|c| c.parent == Some(node.id));
         if !has_children && node.parent.is_some() {
-            finished.push((node.id, FinishReason::Exhausted));
+            finished.push((node, FinishReason::Exhausted));
         }
     }
     let mut next_frontier = Vec::new();
     for i in select(&candidates, spec, question, round) {
         let c = &candidates[i];
         match finish_reason(c, spec) {
-            Some(reason) => finished.push((c.id, reason)),
+            Some(reason) => finished.push((c, reason)),
             None => next_frontier.push(c.id),
         }
     }
     // Answered solutions take the places left under n_consistency before answerless
-    // ones (exhausted, cut by length or stopped without an answer) of the same round.
-    let answered = |id: &NodeId| {
-        frontier
-            .iter()
-            .chain(&candidates)
-            .find(|n| n.id == *id)
-            .is_some_and(|n| has_final_answer(&n.text))
-    };
-    let (mut first, rest): (Vec<_>, Vec<_>) =
-        finished.into_iter().partition(|(id, _)| answered(id));
-    first.extend(rest);
-    let mut finished = first;
+    // ones (exhausted, cut by length or stopped without an answer) of the same round;
+    // the sort is stable.
+    finished.sort_by_key(|(n, _)| !has_final_answer(&n.text));
+    let mut finished: Vec<(NodeId, FinishReason)> =
+        finished.into_iter().map(|(n, r)| (n.id, r)).collect();
     let room = spec.n_consistency.saturating_sub(finished_before) as usize;
     finished.truncate(room);
     let total = finished_before + finished.len() as u32;
@@ -176,6 +170,16 @@ mod tests {
             logprob: -1.0,
             tokens: 4,
             eos: false,
+        }
+    }
+
+    /// Deterministic selection of `branch`, collecting `n_consistency` solutions.
+    fn top(branch: u32, n_consistency: u32) -> SearchSpec {
+        SearchSpec {
+            selection: tsst_messages::Selection::Top,
+            branch,
+            n_consistency,
+            ..spec()
         }
     }
 
@@ -219,10 +223,7 @@ mod tests {
 
     #[test]
     fn finished_kept_nodes_leave_the_frontier() {
-        let mut s = spec();
-        s.selection = tsst_messages::Selection::Top;
-        s.branch = 2;
-        s.n_consistency = 3;
+        let s = top(2, 3);
         let root = Node::root(NodeId::root("r", "q"));
         let kids = scored(
             &root,
@@ -286,10 +287,7 @@ mod tests {
 
     #[test]
     fn an_end_of_sequence_child_competes_and_finishes() {
-        let mut s = spec();
-        s.selection = tsst_messages::Selection::Top;
-        s.branch = 2;
-        s.n_consistency = 5;
+        let s = top(2, 5);
         let root = Node::root(NodeId::root("r", "q"));
         let parent = &scored(&root, 0, &[("Step 1: two circles.", 0.5)])[0];
         let eos = |text: &str| StepSample {
@@ -325,10 +323,7 @@ mod tests {
 
     #[test]
     fn answerless_solutions_do_not_take_an_answered_ones_place() {
-        let mut s = spec();
-        s.selection = tsst_messages::Selection::Top;
-        s.branch = 2;
-        s.n_consistency = 2;
+        let s = top(2, 2);
         let root = Node::root(NodeId::root("r", "q"));
         let frontier = scored(&root, 0, &[("Step 1: a.", 0.5), ("Step 1: b.", 0.5)]);
         // frontier[0] yields nothing (exhausted); frontier[1] yields an answer.

@@ -13,17 +13,18 @@ pub fn score(node: &Node, spec: &SearchSpec) -> f64 {
     }
 }
 
+/// A score as it orders candidates and solutions: NaN lowest.
+pub fn rank_key(score: f64) -> f64 {
+    if score.is_nan() {
+        f64::NEG_INFINITY
+    } else {
+        score
+    }
+}
+
 /// Highest score first, NaN last; ties keep their order (the sort is stable).
-pub fn rank_by_score(order: &mut [usize], scores: &[f64]) {
-    let key = |i: usize| {
-        let s = scores[i];
-        if s.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            s
-        }
-    };
-    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+fn rank_by_score(order: &mut [usize], scores: &[f64]) {
+    order.sort_by(|&a, &b| rank_key(scores[b]).total_cmp(&rank_key(scores[a])));
 }
 
 /// Indices of the candidates to keep, in the order they were chosen. `candidates` must
