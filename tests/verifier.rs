@@ -21,6 +21,8 @@ struct Reply {
     headers: Vec<(String, String)>,
     content: String,
     delay: Duration,
+    /// The reply's `finish_reason`: `"length"` when cut at `max_tokens`.
+    finish: &'static str,
 }
 
 impl Reply {
@@ -30,6 +32,7 @@ impl Reply {
             headers: vec![],
             content: content.into(),
             delay: Duration::ZERO,
+            finish: "stop",
         }
     }
     fn status(status: u16) -> Self {
@@ -45,9 +48,50 @@ struct Server {
     script: Mutex<VecDeque<Reply>>,
     /// Every request: (authorization header, body JSON).
     seen: Mutex<Vec<(String, Value)>>,
+    /// Warm-up chains written so far.
+    chains: std::sync::atomic::AtomicUsize,
 }
 
 impl Server {
+    /// Answers a warm-up request like a chain writer: a chain takes 100 tokens, so a
+    /// smaller budget cuts it before its final answer; within budget, the k-th chain is
+    /// right, wrong, cut, or answerless in turn.
+    fn chain(&self, body: &Value) -> Reply {
+        let user = body["messages"][1]["content"].as_str().unwrap_or("");
+        let correct = user
+            .lines()
+            .find_map(|l| l.strip_prefix("Correct answer: "))
+            .and_then(|rest| rest.bytes().next())
+            .unwrap_or(b'A');
+        let options = user
+            .lines()
+            .filter(|l| l.len() > 2 && l.as_bytes()[1] == b'.')
+            .count() as u8;
+        let wrong = b'A' + (correct - b'A' + 1) % options.max(2);
+        let cut = Reply {
+            finish: "length",
+            ..Reply::ok("Step 1: The image shows a street. Step 2: The man")
+        };
+        if body["max_tokens"].as_u64().unwrap_or(0) < 100 {
+            return cut;
+        }
+        let k = self
+            .chains
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match k % 4 {
+            0 => Reply::ok(&format!(
+                "Step 1: The image shows a street. Step 2: It fits the question. Final Answer: ({})",
+                correct as char
+            )),
+            1 => Reply::ok(&format!(
+                "Step 1: The image shows a street. Final Answer: ({})",
+                wrong as char
+            )),
+            2 => cut,
+            _ => Reply::ok("Step 1: The image shows a street. Step 2: Hard to say."),
+        }
+    }
+
     /// Answers like a judge: True when the response names the correct option's text,
     /// and now and then neither True nor False.
     fn judge(&self, body: &Value) -> Reply {
@@ -122,7 +166,16 @@ async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<(
     let body: Value = serde_json::from_slice(&buf[header_end..]).unwrap_or(Value::Null);
     let reply = {
         let scripted = server.script.lock().unwrap().pop_front();
-        scripted.unwrap_or_else(|| server.judge(&body))
+        let warmup = body["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|s| s.contains("step-by-step reasoning"));
+        scripted.unwrap_or_else(|| {
+            if warmup {
+                server.chain(&body)
+            } else {
+                server.judge(&body)
+            }
+        })
     };
     server
         .seen
@@ -134,7 +187,7 @@ async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<(
         serde_json::json!({
             "id": "chatcmpl-test",
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content}, "finish_reason": reply.finish}],
         })
         .to_string()
     } else {
@@ -425,4 +478,97 @@ async fn a_run_survives_an_endpoint_outage_and_writes_training_data() {
     assert!(dv.iter().all(|r| r["value"]
         .as_f64()
         .is_some_and(|v| (0.0..=1.0).contains(&v))));
+}
+
+/// The fixture's A-OKVQA questions, an eval config and a verifier config whose judge
+/// budget is 8 tokens, in a fresh folder; the endpoint at `url`.
+fn warmup_folder(url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aokvqa");
+    std::fs::write(
+        dir.path().join("verifier.yaml"),
+        format!("model: test-judge\ntemp_llm: 0\nmax_new_tokens: 8\nconfig:\n  openai_api_base: {url}\n  timeout_secs: 5\n  max_retries: 0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        format!("task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: {}\ndata_subset: val\nmodels:\n  - policy_model: scripted\n    value_model: scripted\n    tag: w\n", fixture.display()),
+    )
+    .unwrap();
+    dir
+}
+
+fn warmup(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "warmup",
+        "--config",
+        "eval.yaml",
+        "--split",
+        "val",
+        "--llm",
+        "verifier.yaml",
+        "--out",
+        "w",
+    ];
+    args.extend_from_slice(extra);
+    tsst(&args, dir)
+}
+
+// The tsst process blocks this thread: the server needs a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_chains_have_their_own_budget_and_say_why_they_were_dropped() {
+    let (url, server) = start(vec![]).await;
+    let dir = warmup_folder(&url);
+    let out = warmup(dir.path(), &["--samples", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 6 questions x 2 samples: right, wrong, cut and answerless in turn.
+    assert!(
+        stdout.contains("3 chains kept, 9 dropped (3 wrong answer, 3 no final answer, 3 cut at the token budget, 0 undecided)"),
+        "{stdout}"
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 12);
+    for (_, body) in &seen {
+        assert_eq!(body["max_tokens"], 768, "not the judge's budget: {body}");
+        assert_eq!(body["temperature"], 0.7, "two samples are sampled: {body}");
+    }
+    let policy: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("w/warmup_policy.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(policy.len(), 3);
+}
+
+// The tsst process blocks this thread: the server needs a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmup_that_keeps_nothing_fails_and_says_why() {
+    let (url, server) = start(vec![]).await;
+    let dir = warmup_folder(&url);
+    // Greedy duplicates are refused before any request.
+    let out = warmup(dir.path(), &["--samples", "3", "--temperature", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identical greedy chains"));
+    assert!(server.seen.lock().unwrap().is_empty());
+
+    // A judge-sized budget cuts every chain.
+    let out = warmup(dir.path(), &["--max-new-tokens", "16"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("no chain was kept out of 6: 6 chains were cut at the token budget: raise --max-new-tokens"),
+        "{stderr}"
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(seen
+        .iter()
+        .all(|(_, b)| b["max_tokens"] == 16 && b["temperature"] == 0.0));
 }

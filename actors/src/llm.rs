@@ -75,6 +75,27 @@ impl LlmSettings {
     }
 }
 
+/// How one request generates: the verifier's judgement needs a few tokens at
+/// temperature 0, a warm-up chain hundreds, sampled when several are asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generation {
+    pub max_tokens: u32,
+    pub temperature: f64,
+}
+
+/// A reply's text and why the endpoint stopped (`"length"`: cut at `max_tokens`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub finish_reason: Option<String>,
+}
+
+impl Reply {
+    pub fn cut_at_length(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+}
+
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
@@ -100,6 +121,8 @@ struct ChatResponse {
 #[derive(Deserialize)]
 struct Choice {
     message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +133,7 @@ struct Message {
 
 /// What one attempt came to.
 enum Attempt {
-    Reply(String),
+    Reply(Reply),
     Retry {
         reason: String,
         after: Option<Duration>,
@@ -147,8 +170,25 @@ impl LlmClient {
         format!("{}/chat/completions", self.settings.base_url)
     }
 
-    /// Sends the messages and returns the reply text, retrying what may pass.
+    /// The configured generation settings (the verifier's).
+    pub fn generation(&self) -> Generation {
+        Generation {
+            max_tokens: self.settings.max_tokens,
+            temperature: self.settings.temperature,
+        }
+    }
+
+    /// Sends the messages with the configured settings and returns the reply text.
     pub async fn chat(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        Ok(self.complete(messages, self.generation()).await?.text)
+    }
+
+    /// Sends the messages with the given settings, retrying what may pass.
+    pub async fn complete(
+        &self,
+        messages: &[ChatMessage],
+        generation: Generation,
+    ) -> Result<Reply, LlmError> {
         let url = self.url();
         let attempts = self.settings.max_retries + 1;
         let mut last = String::new();
@@ -159,10 +199,10 @@ impl LlmClient {
                     .acquire()
                     .await
                     .map_err(|e| LlmError::Client(e.to_string()))?;
-                self.attempt(&url, messages).await
+                self.attempt(&url, messages, generation).await
             };
             match outcome {
-                Attempt::Reply(text) => return Ok(text),
+                Attempt::Reply(reply) => return Ok(reply),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { reason, after } => {
                     tracing::warn!(url = %url, attempt = attempt + 1, %reason, "verifier request failed");
@@ -180,12 +220,17 @@ impl LlmClient {
         })
     }
 
-    async fn attempt(&self, url: &str, messages: &[ChatMessage]) -> Attempt {
+    async fn attempt(
+        &self,
+        url: &str,
+        messages: &[ChatMessage],
+        generation: Generation,
+    ) -> Attempt {
         let body = ChatRequest {
             model: &self.settings.model,
             messages,
-            temperature: self.settings.temperature,
-            max_tokens: self.settings.max_tokens,
+            temperature: generation.temperature,
+            max_tokens: generation.max_tokens,
         };
         let mut request = self.http.post(url).json(&body);
         if let Some(key) = &self.key {
@@ -232,8 +277,14 @@ impl LlmClient {
             });
         }
         match serde_json::from_str::<ChatResponse>(&text) {
-            Ok(r) => match r.choices.into_iter().next().and_then(|c| c.message.content) {
-                Some(content) => Attempt::Reply(content),
+            Ok(r) => match r.choices.into_iter().next().and_then(|c| {
+                let finish_reason = c.finish_reason;
+                c.message.content.map(|text| Reply {
+                    text,
+                    finish_reason,
+                })
+            }) {
+                Some(reply) => Attempt::Reply(reply),
                 None => Attempt::Fail(LlmError::BadReply {
                     url: url.to_owned(),
                     reason: "no choices[0].message.content".into(),

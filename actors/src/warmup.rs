@@ -3,11 +3,12 @@
 //! from the LLM endpoint, which sees the question, the options, the answer and any
 //! human rationales; a chain is kept only if its final answer is right. Datasets that
 //! ship grounded chains (the synthetic benchmark) are used as they are.
-use crate::llm::{LlmClient, LlmError};
+use crate::llm::{Generation, LlmClient, LlmError, Reply};
 use futures_util::future::join_all;
+use std::fmt;
 use tsst_labels::{
-    extract_answer, policy_records, rule::rule_verdict, warmup_value_records, ChatMessage,
-    DatasetError, DatasetOptions, LlavaRecord,
+    extract_answer, has_final_answer, policy_records, rule::rule_verdict, warmup_value_records,
+    ChatMessage, DatasetError, DatasetOptions, LlavaRecord,
 };
 use tsst_messages::results::Solution;
 use tsst_messages::{FinishReason, NodeId, Question};
@@ -19,10 +20,43 @@ pub struct Warmup {
     pub questions: usize,
     /// Chains whose final answer was right.
     pub kept: usize,
-    /// Chains dropped: wrong or no final answer.
-    pub dropped: usize,
+    pub dropped: Dropped,
     /// Questions the endpoint could not answer for, with the reason.
     pub unanswered: Vec<(String, String)>,
+}
+
+/// Why chains were not kept: the numbers that tell a user what to change when a
+/// warm-up keeps almost nothing (a bigger token budget, another prompt, another model).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// The final answer names another option.
+    pub wrong: usize,
+    /// The chain ended without "Final Answer:".
+    pub no_final_answer: usize,
+    /// The endpoint stopped at the token budget before the final answer.
+    pub cut_at_length: usize,
+    /// A final answer that names no option unambiguously.
+    pub undecided: usize,
+}
+
+impl Dropped {
+    pub fn total(&self) -> usize {
+        self.wrong + self.no_final_answer + self.cut_at_length + self.undecided
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} dropped ({} wrong answer, {} no final answer, {} cut at the token budget, {} undecided)",
+            self.total(),
+            self.wrong,
+            self.no_final_answer,
+            self.cut_at_length,
+            self.undecided
+        )
+    }
 }
 
 /// Splits a chain into steps: one per sentence, the final answer its own step.
@@ -59,18 +93,34 @@ pub fn split_steps(chain: &str) -> Vec<String> {
 }
 
 impl Warmup {
-    /// Adds a chain if its final answer is right.
+    /// Adds a chain if its final answer is right; `cut` says the endpoint stopped it at
+    /// the token budget.
     fn offer(
         &mut self,
         q: &Question,
         chain: &str,
+        cut: bool,
         options: &DatasetOptions,
     ) -> Result<(), DatasetError> {
-        let extracted = extract_answer(chain);
-        let verdict = rule_verdict(&extracted, &q.choices, q.answer);
-        let Some(verdict) = verdict.filter(|v| v.correct) else {
-            self.dropped += 1;
+        if !has_final_answer(chain) {
+            if cut {
+                self.dropped.cut_at_length += 1;
+            } else {
+                self.dropped.no_final_answer += 1;
+            }
             return Ok(());
+        }
+        let extracted = extract_answer(chain);
+        let verdict = match rule_verdict(&extracted, &q.choices, q.answer) {
+            Some(v) if v.correct => v,
+            Some(_) => {
+                self.dropped.wrong += 1;
+                return Ok(());
+            }
+            None => {
+                self.dropped.undecided += 1;
+                return Ok(());
+            }
         };
         let steps = split_steps(chain);
         let solution = Solution {
@@ -102,8 +152,8 @@ pub fn from_rationales(
     };
     for q in questions {
         match q.rationales.first() {
-            Some(chain) => w.offer(q, chain, options)?,
-            None => w.dropped += 1,
+            Some(chain) => w.offer(q, chain, false, options)?,
+            None => w.dropped.no_final_answer += 1,
         }
     }
     Ok(w)
@@ -146,11 +196,13 @@ pub fn chain_messages(q: &Question) -> Vec<ChatMessage> {
     ]
 }
 
-/// Asks the endpoint for `samples` chains per question and keeps the right ones.
+/// Asks the endpoint for `samples` chains per question, generated with `generation`
+/// (not the verifier's few-token budget), and keeps the right ones.
 pub async fn from_llm(
     questions: &[Question],
     llm: &LlmClient,
     samples: usize,
+    generation: Generation,
     options: &DatasetOptions,
 ) -> Result<Warmup, DatasetError> {
     let mut w = Warmup {
@@ -163,12 +215,12 @@ pub async fn from_llm(
             .enumerate()
             .flat_map(|(i, q)| (0..samples.max(1)).map(move |_| (i, chain_messages(q))))
             .collect();
-        let replies: Vec<Result<String, LlmError>> =
-            join_all(asks.iter().map(|(_, m)| llm.chat(m))).await;
+        let replies: Vec<Result<Reply, LlmError>> =
+            join_all(asks.iter().map(|(_, m)| llm.complete(m, generation))).await;
         for ((i, _), reply) in asks.iter().zip(replies) {
             let q = &chunk[*i];
             match reply {
-                Ok(chain) => w.offer(q, &chain, options)?,
+                Ok(r) => w.offer(q, &r.text, r.cut_at_length(), options)?,
                 Err(e) => w.unanswered.push((q.id.clone(), e.to_string())),
             }
         }

@@ -77,6 +77,14 @@ pub struct WarmupArgs {
     /// Chains asked per question.
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
+    /// The token budget of one chain (the verifier config's `max_new_tokens` is the
+    /// judge's few-token budget and would cut every chain).
+    #[arg(long, default_value_t = 768)]
+    pub max_new_tokens: u32,
+    /// Sampling temperature of the chains; by default 0.7 when several samples are
+    /// asked per question (identical greedy samples would be wasted), else 0.
+    #[arg(long)]
+    pub temperature: Option<f64>,
     /// Writes warmup_policy.json and warmup_value.json here.
     #[arg(long)]
     pub out: PathBuf,

@@ -2,7 +2,7 @@
 //! benchmark, offline labelling.
 use crate::cli::{ConfigCommand, DataCommand, LabelArgs, WarmupArgs};
 use anyhow::{bail, Result};
-use tsst_actors::warmup;
+use tsst_actors::{llm::Generation, warmup};
 use tsst_datasets::synth::{self, SynthOptions};
 use tsst_labels::{write_records, DatasetOptions, OutputFormat};
 
@@ -92,7 +92,8 @@ pub async fn warmup(args: WarmupArgs) -> Result<()> {
                 root.display()
             );
         };
-        warmup::from_llm(&loaded.questions, &llm, args.samples, &options).await?
+        let generation = warmup_generation(&args)?;
+        warmup::from_llm(&loaded.questions, &llm, args.samples, generation, &options).await?
     };
     std::fs::create_dir_all(&args.out)?;
     write_records(
@@ -106,7 +107,7 @@ pub async fn warmup(args: WarmupArgs) -> Result<()> {
         OutputFormat::JsonArray,
     )?;
     println!(
-        "{} questions ({}): {} chains kept, {} dropped, {} unanswered; wrote {}: warmup_policy.json ({} records), warmup_value.json ({} records)",
+        "{} questions ({}): {} chains kept, {}, {} unanswered; wrote {}: warmup_policy.json ({} records), warmup_value.json ({} records)",
         w.questions,
         if grounded { "grounded chains" } else { "LLM chains" },
         w.kept,
@@ -119,5 +120,60 @@ pub async fn warmup(args: WarmupArgs) -> Result<()> {
     for (q, reason) in w.unanswered.iter().take(10) {
         println!("  unanswered {q}: {reason}");
     }
+    let asked = w.kept + w.dropped.total() + w.unanswered.len();
+    if w.kept == 0 {
+        bail!("no chain was kept out of {asked}: {}", warmup_hint(&w));
+    }
+    if w.kept * 4 < asked {
+        tracing::warn!(
+            "only {} of {asked} chains were kept: {}",
+            w.kept,
+            warmup_hint(&w)
+        );
+    }
     Ok(())
+}
+
+/// The chains' generation settings: the flags, checked.
+fn warmup_generation(args: &WarmupArgs) -> Result<Generation> {
+    let temperature = args
+        .temperature
+        .unwrap_or(if args.samples > 1 { 0.7 } else { 0.0 });
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        bail!("--temperature {temperature} must be a number >= 0");
+    }
+    if args.samples > 1 && temperature == 0.0 {
+        bail!(
+            "--samples {} at --temperature 0 asks for {} identical greedy chains: give a temperature above 0",
+            args.samples,
+            args.samples
+        );
+    }
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+    Ok(Generation {
+        max_tokens: args.max_new_tokens,
+        temperature,
+    })
+}
+
+/// What to change, judging from the largest cause of loss.
+fn warmup_hint(w: &warmup::Warmup) -> String {
+    let d = &w.dropped;
+    let causes = [
+        (
+            d.cut_at_length,
+            "chains were cut at the token budget: raise --max-new-tokens",
+        ),
+        (
+            d.no_final_answer,
+            "chains ended without \"Final Answer:\": check the endpoint's model follows the prompt",
+        ),
+        (d.wrong, "final answers were wrong: try more --samples"),
+        (d.undecided, "final answers named no option"),
+        (w.unanswered.len(), "requests failed: check the endpoint"),
+    ];
+    let (n, why) = causes.iter().max_by_key(|(n, _)| *n).expect("non-empty");
+    format!("{n} {why}")
 }
