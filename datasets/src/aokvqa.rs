@@ -90,8 +90,8 @@ pub fn load(root: &Path, split: &str) -> Result<Loaded, DatasetError> {
             continue;
         }
         match question(&root_dir, split, value) {
-            Ok(q) => loaded.questions.push(q),
-            Err(reason) => loaded.bad.push(BadRecord::new(id, reason)),
+            Ok(q) => loaded.accept(q),
+            Err(reason) => loaded.reject(id, reason),
         }
     }
     Ok(loaded)

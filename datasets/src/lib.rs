@@ -8,6 +8,7 @@
 pub mod aokvqa;
 pub mod check;
 mod paths;
+pub mod pyrandom;
 pub mod report;
 pub mod rng;
 pub mod scienceqa;
@@ -23,7 +24,7 @@ use tsst_messages::DataSource;
 pub use check::{check, CheckReport, SplitReport};
 pub use report::{BadRecord, DatasetError, Loaded};
 pub use rng::SplitMix64;
-pub use select::{select, Selection};
+pub use select::{select, Selected, Selection};
 pub use shard::{shard, shard_of};
 
 /// Loads one split in file order (see [`select::dataset_order`] for the order that
@@ -64,10 +65,6 @@ pub fn load_selection(
     source: DataSource,
     root: &Path,
     selection: &Selection,
-) -> Result<Loaded, DatasetError> {
-    let loaded = load(source, root, &selection.split)?;
-    Ok(Loaded {
-        questions: select(source, loaded.questions, selection)?,
-        bad: loaded.bad,
-    })
+) -> Result<Selected, DatasetError> {
+    select(source, load(source, root, &selection.split)?, selection)
 }

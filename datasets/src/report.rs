@@ -35,12 +35,30 @@ impl fmt::Display for BadRecord {
 pub struct Loaded {
     pub questions: Vec<Question>,
     pub bad: Vec<BadRecord>,
+    /// The id of every record that holds a place in the dataset order, in file order:
+    /// the loaded questions and the bad records that have an id of their own (not
+    /// duplicates, not unreadable lines). `data_partition` indexes this list, so a bad
+    /// record keeps its place and does not move every later index.
+    #[serde(default)]
+    pub order: Vec<String>,
 }
 
 impl Loaded {
     /// Records seen: loaded plus bad.
     pub fn total(&self) -> usize {
         self.questions.len() + self.bad.len()
+    }
+
+    /// A question that loaded, in its place.
+    pub(crate) fn accept(&mut self, q: Question) {
+        self.order.push(q.id.clone());
+        self.questions.push(q);
+    }
+
+    /// A record with an id of its own that failed to load: it keeps its place.
+    pub(crate) fn reject(&mut self, id: String, reason: impl Into<String>) {
+        self.order.push(id.clone());
+        self.bad.push(BadRecord::new(id, reason));
     }
 }
 

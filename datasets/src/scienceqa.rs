@@ -109,15 +109,12 @@ pub fn load(root: &Path, split: &str) -> Result<Loaded, DatasetError> {
         }
         // Removing (not cloning) is safe because duplicates were skipped above.
         let Some(problem) = problems.remove(&pid) else {
-            loaded.bad.push(BadRecord::new(
-                pid,
-                format!("missing problem: pid not in {PROBLEMS_FILE}"),
-            ));
+            loaded.reject(pid, format!("missing problem: pid not in {PROBLEMS_FILE}"));
             continue;
         };
         match question(&root_dir, split, &pid, problem) {
-            Ok(q) => loaded.questions.push(q),
-            Err(reason) => loaded.bad.push(BadRecord::new(pid, reason)),
+            Ok(q) => loaded.accept(q),
+            Err(reason) => loaded.reject(pid, reason),
         }
     }
     Ok(loaded)

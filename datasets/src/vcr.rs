@@ -75,20 +75,23 @@ pub fn load(root: &Path, split: &str) -> Result<Loaded, DatasetError> {
                 continue;
             }
         };
-        let id = value
+        // Only records with an annot_id have a place in VCR's order (sorted ids).
+        let annot_id = value
             .get("annot_id")
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or(line_id);
-        if value.get("annot_id").is_some() && !seen.insert(id.clone()) {
-            loaded
-                .bad
-                .push(BadRecord::new(id, "duplicate id: annot_id seen earlier"));
-            continue;
+            .map(str::to_string);
+        if let Some(id) = &annot_id {
+            if !seen.insert(id.clone()) {
+                loaded
+                    .bad
+                    .push(BadRecord::new(id, "duplicate id: annot_id seen earlier"));
+                continue;
+            }
         }
-        match question(&root_dir, &mut metadata, value) {
-            Ok(q) => loaded.questions.push(q),
-            Err(reason) => loaded.bad.push(BadRecord::new(id, reason)),
+        match (question(&root_dir, &mut metadata, value), annot_id) {
+            (Ok(q), _) => loaded.accept(q),
+            (Err(reason), Some(id)) => loaded.reject(id, reason),
+            (Err(reason), None) => loaded.bad.push(BadRecord::new(line_id, reason)),
         }
     }
     Ok(loaded)

@@ -97,6 +97,27 @@ fn aokvqa_broken_reports_each_bad_record() -> TestResult {
             ("brk_bad_type", "invalid type"),
         ],
     );
+    // Bad records keep their place in file order (the duplicate has none): '2_5'
+    // names the four records after the good ones, not two of them and two later ones.
+    let sel = Selection {
+        partition: Some("2_5".into()),
+        ..Selection::all("val", 0)
+    };
+    let part = load_selection(DataSource::Aokvqa, &fixtures().join("broken/aokvqa"), &sel)?;
+    assert!(part.questions.is_empty());
+    assert_eq!(
+        part.failed
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "brk_missing_question",
+            "brk_answer_range",
+            "brk_missing_image",
+            "brk_unreadable_image"
+        ]
+    );
+    assert_eq!((part.split_records, part.split_bad.len()), (11, 9));
     Ok(())
 }
 
@@ -301,40 +322,104 @@ fn sample_is_deterministic_and_keeps_order() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn vcr_order_sorts_then_shuffles_with_the_seed() {
-    let mut a = numbered(20);
-    a.reverse();
-    let mut b = numbered(20);
-    vcr_order(&mut a, 3);
-    vcr_order(&mut b, 3);
-    // Independent of file order, dependent on the seed.
-    assert_eq!(ids(&a), ids(&b));
-    let mut c = numbered(20);
-    vcr_order(&mut c, 4);
-    assert_ne!(ids(&a), ids(&c));
+/// Orders CPython 3.11 computed with `tools/cpython_vcr_order.py`.
+fn cpython_cases() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(fixtures().join("vcr/cpython_order.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    file["cases"].as_array().unwrap().clone()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
-fn selection_applies_vcr_order_then_partition() -> TestResult {
-    let root = fixtures().join("vcr");
-    let all = load_selection(DataSource::Vcr, &root, &Selection::all("val", 11))?;
-    let mut expected = load(DataSource::Vcr, &root, "val")?.questions;
-    vcr_order(&mut expected, 11);
-    assert_eq!(ids(&all.questions), ids(&expected));
+fn vcr_order_is_cpythons_sorted_then_shuffled() {
+    let cases = cpython_cases();
+    let mut generated = 0;
+    for case in &cases {
+        let seed = case["seed"].as_u64().unwrap();
+        if case.get("generated").is_none() {
+            continue;
+        }
+        // File order is reversed: only the sort decides what the shuffle starts from.
+        let mut ids: Vec<String> = (0..26534).rev().map(|i| format!("val-{i}")).collect();
+        vcr_order(&mut ids, seed);
+        assert_eq!(ids[..40], strings(&case["head"]), "seed {seed}");
+        assert_eq!(ids[ids.len() - 10..], strings(&case["tail"]), "seed {seed}");
+        generated += 1;
+    }
+    assert_eq!(generated, 2);
+}
 
+#[test]
+fn selection_applies_vcr_order_then_partition_then_drops_bad_records() -> TestResult {
+    let cases = cpython_cases();
+    let mut checked = 0;
+    for case in &cases {
+        let Some(fixture) = case["fixture"].as_str() else {
+            continue;
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(fixture)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let seed = case["seed"].as_u64().unwrap();
+        let expected = strings(&case["order"]);
+        let all = load_selection(DataSource::Vcr, &root, &Selection::all("val", seed))?;
+        assert_eq!(all.ids, expected, "{fixture} seed {seed}");
+        let loaded: Vec<&String> = expected
+            .iter()
+            .filter(|id| all.questions.iter().any(|q| &q.id == *id))
+            .collect();
+        assert_eq!(ids(&all.questions), loaded, "questions keep the order");
+        assert_eq!(all.questions.len() + all.failed.len(), expected.len());
+
+        // A partition indexes every record with an id, bad ones included.
+        let sel = Selection {
+            split: "val".into(),
+            partition: Some("1_2".into()),
+            sample_size: None,
+            seed,
+        };
+        let part = load_selection(DataSource::Vcr, &root, &sel)?;
+        assert_eq!(part.ids, expected[1..=2], "{fixture} seed {seed}");
+        for id in &expected[1..=2] {
+            let good = part.questions.iter().any(|q| &q.id == id);
+            let bad = part.failed.iter().any(|b| &b.id == id);
+            assert!(good != bad, "{id} is either run or reported");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+
+    // The broken split: 12 lines, of which the unreadable line and the duplicate have
+    // no place of their own.
+    let broken = load_selection(
+        DataSource::Vcr,
+        &fixtures().join("broken/vcr"),
+        &Selection::all("val", 0),
+    )?;
+    assert_eq!((broken.split_records, broken.ids.len()), (12, 10));
+    assert_eq!(broken.questions.len(), 2);
+    assert_eq!(broken.failed.len(), 8);
+    assert!(broken
+        .failed
+        .iter()
+        .any(|b| b.id == "val-107" && b.reason.contains("image unreadable")));
+
+    let root = fixtures().join("vcr");
     let sel = Selection {
         split: "val".into(),
-        partition: Some("1_2".into()),
+        partition: Some("2_4".into()),
         sample_size: None,
         seed: 11,
-    };
-    let part = load_selection(DataSource::Vcr, &root, &sel)?;
-    assert_eq!(ids(&part.questions), ids(&expected[1..=2]));
-
-    let sel = Selection {
-        partition: Some("2_4".into()),
-        ..sel
     };
     let err = load_selection(DataSource::Vcr, &root, &sel).err();
     assert_eq!(

@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use tsst_config::EvalConfig;
-use tsst_datasets::Selection;
+use tsst_datasets::{Selected, Selection};
 use tsst_messages::{DatasetSpec, LabelSpec, Question, RunRecord, SearchSpec};
 
 pub struct PlannedRun {
@@ -84,17 +84,22 @@ pub fn plan(
     Ok((config, runs))
 }
 
-fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Question>> {
+/// The config's selection from its dataset split.
+pub fn select(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Selected> {
     let selection = Selection {
         split: dataset.split.clone(),
         partition: dataset.partition.clone(),
         sample_size: dataset.sample_size,
         seed: config.seed,
     };
-    let loaded = tsst_datasets::load_selection(dataset.source, &dataset.root, &selection)
-        .with_context(|| format!("loading {} from {}", dataset.source, dataset.root.display()))?;
-    for bad in &loaded.bad {
-        tracing::warn!(source = %dataset.source, "skipping bad record {bad}");
+    tsst_datasets::load_selection(dataset.source, &dataset.root, &selection)
+        .with_context(|| format!("loading {} from {}", dataset.source, dataset.root.display()))
+}
+
+fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Question>> {
+    let loaded = select(config, dataset)?;
+    for bad in &loaded.failed {
+        tracing::warn!(source = %dataset.source, "selected record {bad}; not run");
     }
     if loaded.questions.is_empty() {
         bail!(
