@@ -100,6 +100,8 @@ pub fn dataset_order(source: DataSource, ids: &mut [String], seed: u64) {
 pub struct Selected {
     /// The selected ids, in dataset order.
     pub ids: Vec<String>,
+    /// Each selected id's index in the dataset order (what `data_partition` counts).
+    pub positions: Vec<usize>,
     /// The selected questions that loaded, in the same order.
     pub questions: Vec<Question>,
     /// The selected records that failed to load, in the same order.
@@ -118,14 +120,16 @@ pub fn select(
     selection: &Selection,
 ) -> Result<Selected, DatasetError> {
     let split_records = loaded.total();
-    let mut ids = loaded.order;
-    dataset_order(source, &mut ids, selection.seed);
+    let mut order = loaded.order;
+    dataset_order(source, &mut order, selection.seed);
+    let mut ids: Vec<(usize, String)> = order.into_iter().enumerate().collect();
     if let Some(spec) = &selection.partition {
         ids = partition(ids, spec, &selection.split)?;
     }
     if let Some(n) = selection.sample_size {
         ids = sample(ids, n, selection.seed, &selection.split)?;
     }
+    let (positions, ids): (Vec<usize>, Vec<String>) = ids.into_iter().unzip();
     let mut questions: HashMap<String, Question> = loaded
         .questions
         .into_iter()
@@ -149,6 +153,7 @@ pub fn select(
         }
     }
     picked.ids = ids;
+    picked.positions = positions;
     picked.split_bad = loaded.bad;
     Ok(picked)
 }

@@ -144,6 +144,10 @@ pub struct EnqueueArgs {
     /// to follow, collect or prioritise separately.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Print the selected question ids in order, with counts, and queue nothing (no
+    /// services needed).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +201,10 @@ pub struct RunArgs {
     /// then where tools/fetch-ort.sh installs it.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Print the selected question ids in order, with counts, and run nothing (no
+    /// services needed).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,13 +12,17 @@ pub struct PlannedRun {
     pub questions: Vec<Question>,
 }
 
+/// What a config asks for: its runs and what its selection took from the split (the
+/// questions themselves are in the runs).
+pub struct Plan {
+    pub config: EvalConfig,
+    pub runs: Vec<PlannedRun>,
+    pub selected: Selected,
+}
+
 /// The runs of a config. `run` names them (default: the config's file name); with
 /// several active models each run is `<run>-<tag>`; with shards, `-s<i>of<n>` follows.
-pub fn plan(
-    config_path: &Path,
-    run: Option<&str>,
-    shards: usize,
-) -> Result<(EvalConfig, Vec<PlannedRun>)> {
+pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan> {
     let config = EvalConfig::load(config_path)?;
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", config_path.display());
@@ -43,7 +47,8 @@ pub fn plan(
         partition: config.data_partition.map(|p| p.to_string()),
         sample_size: config.sample_size,
     };
-    let questions = load_questions(&config, &dataset)?;
+    let mut selected = select(&config, &dataset)?;
+    let questions = runnable(&mut selected, &dataset);
     let active: Vec<_> = config.active_models().collect();
     if active.is_empty() {
         bail!("{}: no model has run_flag: true", config_path.display());
@@ -64,7 +69,10 @@ pub fn plan(
                 format!("{name}-s{i}of{shards}")
             };
             if part.is_empty() {
-                tracing::warn!(run, "shard has no questions; skipped");
+                // No questions at all is `Plan::check`'s error; an empty shard is not.
+                if !questions.is_empty() {
+                    tracing::warn!(run, "shard has no questions; skipped");
+                }
                 continue;
             }
             tsst_messages::validate_run_id(&run).map_err(anyhow::Error::msg)?;
@@ -81,7 +89,11 @@ pub fn plan(
             });
         }
     }
-    Ok((config, runs))
+    Ok(Plan {
+        config,
+        runs,
+        selected,
+    })
 }
 
 /// The config's selection from its dataset split.
@@ -96,20 +108,79 @@ pub fn select(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Selected> {
         .with_context(|| format!("loading {} from {}", dataset.source, dataset.root.display()))
 }
 
-fn load_questions(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Vec<Question>> {
-    let loaded = select(config, dataset)?;
-    for bad in &loaded.failed {
+/// Takes the questions that loaded out of the selection.
+fn runnable(selected: &mut Selected, dataset: &DatasetSpec) -> Vec<Question> {
+    for bad in &selected.failed {
         tracing::warn!(source = %dataset.source, "selected record {bad}; not run");
     }
-    if loaded.questions.is_empty() {
-        bail!(
-            "no usable questions in {} split {} of {}",
-            dataset.source,
-            dataset.split,
-            dataset.root.display()
-        );
+    std::mem::take(&mut selected.questions)
+}
+
+impl Plan {
+    /// An error when the selection left nothing to run.
+    pub fn check(&self) -> Result<()> {
+        if self.runs.iter().all(|r| r.questions.is_empty()) {
+            let s = &self.selected;
+            bail!(
+                "no usable questions in {} split {} of {}: {} selected, {} failed to load{}",
+                self.config.dataset_name,
+                self.config.data_subset,
+                self.config.dataset_root.display(),
+                s.ids.len(),
+                s.failed.len(),
+                s.failed
+                    .first()
+                    .map_or_else(String::new, |b| format!(" (first: {b})"))
+            );
+        }
+        Ok(())
     }
-    Ok(loaded.questions)
+
+    /// The dry run's report: the split's counts, each run's size, and every selected
+    /// id in order with its index in the dataset order.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let s = &self.selected;
+        let mut out = format!(
+            "dry run: nothing queued\n{} split {}: {} records, {} bad; selected {} ({} to run, {} failed to load)",
+            c.dataset_name,
+            c.data_subset,
+            s.split_records,
+            s.split_bad.len(),
+            s.ids.len(),
+            s.ids.len() - s.failed.len(),
+            s.failed.len()
+        );
+        let how = [
+            c.data_partition.map(|p| format!("data_partition {p}")),
+            c.sample_size.map(|n| format!("sample_size {n}")),
+            Some(format!("seed {}", c.seed)),
+        ];
+        out.push_str(&format!(
+            " by {}\n",
+            how.into_iter().flatten().collect::<Vec<_>>().join(", ")
+        ));
+        for run in &self.runs {
+            out.push_str(&format!(
+                "run {}: {} questions\n",
+                run.record.run,
+                run.questions.len()
+            ));
+        }
+        let failed: std::collections::HashMap<&str, &str> = s
+            .failed
+            .iter()
+            .map(|b| (b.id.as_str(), b.reason.as_str()))
+            .collect();
+        out.push_str("index\tid\n");
+        for (pos, id) in s.positions.iter().zip(&s.ids) {
+            match failed.get(id.as_str()) {
+                Some(reason) => out.push_str(&format!("{pos}\t{id}\tnot run: {reason}\n")),
+                None => out.push_str(&format!("{pos}\t{id}\n")),
+            }
+        }
+        out
+    }
 }
 
 /// Model directories as absolute paths where they exist here, so that workers started

@@ -87,3 +87,128 @@ fn worker_without_services_says_what_it_needs() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--amqp"), "{}", text(&out));
 }
+
+/// An eval config over a fixture, written to a fresh folder.
+fn eval_config(dataset: &str, fixture: &str, split: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        format!(
+            "task: multiple_choice_steps_beam\ndataset_name: {dataset}\ndataset_root: {}\ndata_subset: {split}\n{extra}models:\n  - policy_model: scripted\n    value_model: scripted\n    tag: s\n",
+            root().join(fixture).display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The ids a dry run lists, in order, with their dataset-order index.
+fn listed(out: &Output) -> Vec<(usize, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip_while(|l| *l != "index\tid")
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split('\t');
+            (
+                f.next().unwrap().parse().unwrap(),
+                f.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_lists_vcr_ids_in_cpython_order_and_queues_nothing() {
+    let cases =
+        std::fs::read_to_string(root().join("tests/fixtures/vcr/cpython_order.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&cases).unwrap();
+    let want: Vec<String> = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fixture"] == "tests/fixtures/vcr/val.jsonl" && c["seed"] == 42)
+        .unwrap()["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let dir = eval_config(
+        "vcr",
+        "tests/fixtures/vcr",
+        "val",
+        "seed: 42\ndata_partition: '1_3'\n",
+    );
+    let config = dir.path().join("eval.yaml");
+    // Services that do not exist: a dry run never reaches them.
+    for command in ["run", "enqueue"] {
+        let out = tsst(&[
+            command,
+            "--config",
+            config.to_str().unwrap(),
+            "--dry-run",
+            "--amqp",
+            "amqp://127.0.0.1:1",
+            "--redis",
+            "redis://127.0.0.1:1",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("vcr split val: 4 records, 0 bad; selected 3 (3 to run, 0 failed to load) by data_partition 1_3, seed 42"),
+            "{t}"
+        );
+        assert!(t.contains("run eval-s: 3 questions"), "{t}");
+        let expected: Vec<(usize, String)> = (1..=3).map(|i| (i, want[i].clone())).collect();
+        assert_eq!(listed(&out), expected, "{t}");
+    }
+    assert!(!dir.path().join("runs").exists(), "nothing was run");
+}
+
+#[test]
+fn dry_run_shows_bad_records_in_their_place_and_fails_when_nothing_would_run() {
+    // A-OKVQA keeps file order; records 2..5 of the broken fixture are all bad.
+    let dir = eval_config(
+        "aokvqa",
+        "tests/fixtures/broken/aokvqa",
+        "val",
+        "data_partition: '1_5'\n",
+    );
+    let config = dir.path().join("eval.yaml");
+    let out = tsst(&["run", "--config", config.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ids: Vec<String> = listed(&out).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        ids,
+        [
+            "brk_good_2",
+            "brk_missing_question",
+            "brk_answer_range",
+            "brk_missing_image",
+            "brk_unreadable_image"
+        ]
+    );
+    assert!(
+        text(&out).contains("brk_unreadable_image\tnot run: image unreadable"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("selected 5 (1 to run, 4 failed to load)"),
+        "{}",
+        text(&out)
+    );
+
+    let dir = eval_config(
+        "aokvqa",
+        "tests/fixtures/broken/aokvqa",
+        "val",
+        "data_partition: '2_5'\n",
+    );
+    let config = dir.path().join("eval.yaml");
+    let out = tsst(&["enqueue", "--config", config.to_str().unwrap(), "--dry-run"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(listed(&out).len(), 4);
+    assert!(text(&out).contains("no usable questions"), "{}", text(&out));
+}

@@ -8,9 +8,14 @@ use tsst_actors::store::Store;
 use tsst_labels::RunMetrics;
 
 pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
-    let (_, planned) = runs::plan(&args.config, args.run.as_deref(), args.shards)?;
+    let plan = runs::plan(&args.config, args.run.as_deref(), args.shards)?;
+    if args.dry_run {
+        print!("{}", plan.describe());
+        return plan.check();
+    }
+    plan.check()?;
     let d = services.require("enqueue", "tsst-enqueue").await?;
-    for run in planned {
+    for run in plan.runs {
         let e = enqueue_run(&d.store, &d.broker, &run.record, &run.questions).await?;
         println!(
             "{}: {} questions, {} ({} tasks published)",

@@ -18,7 +18,17 @@ use tsst_messages::results::QuestionResult;
 use tsst_messages::Role;
 
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
-    let (config, planned) = runs::plan(&args.config, args.run.as_deref(), 1)?;
+    let plan = runs::plan(&args.config, args.run.as_deref(), 1)?;
+    if args.dry_run {
+        print!("{}", plan.describe());
+        return plan.check();
+    }
+    plan.check()?;
+    let runs::Plan {
+        config,
+        runs: planned,
+        ..
+    } = plan;
     if services.embedded() {
         let mut worker_config =
             services::worker_config(args.worker_config.as_deref(), args.device.as_deref())?;
@@ -187,6 +197,7 @@ pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
             verifier: None,
             device: None,
             ort_lib,
+            dry_run: false,
         },
         services,
     )
