@@ -8,7 +8,7 @@ use thiserror::Error;
 use tsst_labels::LlavaRecord;
 use tsst_messages::results::{QuestionResult, QuestionStatus, Solution};
 use tsst_messages::{
-    Event, ExpandTask, Node, NodeId, Question, RunRecord, SearchSpec, Task, TreeStatus,
+    DataSource, Event, ExpandTask, Node, NodeId, Question, RunRecord, SearchSpec, Task, TreeStatus,
 };
 
 #[derive(Debug, Error)]
@@ -41,6 +41,33 @@ pub async fn enqueue<S: Store, B: Broker>(
     record: &RunRecord,
     questions: &[Question],
 ) -> Result<Enqueued, RunError> {
+    enqueue_with_failures(store, broker, record, questions, &HashMap::new()).await
+}
+
+/// A selected record that failed to load, in its place among the run's questions: it
+/// has only its id, so that results and metrics count it as failed, with its reason.
+pub fn unloadable(source: DataSource, id: &str) -> Question {
+    Question {
+        id: id.to_owned(),
+        source,
+        image: None,
+        question: String::new(),
+        choices: Vec::new(),
+        answer: 0,
+        rationales: Vec::new(),
+        context: None,
+    }
+}
+
+/// [`enqueue`], where the questions named in `failed` (placeholders made by
+/// [`unloadable`]) are failed at once with their reason instead of searched.
+pub async fn enqueue_with_failures<S: Store, B: Broker>(
+    store: &S,
+    broker: &B,
+    record: &RunRecord,
+    questions: &[Question],
+    failed: &HashMap<String, String>,
+) -> Result<Enqueued, RunError> {
     tsst_messages::validate_run_id(&record.run).map_err(RunError::RunId)?;
     if questions.is_empty() {
         return Err(RunError::Empty(record.run.clone()));
@@ -51,8 +78,14 @@ pub async fn enqueue<S: Store, B: Broker>(
     let mut published = 0;
     for chunk in ids.chunks(512) {
         let pending = store.init_trees(&record.run, chunk).await?;
+        let unloadable: Vec<(String, Option<String>)> = pending
+            .iter()
+            .filter_map(|q| Some((q.clone(), Some(failed.get(q)?.clone()))))
+            .collect();
+        store.finish_trees(&record.run, &unloadable).await?;
         let tasks: Vec<_> = pending
             .iter()
+            .filter(|q| !failed.contains_key(*q))
             .map(|q| {
                 Task::Expand(ExpandTask {
                     run: record.run.clone(),
@@ -65,7 +98,7 @@ pub async fn enqueue<S: Store, B: Broker>(
             .collect();
         broker.publish(&tasks).await?;
         store.mark_enqueued(&record.run, &pending).await?;
-        published += pending.len();
+        published += tasks.len();
     }
     if new_run {
         let started = Event::RunStarted {

@@ -1,6 +1,7 @@
 //! From an eval config to the runs it asks for: one per active model entry, each with
 //! the questions its dataset selection gives.
 use anyhow::{bail, Context as _, Result};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use tsst_config::EvalConfig;
@@ -9,7 +10,19 @@ use tsst_messages::{DatasetSpec, LabelSpec, Question, RunRecord, SearchSpec};
 
 pub struct PlannedRun {
     pub record: RunRecord,
+    /// In dataset order, with a placeholder for each selected record that failed to
+    /// load (see `failed`).
     pub questions: Vec<Question>,
+    /// The placeholders' ids and why their records failed to load: they are failed
+    /// questions of the run, not searched.
+    pub failed: HashMap<String, String>,
+}
+
+impl PlannedRun {
+    /// Questions that will be searched.
+    pub fn runnable(&self) -> usize {
+        self.questions.len() - self.failed.len()
+    }
 }
 
 /// What a config asks for: its runs and what its selection took from the split (the
@@ -48,7 +61,7 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan
         sample_size: config.sample_size,
     };
     let mut selected = select(&config, &dataset)?;
-    let questions = runnable(&mut selected, &dataset);
+    let (questions, failed) = in_place(&mut selected, &dataset);
     let active: Vec<_> = config.active_models().collect();
     if active.is_empty() {
         bail!("{}: no model has run_flag: true", config_path.display());
@@ -70,7 +83,7 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan
             };
             if part.is_empty() {
                 // No questions at all is `Plan::check`'s error; an empty shard is not.
-                if !questions.is_empty() {
+                if questions.len() > failed.len() {
                     tracing::warn!(run, "shard has no questions; skipped");
                 }
                 continue;
@@ -85,6 +98,10 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan
                         dplus_per_question: config.dplus_per_question,
                     },
                 },
+                failed: part
+                    .iter()
+                    .filter_map(|q| Some((q.id.clone(), failed.get(&q.id)?.clone())))
+                    .collect(),
                 questions: part,
             });
         }
@@ -108,18 +125,37 @@ pub fn select(config: &EvalConfig, dataset: &DatasetSpec) -> Result<Selected> {
         .with_context(|| format!("loading {} from {}", dataset.source, dataset.root.display()))
 }
 
-/// Takes the questions that loaded out of the selection.
-fn runnable(selected: &mut Selected, dataset: &DatasetSpec) -> Vec<Question> {
+/// Takes the questions out of the selection in dataset order, a placeholder in the
+/// place of each record that failed to load, with the placeholders' reasons.
+fn in_place(
+    selected: &mut Selected,
+    dataset: &DatasetSpec,
+) -> (Vec<Question>, HashMap<String, String>) {
+    let mut loaded: HashMap<String, Question> = std::mem::take(&mut selected.questions)
+        .into_iter()
+        .map(|q| (q.id.clone(), q))
+        .collect();
+    let mut failed = HashMap::new();
     for bad in &selected.failed {
-        tracing::warn!(source = %dataset.source, "selected record {bad}; not run");
+        tracing::warn!(source = %dataset.source, "selected record {bad}; it fails in the results");
+        failed.insert(bad.id.clone(), bad.reason.clone());
     }
-    std::mem::take(&mut selected.questions)
+    let questions = selected
+        .ids
+        .iter()
+        .map(|id| {
+            loaded
+                .remove(id)
+                .unwrap_or_else(|| tsst_actors::pipeline::unloadable(dataset.source, id))
+        })
+        .collect();
+    (questions, failed)
 }
 
 impl Plan {
     /// An error when the selection left nothing to run.
     pub fn check(&self) -> Result<()> {
-        if self.runs.iter().all(|r| r.questions.is_empty()) {
+        if self.runs.iter().all(|r| r.runnable() == 0) {
             let s = &self.selected;
             bail!(
                 "no usable questions in {} split {} of {}: {} selected, {} failed to load{}",
@@ -164,7 +200,7 @@ impl Plan {
             out.push_str(&format!(
                 "run {}: {} questions\n",
                 run.record.run,
-                run.questions.len()
+                run.runnable()
             ));
         }
         let failed: std::collections::HashMap<&str, &str> = s

@@ -212,3 +212,95 @@ fn dry_run_shows_bad_records_in_their_place_and_fails_when_nothing_would_run() {
     assert_eq!(listed(&out).len(), 4);
     assert!(text(&out).contains("no usable questions"), "{}", text(&out));
 }
+
+/// The results lines of an embedded run.
+fn results_lines(dir: &Path, run: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("runs").join(run).join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn bad_records_fail_in_their_place_and_the_run_exits_non_zero() {
+    let dir = eval_config(
+        "aokvqa",
+        "tests/fixtures/broken/aokvqa",
+        "val",
+        "data_partition: '0_5'\nnum_beams: 2\nbranch: 2\nn_consistency: 2\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tsst"))
+        .args(["run", "--config", "eval.yaml", "--quiet"])
+        .current_dir(dir.path())
+        .env_remove("TSST_AMQP_URL")
+        .env_remove("TSST_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("4 question(s) failed"),
+        "{}",
+        text(&out)
+    );
+    let lines = results_lines(dir.path(), "eval-s");
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|r| {
+            (
+                r["question_id"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("brk_good_1", "done"),
+            ("brk_good_2", "done"),
+            ("brk_missing_question", "failed"),
+            ("brk_answer_range", "failed"),
+            ("brk_missing_image", "failed"),
+            ("brk_unreadable_image", "failed"),
+        ]
+    );
+    assert!(lines[5]["error"]
+        .as_str()
+        .unwrap()
+        .contains("image unreadable"));
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("runs/eval-s/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["overall"]["failed"], 4, "{metrics}");
+}
+
+#[test]
+fn a_run_whose_questions_all_fail_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        format!(
+            "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: {}\ndata_subset: val\nmodels:\n  - policy_model: {}\n    value_model: scripted\n    tag: m\n",
+            root().join("tests/fixtures/aokvqa").display(),
+            dir.path().join("no-such-model").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tsst"))
+        .args(["run", "--config", "eval.yaml", "--quiet"])
+        .current_dir(dir.path())
+        .env_remove("TSST_AMQP_URL")
+        .env_remove("TSST_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let lines = results_lines(dir.path(), "eval-m");
+    assert_eq!(lines.len(), 6);
+    assert!(lines.iter().all(|r| r["status"] == "failed"), "{lines:?}");
+    assert!(
+        text(&out).contains("6 question(s) failed"),
+        "{}",
+        text(&out)
+    );
+}

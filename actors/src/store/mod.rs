@@ -114,6 +114,7 @@ pub struct VerdictCommit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     pub total: u32,
+    /// Finished trees, the failed ones included.
     pub done: u32,
     pub failed: u32,
 }

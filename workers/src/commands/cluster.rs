@@ -3,7 +3,7 @@ use crate::cli::{EnqueueArgs, ResultsArgs, ServiceArgs, StatusArgs};
 use crate::runs;
 use anyhow::{Context as _, Result};
 use std::io::Write;
-use tsst_actors::pipeline::{enqueue as enqueue_run, results as run_results};
+use tsst_actors::pipeline::{enqueue_with_failures as enqueue_run, results as run_results};
 use tsst_actors::store::Store;
 use tsst_labels::RunMetrics;
 
@@ -16,7 +16,14 @@ pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
     plan.check()?;
     let d = services.require("enqueue", "tsst-enqueue").await?;
     for run in plan.runs {
-        let e = enqueue_run(&d.store, &d.broker, &run.record, &run.questions).await?;
+        let e = enqueue_run(
+            &d.store,
+            &d.broker,
+            &run.record,
+            &run.questions,
+            &run.failed,
+        )
+        .await?;
         println!(
             "{}: {} questions, {} ({} tasks published)",
             run.record.run,
@@ -72,14 +79,12 @@ pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
     for run in runs {
         let p = d.store.progress(&run).await?;
         println!(
-            "{run}: {}/{} done{}",
+            "{run}: {}/{} finished ({} done, {} failed){}",
             p.done,
             p.total,
-            if p.failed > 0 {
-                format!(", {} failed", p.failed)
-            } else {
-                String::new()
-            }
+            p.done.saturating_sub(p.failed),
+            p.failed,
+            if p.complete() { "" } else { ", searching" }
         );
     }
     d.broker.close().await;

@@ -3,18 +3,18 @@ use crate::cli::{DemoArgs, RunArgs, ServiceArgs};
 use crate::commands::worker::{batch_settings, role_specs};
 use crate::runs::{self, PlannedRun};
 use crate::services;
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tsst_actors::broker::{Broker, MemoryBroker};
-use tsst_actors::pipeline::{enqueue, follow, results, training_records};
+use tsst_actors::pipeline::{enqueue_with_failures, follow, results, training_records};
 use tsst_actors::runtime::Worker;
 use tsst_actors::store::{MemoryStore, Store};
 use tsst_datasets::synth::{self, SynthOptions};
 use tsst_labels::{write_records, OutputFormat, RunMetrics};
-use tsst_messages::results::QuestionResult;
+use tsst_messages::results::{QuestionResult, QuestionStatus};
 use tsst_messages::Role;
 
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
@@ -64,9 +64,15 @@ async fn run_all<S: Store, B: Broker>(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    for PlannedRun { record, questions } in planned {
+    let mut failed = Vec::new();
+    for PlannedRun {
+        record,
+        questions,
+        failed: unloadable,
+    } in planned
+    {
         let started = Instant::now();
-        let e = enqueue(store, broker, &record, &questions).await?;
+        let e = enqueue_with_failures(store, broker, &record, &questions, &unloadable).await?;
         tracing::info!(run = %record.run, questions = e.questions, published = e.published, "enqueued");
         let bar = progress_bar(&record.run, e.questions as u64, quiet);
         follow(store, &record.run, Duration::from_millis(100), |p| {
@@ -82,6 +88,25 @@ async fn run_all<S: Store, B: Broker>(
         let written = write_outputs(store, &folder, &record.run, &res).await?;
         print_summary(&record.run, &res, started.elapsed());
         println!("{written}");
+        failed.extend(
+            res.iter()
+                .filter(|r| r.status == QuestionStatus::Failed)
+                .map(|r| {
+                    format!(
+                        "{}/{}: {}",
+                        r.run,
+                        r.question_id,
+                        r.error.as_deref().unwrap_or("no reason recorded")
+                    )
+                }),
+        );
+    }
+    if let Some(first) = failed.first() {
+        // The results are written; the command still reports that work failed.
+        bail!(
+            "{} question(s) failed (status \"failed\" in results.jsonl); first: {first}",
+            failed.len()
+        );
     }
     Ok(())
 }
