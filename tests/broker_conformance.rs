@@ -216,6 +216,25 @@ async fn amqp_dead_letters() {
     dead_letters_carry_the_reason(amqp("deadletter").await).await;
 }
 
+/// A dead-lettered copy keeps the properties it was published with.
+#[tokio::test]
+async fn amqp_dead_letters_keep_the_message_id() {
+    let broker = amqp("deadletter-id").await;
+    let task = expand(3);
+    broker.publish(std::slice::from_ref(&task)).await.unwrap();
+    let mut c = broker.consume(Role::Generator, 4).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.message_id().as_deref(), Some(task.id.as_str()));
+    d.dead_letter("test reason").await.unwrap();
+    let dlq = broker.topology().dead_letter_queue(Role::Generator);
+    let mut dead = broker.consume_queue(&dlq, 4).await.unwrap();
+    let d = next(&mut dead).await;
+    assert_eq!(d.message_id().as_deref(), Some(task.id.as_str()));
+    assert_eq!(d.error_header().as_deref(), Some("test reason"));
+    d.ack().await.unwrap();
+    broker.cleanup().await;
+}
+
 /// A worker that dies holding a delivery: its connection closes and another consumer
 /// gets the message, flagged as redelivered.
 #[tokio::test]

@@ -11,6 +11,8 @@ use tsst_actors::runtime::{BatchSettings, Context, Models, RoleSpec, ScriptedFac
 use tsst_actors::store::{MemoryStore, RedisStore, Store, TreeRef, TreeView};
 use tsst_messages::*;
 
+mod common;
+
 fn amqp_url() -> String {
     std::env::var("TSST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -36,6 +38,7 @@ fn tsst_bin() -> PathBuf {
 
 struct Cluster {
     ns: String,
+    amqp: String,
     logs: tempfile::TempDir,
     workers: Vec<Child>,
 }
@@ -44,8 +47,25 @@ impl Cluster {
     fn new(ns: &str) -> Self {
         Cluster {
             ns: ns.into(),
+            amqp: amqp_url(),
             logs: tempfile::tempdir().unwrap(),
             workers: Vec::new(),
+        }
+    }
+
+    /// Workers of a broker of the test's own.
+    fn on_broker(ns: &str, amqp: String) -> Self {
+        let mut cluster = Cluster::new(ns);
+        cluster.amqp = amqp;
+        cluster
+    }
+
+    /// Panics unless every worker is still running.
+    fn all_running(&mut self) {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if let Some(status) = w.try_wait().unwrap() {
+                panic!("worker{i} exited ({status})\n{}", self.logs());
+            }
         }
     }
 
@@ -61,7 +81,7 @@ impl Cluster {
                 "16",
             ])
             .args(["--name", &format!("{}-w{i}", self.ns)])
-            .env("TSST_AMQP_URL", amqp_url())
+            .env("TSST_AMQP_URL", &self.amqp)
             .env("TSST_REDIS_URL", redis_url())
             .env("TSST_NAMESPACE", &self.ns)
             .env("RUST_LOG", "info,lapin=warn")
@@ -222,7 +242,11 @@ async fn drained(broker: &AmqpBroker) {
 }
 
 async fn connect(ns: &str) -> (AmqpBroker, RedisStore) {
-    let broker = AmqpBroker::connect(&amqp_url(), ns, Topology::new(ns))
+    connect_to(&amqp_url(), ns).await
+}
+
+async fn connect_to(amqp: &str, ns: &str) -> (AmqpBroker, RedisStore) {
+    let broker = AmqpBroker::connect(amqp, ns, Topology::new(ns))
         .await
         .expect("RabbitMQ must be running (see .ci/run)");
     broker.declare().await.unwrap();
@@ -392,4 +416,63 @@ async fn a_worker_killed_mid_run_loses_nothing() {
     cluster.stop_gracefully();
     store.delete_run(&run).await.unwrap();
     broker.delete_topology().await.unwrap();
+}
+
+/// Waits until `n` questions of the run are finished.
+async fn progressed(store: &RedisStore, run: &str, n: u32, total: u32, cluster: &Cluster) {
+    let started = Instant::now();
+    loop {
+        let p = store.progress(run).await.unwrap();
+        if p.done >= n {
+            assert!(
+                p.done < total,
+                "the run ended before the fault; slow the model down"
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_broker_restart_pauses_the_workers_and_loses_nothing() {
+    let mut node = common::RabbitNode::start("restart");
+    let ns = format!("tsst-test-restart-{}", std::process::id());
+    let run = format!("restart-{}", std::process::id());
+    let qs = questions(80);
+    let rec = record(&run, "scripted:30ms");
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+
+    let (broker, store) = connect_to(&node.url(), &ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::on_broker(&ns, node.url());
+    for _ in 0..3 {
+        cluster.spawn_worker();
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    progressed(&store, &run, 10, 80, &cluster).await;
+    // No outside supervisor: the workers must ride out the restart themselves.
+    node.restart(Duration::from_secs(2));
+    cluster.all_running();
+    wait_done(&store, &run, &cluster, Duration::from_secs(180)).await;
+    cluster.all_running();
+
+    let got = trees(&store, &run, &qs).await;
+    for (q, tree) in &reference {
+        assert_eq!(
+            &got[q], tree,
+            "tree of {q} differs from the uninterrupted run"
+        );
+    }
+    let p = store.progress(&run).await.unwrap();
+    assert_eq!((p.total, p.done, p.failed), (80, 80, 0));
+    // The test's own connection reconnects too.
+    drained(&broker).await;
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
 }

@@ -1,5 +1,10 @@
 //! RabbitMQ through lapin: the topology, confirmed publishing, consuming with
 //! per-consumer prefetch, and dead-lettering with a reason.
+//!
+//! A lost connection is re-established on next use, and consumers subscribe again
+//! with backoff: a broker restart pauses a worker, it never stops it. Deliveries taken
+//! on the lost channel cannot be settled any more; the broker requeued them when the
+//! channel died, and the outbox makes their second processing harmless.
 use super::{Broker, BrokerError, Consumer, Delivery};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -11,6 +16,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tsst_messages::{
     Envelope, Event, Role, Task, Topology, DELIVERY_LIMIT, HEADER_ERROR, HEADER_REJECTED_BY,
 };
@@ -22,10 +30,41 @@ const DELIVERY_MODE_PERSISTENT: u8 = 2;
 /// of their own so a slow consumer never holds up publishing.
 #[derive(Clone)]
 pub struct AmqpBroker {
-    conn: std::sync::Arc<Connection>,
-    publisher: Channel,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// May carry credentials: only ever shown through `redact_url`.
+    url: String,
     name: String,
     topology: Topology,
+    link: tokio::sync::Mutex<Arc<Link>>,
+    /// Set by `close`: consumers then end instead of subscribing again.
+    closed: AtomicBool,
+}
+
+/// One live connection and its publishing channel.
+struct Link {
+    conn: Connection,
+    publisher: Channel,
+}
+
+impl Link {
+    async fn open(url: &str, name: &str) -> Result<Link, BrokerError> {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let conn = Connection::connect(url, props)
+            .await
+            .map_err(|e| BrokerError::Connect(tsst_config::redact_url(url), e))?;
+        let publisher = conn.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Link { conn, publisher })
+    }
+
+    fn usable(&self) -> bool {
+        self.conn.status().connected() && self.publisher.status().connected()
+    }
 }
 
 /// A message taken from a queue; ack it only once its effect is committed.
@@ -35,41 +74,54 @@ pub struct AmqpDelivery {
     role: Option<Role>,
 }
 
-/// A consumer on one queue.
+/// A consumer on one queue; it subscribes again when its channel is lost.
 pub struct AmqpConsumer {
     stream: lapin::Consumer,
     _channel: Channel,
     broker: AmqpBroker,
     role: Option<Role>,
+    queue: String,
+    prefetch: u16,
 }
 
 impl AmqpBroker {
     /// Connects; `name` shows in the RabbitMQ management UI to tell workers apart.
     pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Self, BrokerError> {
-        let props = ConnectionProperties::default().with_connection_name(name.into());
-        let conn = Connection::connect(url, props)
-            .await
-            .map_err(|e| BrokerError::Connect(tsst_config::redact_url(url), e))?;
-        let publisher = conn.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let link = Link::open(url, name).await?;
         Ok(AmqpBroker {
-            conn: std::sync::Arc::new(conn),
-            publisher,
-            name: name.to_owned(),
-            topology,
+            shared: Arc::new(Shared {
+                url: url.to_owned(),
+                name: name.to_owned(),
+                topology,
+                link: tokio::sync::Mutex::new(Arc::new(link)),
+                closed: AtomicBool::new(false),
+            }),
         })
+    }
+
+    /// The live link, connecting again (once) if the last one was lost.
+    async fn link(&self) -> Result<Arc<Link>, BrokerError> {
+        let mut link = self.shared.link.lock().await;
+        if !link.usable() {
+            tracing::warn!(broker = %tsst_config::redact_url(&self.shared.url), "connection to RabbitMQ lost; reconnecting");
+            *link = Arc::new(Link::open(&self.shared.url, &self.shared.name).await?);
+            tracing::info!("reconnected to RabbitMQ");
+        }
+        Ok(link.clone())
+    }
+
+    async fn channel(&self) -> Result<Channel, BrokerError> {
+        Ok(self.link().await?.conn.create_channel().await?)
     }
 
     /// Declares every exchange and queue; safe to call from every process that starts.
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
-        let ch = self.conn.create_channel().await?;
+        let ch = self.channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        let t = &self.topology;
+        let t = &self.shared.topology;
         ch.exchange_declare(
             t.events_exchange().into(),
             ExchangeKind::Fanout,
@@ -117,8 +169,8 @@ impl AmqpBroker {
     /// Deletes the namespace's queues and exchanges, messages included: for throwaway
     /// namespaces such as a test's.
     pub async fn delete_topology(&self) -> Result<(), BrokerError> {
-        let ch = self.conn.create_channel().await?;
-        let t = &self.topology;
+        let ch = self.channel().await?;
+        let t = &self.shared.topology;
         for role in Role::ALL {
             for q in [t.queue(role), t.dead_letter_queue(role)] {
                 ch.queue_delete(q.into(), QueueDeleteOptions::default())
@@ -134,20 +186,21 @@ impl AmqpBroker {
     }
 
     pub fn topology(&self) -> &Topology {
-        &self.topology
+        &self.shared.topology
     }
 
     /// Publishes tasks to their roles' queues and waits until the broker has taken
     /// every one; all confirms are awaited together so a batch costs one round trip.
     pub async fn publish_tasks(&self, tasks: &[Envelope<Task>]) -> Result<(), BrokerError> {
+        let link = self.link().await?;
         let mut pending = Vec::with_capacity(tasks.len());
         for env in tasks {
             let payload = env.encode()?;
-            let confirm = self
+            let confirm = link
                 .publisher
                 .basic_publish(
                     "".into(),
-                    self.topology.queue(env.body.role()).into(),
+                    self.shared.topology.queue(env.body.role()).into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
@@ -168,6 +221,8 @@ impl AmqpBroker {
     /// cause is fixed.
     pub async fn publish_raw(&self, queue: &str, payload: &[u8]) -> Result<(), BrokerError> {
         let confirm = self
+            .link()
+            .await?
             .publisher
             .basic_publish(
                 "".into(),
@@ -183,15 +238,15 @@ impl AmqpBroker {
         check_confirm(queue, confirm.await?)
     }
 
-    /// Publishes an event to the fanout exchange.
     /// Publishes events to the fanout exchange, all confirms awaited together.
     pub async fn publish_events(&self, events: &[Envelope<Event>]) -> Result<(), BrokerError> {
+        let link = self.link().await?;
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let confirm = self
+            let confirm = link
                 .publisher
                 .basic_publish(
-                    self.topology.events_exchange().into(),
+                    self.shared.topology.events_exchange().into(),
                     "".into(),
                     BasicPublishOptions::default(),
                     &event.encode()?,
@@ -214,10 +269,26 @@ impl AmqpBroker {
         queue: &str,
         prefetch: u16,
     ) -> Result<AmqpConsumer, BrokerError> {
-        let ch = self.conn.create_channel().await?;
+        let (stream, channel) = self.subscribe(queue, prefetch).await?;
+        Ok(AmqpConsumer {
+            stream,
+            _channel: channel,
+            broker: self.clone(),
+            role: None,
+            queue: queue.to_owned(),
+            prefetch,
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<(lapin::Consumer, Channel), BrokerError> {
+        let ch = self.channel().await?;
         // Quorum queues refuse global QoS; this prefetch applies per consumer.
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let tag = format!("{}-{queue}", self.name);
+        let tag = format!("{}-{queue}", self.shared.name);
         let stream = ch
             .basic_consume(
                 queue.into(),
@@ -226,18 +297,13 @@ impl AmqpBroker {
                 FieldTable::default(),
             )
             .await?;
-        Ok(AmqpConsumer {
-            stream,
-            _channel: ch,
-            broker: self.clone(),
-            role: None,
-        })
+        Ok((stream, ch))
     }
 
     /// Number of ready messages in a queue. Uses a throwaway channel because a passive
     /// declare of a missing queue closes the channel it runs on.
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
-        let ch = self.conn.create_channel().await?;
+        let ch = self.channel().await?;
         let q = ch
             .queue_declare(
                 queue.into(),
@@ -253,7 +319,9 @@ impl AmqpBroker {
     }
 
     pub async fn close(&self) {
-        let _ = self.conn.close(200, "bye".into()).await;
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let link = self.shared.link.lock().await.clone();
+        let _ = link.conn.close(200, "bye".into()).await;
     }
 }
 
@@ -274,7 +342,7 @@ impl Broker for AmqpBroker {
 
     async fn consume(&self, role: Role, prefetch: u16) -> Result<AmqpConsumer, BrokerError> {
         let mut consumer = self
-            .consume_queue(&self.topology.queue(role), prefetch)
+            .consume_queue(&self.shared.topology.queue(role), prefetch)
             .await?;
         consumer.role = Some(role);
         Ok(consumer)
@@ -284,13 +352,44 @@ impl Broker for AmqpBroker {
 impl Consumer for AmqpConsumer {
     type Delivery = AmqpDelivery;
 
+    /// The next delivery. When the channel is lost (a broker restart, a dropped
+    /// connection) it subscribes again, backing off up to 5 s, and goes on: it ends only
+    /// after `AmqpBroker::close`.
     async fn next(&mut self) -> Option<Result<AmqpDelivery, BrokerError>> {
-        let item = self.stream.next().await?;
-        Some(item.map_err(BrokerError::from).map(|inner| AmqpDelivery {
-            inner,
-            broker: self.broker.clone(),
-            role: self.role,
-        }))
+        loop {
+            match self.stream.next().await {
+                Some(Ok(inner)) => {
+                    return Some(Ok(AmqpDelivery {
+                        inner,
+                        broker: self.broker.clone(),
+                        role: self.role,
+                    }))
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(queue = %self.queue, %err, "consumer lost its channel")
+                }
+                None => {}
+            }
+            let mut wait = Duration::from_millis(100);
+            loop {
+                if self.broker.shared.closed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                tokio::time::sleep(wait).await;
+                match self.broker.subscribe(&self.queue, self.prefetch).await {
+                    Ok((stream, channel)) => {
+                        self.stream = stream;
+                        self._channel = channel;
+                        tracing::info!(queue = %self.queue, "consuming again");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(queue = %self.queue, %err, "cannot consume yet; retrying");
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -340,21 +439,27 @@ impl Delivery for AmqpDelivery {
         );
         headers.insert(
             HEADER_REJECTED_BY.into(),
-            AMQPValue::LongString(LongString::from(broker.name.as_str())),
+            AMQPValue::LongString(LongString::from(broker.shared.name.as_str())),
         );
-        let props = BasicProperties::default()
+        // The original properties (message id, content type) travel with the copy.
+        let props = self
+            .inner
+            .properties
+            .clone()
             .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
             .with_headers(headers);
         // A delivery from a role's queue goes to that role's dead-letter queue; one
         // from elsewhere (a dead-letter queue itself) back where it came from.
         let routing = match self.role {
-            Some(role) => broker.topology.queue(role),
+            Some(role) => broker.shared.topology.queue(role),
             None => self.inner.routing_key.to_string(),
         };
         let confirm = broker
+            .link()
+            .await?
             .publisher
             .basic_publish(
-                broker.topology.dead_letter_exchange().into(),
+                broker.shared.topology.dead_letter_exchange().into(),
                 routing.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -373,6 +478,15 @@ impl AmqpDelivery {
     /// The reason header of a dead-lettered message.
     pub fn error_header(&self) -> Option<String> {
         header_string(&self.inner.properties, HEADER_ERROR)
+    }
+
+    /// The message id it was published with (the task id).
+    pub fn message_id(&self) -> Option<String> {
+        self.inner
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string())
     }
 }
 

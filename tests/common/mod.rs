@@ -1,0 +1,124 @@
+//! Services a test owns: a RabbitMQ node of its own (own ports, data and config file,
+//! never the machine's shared broker), to stop and restart at will.
+#![allow(dead_code)]
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A single RabbitMQ node with its own name, ports, data directory and config file.
+/// Its data survives `restart`, as a real broker's does.
+pub struct RabbitNode {
+    pub port: u16,
+    dist_port: u16,
+    name: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RabbitNode {
+    /// Starts the node and waits until it accepts connections.
+    pub fn start(test: &str) -> RabbitNode {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.default = {port}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        let mut node = RabbitNode {
+            port,
+            dist_port: free_port(),
+            name: format!("tsst-{test}-{}@localhost", std::process::id()),
+            dir,
+            child: None,
+        };
+        node.up();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn up(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("node.out"))
+            .unwrap();
+        // The package's wrapper would switch to the rabbitmq user, who cannot write
+        // this directory; the server script itself runs as whoever starts it.
+        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.path("enabled_plugins"),
+            )
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", self.path("feature_flags"))
+            .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.path("log"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rabbitmq-server (apt install rabbitmq-server)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !port_open(self.port) {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "RabbitMQ node did not start:\n{}",
+                std::fs::read_to_string(self.path("node.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the node as an operator would (SIGTERM: the script stops it cleanly).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        let started = Instant::now();
+        while port_open(self.port) && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the node, waits `down`, starts it again on the same data.
+    pub fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.up();
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
