@@ -12,7 +12,10 @@ use futures_util::future::join_all;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tsst_labels::rule::direct_verdict;
-use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply};
+use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply, LlmWord};
+
+/// How often one answer is put to the LLM before an unparsable reply stands.
+const UNPARSABLE_TRIES: usize = 3;
 use tsst_messages::{
     LabelTask, NodeId, Question, Role, SearchMode, Task, Verdict, VerdictSource, VerifyTask,
 };
@@ -38,8 +41,19 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
             _ => None,
         })
         .await;
-        let plan = self.compute(&tasks).await;
-        settle(&self.ctx, deliveries, plan).await
+        let (plan, postponed) = match self.compute(&tasks).await {
+            Ok((plan, postponed)) => (Ok(plan), postponed),
+            Err(e) => (Err(e), false),
+        };
+        settle(&self.ctx, deliveries, plan).await?;
+        // The batch is settled: its other tasks went on. Only then does this instance
+        // wait, so that a dead endpoint is not asked again at once.
+        if postponed {
+            if let Some(llm) = &self.ctx.llm {
+                tokio::time::sleep(llm.retry_wait()).await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -54,7 +68,8 @@ struct Open {
 }
 
 impl<S: Store, B: Broker> Verifier<S, B> {
-    async fn compute(&self, tasks: &[VerifyTask]) -> Result<Plan, WorkError> {
+    /// The batch's plan, and whether a task was postponed for the endpoint.
+    async fn compute(&self, tasks: &[VerifyTask]) -> Result<(Plan, bool), WorkError> {
         let ctx = &self.ctx;
         let mut plan = Plan::new(tasks.len());
         let trees: Vec<TreeRef> = tasks
@@ -138,12 +153,7 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             });
         }
         ctx.store.commit_verdicts(&commits).await?;
-        if !postponed.is_empty() {
-            if let Some(llm) = &ctx.llm {
-                tokio::time::sleep(llm.retry_wait()).await;
-            }
-        }
-        Ok(plan)
+        Ok((plan, !postponed.is_empty()))
     }
 
     /// Decides what the rule could not: from the cache, else from the LLM. Returns the
@@ -187,33 +197,50 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             }
             return Ok(postponed);
         };
-        let prompts: Vec<_> = ask
-            .iter()
-            .map(|o| llm_messages_for(&o.question, &o.key.answer))
-            .collect();
-        let replies = join_all(prompts.iter().map(|m| llm.chat(m))).await;
         let mut fresh = Vec::new();
-        for (o, reply) in ask.into_iter().zip(replies) {
-            match reply {
-                Ok(text) => {
-                    let v = tsst_labels::llm_prompt::llm_verdict(
-                        &o.key.answer,
-                        parse_llm_reply(&text),
-                        &o.question.choices,
-                        o.question.answer,
-                    );
-                    fresh.push((o.key.clone(), v.clone()));
-                    decided.entry(o.task).or_default().push((o.node, v));
-                }
-                Err(e) => {
-                    if e.is_unavailable() {
-                        tracing::warn!(question = %o.key.question, err = %e, "verification postponed");
-                    } else {
-                        tracing::error!(question = %o.key.question, err = %e, "verification postponed; check the verifier config");
-                    }
-                    postponed.insert(o.task);
-                }
+        // An unparsable reply is asked again (the judge samples at its temperature or
+        // was cut off); after the last try it is recorded as such, never cached.
+        for attempt in 0..UNPARSABLE_TRIES {
+            if ask.is_empty() {
+                break;
             }
+            let prompts: Vec<_> = ask
+                .iter()
+                .map(|o| llm_messages_for(&o.question, &o.key.answer))
+                .collect();
+            let replies = join_all(prompts.iter().map(|m| llm.chat(m))).await;
+            let mut again = Vec::new();
+            for (o, reply) in ask.into_iter().zip(replies) {
+                let text = match reply {
+                    Ok(text) => text,
+                    Err(e) => {
+                        if e.is_unavailable() {
+                            tracing::warn!(question = %o.key.question, err = %e, "verification postponed");
+                        } else {
+                            tracing::error!(question = %o.key.question, err = %e, "verification postponed; check the verifier config");
+                        }
+                        postponed.insert(o.task);
+                        continue;
+                    }
+                };
+                let word = parse_llm_reply(&text);
+                if word == LlmWord::Unparsable && attempt + 1 < UNPARSABLE_TRIES {
+                    tracing::debug!(question = %o.key.question, reply = %text, "unparsable verifier reply; asking again");
+                    again.push(o);
+                    continue;
+                }
+                let v = tsst_labels::llm_prompt::llm_verdict(
+                    &o.key.answer,
+                    word,
+                    &o.question.choices,
+                    o.question.answer,
+                );
+                if word != LlmWord::Unparsable {
+                    fresh.push((o.key.clone(), v.clone()));
+                }
+                decided.entry(o.task).or_default().push((o.node, v));
+            }
+            ask = again;
         }
         ctx.store.cache_verdicts(&fresh).await?;
         Ok(postponed)
