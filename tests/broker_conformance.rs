@@ -103,9 +103,14 @@ async fn requeued_work_comes_back<B: Harness>(broker: B) {
     let mut c = broker.consume(Role::Verifier, 4).await.unwrap();
     let d = next(&mut c).await;
     assert!(!d.redelivered());
+    assert_eq!(d.attempt(), 1);
     d.requeue().await.unwrap();
     let d = next(&mut c).await;
     assert!(d.redelivered());
+    assert_eq!(d.attempt(), 2, "the delivery is counted");
+    d.requeue().await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.attempt(), 3);
     assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), task);
     d.ack().await.unwrap();
     broker.cleanup().await;

@@ -193,3 +193,71 @@ async fn without_values_solutions_rank_by_mean_logprob() {
         "the ranking differs from finish order somewhere"
     );
 }
+
+/// Every tree of a run, by question.
+async fn all_trees(
+    store: &MemoryStore,
+    run: &str,
+    qs: &[Question],
+) -> Vec<tsst_actors::store::TreeView> {
+    use tsst_actors::store::{Store, TreeRef};
+    let mut out = Vec::new();
+    for q in qs {
+        out.push(store.tree(&TreeRef::new(run, &q.id)).await.unwrap());
+    }
+    out
+}
+
+/// A backend that fails now and then (as a device out of memory would) costs retries,
+/// not questions: the trees are those of a backend that never fails.
+#[actix_rt::test]
+async fn a_transient_backend_failure_is_retried_not_charged_to_questions() {
+    let qs = questions(12);
+    let mut trees = Vec::new();
+    for model in ["scripted", "scripted:flaky3"] {
+        let store = MemoryStore::new();
+        let broker = MemoryBroker::new();
+        let worker = start_worker(&store, &broker).await;
+        let search = SearchSpec {
+            policy_model: model.into(),
+            value_model: Some(model.into()),
+            ..spec()
+        };
+        enqueue(&store, &broker, &record("flaky", search), &qs)
+            .await
+            .unwrap();
+        let p = finish(&store, "flaky").await;
+        assert_eq!((p.done, p.failed), (12, 0), "{model}");
+        trees.push(all_trees(&store, "flaky", &qs).await);
+        worker.shutdown().await;
+    }
+    assert_eq!(trees[0], trees[1]);
+}
+
+/// A backend that keeps failing fails its questions after a bounded number of tries,
+/// with the reason.
+#[actix_rt::test]
+async fn a_backend_that_keeps_failing_fails_the_questions_with_the_reason() {
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let worker = start_worker(&store, &broker).await;
+    let search = SearchSpec {
+        policy_model: "scripted:flaky1".into(),
+        ..spec()
+    };
+    let qs = questions(3);
+    enqueue(&store, &broker, &record("broken", search), &qs)
+        .await
+        .unwrap();
+    let p = finish(&store, "broken").await;
+    assert_eq!((p.done, p.failed), (3, 3));
+    let res = results(&store, "broken").await.unwrap();
+    for r in &res {
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("out of memory") && error.contains("after 3 tries"),
+            "{error}"
+        );
+    }
+    worker.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! scores them. Backends run on dedicated threads, never on an actor's event loop.
 mod scripted;
 
-pub use scripted::{parse_scripted, ScriptedPolicy, ScriptedValue};
+pub use scripted::{parse_scripted, Scripted, ScriptedPolicy, ScriptedValue};
 use thiserror::Error;
 use tsst_messages::{Question, StepDelimiter};
 

@@ -17,26 +17,79 @@ const LOOKS: [&str; 4] = [
     "I count the shapes that match the question",
 ];
 
-/// `latency` stands in for a model's cost per batch (zero by default), so benchmarks
-/// and tests can see how the system behaves when the model is the bottleneck.
+/// How a scripted model behaves: `latency` stands in for a model's cost per batch
+/// (zero by default), so benchmarks and tests can see how the system behaves when the
+/// model is the bottleneck; `fail_every` makes every k-th batch fail as a device out
+/// of memory would, to test that such failures are retried, not charged to questions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scripted {
+    pub latency: Duration,
+    pub fail_every: Option<u32>,
+}
+
+impl Scripted {
+    /// Sleeps the latency; fails the `fail_every`-th call.
+    fn call(&self, calls: &mut u32, backend: &str) -> Result<(), BackendError> {
+        std::thread::sleep(self.latency);
+        *calls += 1;
+        match self.fail_every {
+            Some(k) if k > 0 && (*calls).is_multiple_of(k) => Err(BackendError {
+                backend: backend.into(),
+                reason: "injected transient failure (out of memory)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct ScriptedPolicy {
-    pub latency: Duration,
+    pub behaviour: Scripted,
+    calls: u32,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct ScriptedValue {
-    pub latency: Duration,
+    pub behaviour: Scripted,
+    calls: u32,
 }
 
-/// Parses `scripted` or `scripted:<N>ms` (a simulated latency per batch).
-pub fn parse_scripted(name: &str) -> Option<Duration> {
-    let rest = name.strip_prefix("scripted")?;
-    if rest.is_empty() {
-        return Some(Duration::ZERO);
+impl ScriptedPolicy {
+    pub fn new(behaviour: Scripted) -> Self {
+        ScriptedPolicy {
+            behaviour,
+            calls: 0,
+        }
     }
-    let ms = rest.strip_prefix(':')?.strip_suffix("ms")?.parse().ok()?;
-    Some(Duration::from_millis(ms))
+}
+
+impl ScriptedValue {
+    pub fn new(behaviour: Scripted) -> Self {
+        ScriptedValue {
+            behaviour,
+            calls: 0,
+        }
+    }
+}
+
+/// Parses `scripted`, with options after colons: `<N>ms` (a simulated latency per
+/// batch) and `flaky<K>` (every K-th batch fails), e.g. `scripted:30ms:flaky3`.
+pub fn parse_scripted(name: &str) -> Option<Scripted> {
+    let rest = name.strip_prefix("scripted")?;
+    let mut out = Scripted::default();
+    if rest.is_empty() {
+        return Some(out);
+    }
+    for option in rest.strip_prefix(':')?.split(':') {
+        if let Some(ms) = option.strip_suffix("ms") {
+            out.latency = Duration::from_millis(ms.parse().ok()?);
+        } else if let Some(k) = option.strip_prefix("flaky") {
+            out.fail_every = Some(k.parse().ok().filter(|&k| k > 0)?);
+        } else {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 impl ScriptedPolicy {
@@ -113,7 +166,7 @@ impl PolicyBackend for ScriptedPolicy {
     }
 
     fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
-        std::thread::sleep(self.latency);
+        self.behaviour.call(&mut self.calls, "scripted policy")?;
         Ok(batch
             .iter()
             .map(|req| {
@@ -151,7 +204,7 @@ impl ValueBackend for ScriptedValue {
         &mut self,
         batch: &[ScoreRequest<'_>],
     ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
-        std::thread::sleep(self.latency);
+        self.behaviour.call(&mut self.calls, "scripted value")?;
         Ok(batch
             .iter()
             .map(|req| {
@@ -262,14 +315,33 @@ mod tests {
     }
 
     #[test]
-    fn names_give_latencies() {
-        assert_eq!(parse_scripted("scripted"), Some(Duration::ZERO));
+    fn names_give_latencies_and_failures() {
+        let latency = |name| parse_scripted(name).map(|s| s.latency);
+        assert_eq!(latency("scripted"), Some(Duration::ZERO));
+        assert_eq!(latency("scripted:25ms"), Some(Duration::from_millis(25)));
         assert_eq!(
-            parse_scripted("scripted:25ms"),
-            Some(Duration::from_millis(25))
+            parse_scripted("scripted:25ms:flaky3"),
+            Some(Scripted {
+                latency: Duration::from_millis(25),
+                fail_every: Some(3)
+            })
         );
-        assert_eq!(parse_scripted("scripted:fast"), None);
-        assert_eq!(parse_scripted("models/llava"), None);
+        for bad in [
+            "scripted:fast",
+            "scripted:flaky0",
+            "scripted:",
+            "models/llava",
+        ] {
+            assert_eq!(parse_scripted(bad), None, "{bad}");
+        }
+        let mut flaky = ScriptedValue::new(parse_scripted("scripted:flaky2").unwrap());
+        let q = question();
+        let req = [ScoreRequest {
+            question: &q,
+            text: "Step 1: x.",
+        }];
+        let outcomes: Vec<bool> = (0..4).map(|_| flaky.score(&req).is_ok()).collect();
+        assert_eq!(outcomes, [true, false, true, false]);
     }
 
     #[test]

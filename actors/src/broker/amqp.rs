@@ -402,6 +402,24 @@ impl Delivery for AmqpDelivery {
         self.inner.redelivered
     }
 
+    /// Quorum queues count returned deliveries in `x-delivery-count`.
+    fn attempt(&self) -> u32 {
+        let returned = self
+            .inner
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned());
+        let returned = match returned {
+            Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+            Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+            Some(AMQPValue::LongUInt(n)) => n,
+            Some(AMQPValue::ShortInt(n)) => u32::try_from(n).unwrap_or(0),
+            _ => u32::from(self.inner.redelivered),
+        };
+        returned.saturating_add(1)
+    }
+
     async fn ack(&self) -> Result<(), BrokerError> {
         self.inner.ack(BasicAckOptions::default()).await?;
         Ok(())

@@ -195,6 +195,10 @@ impl Delivery for MemoryDelivery {
         self.deliveries > 1
     }
 
+    fn attempt(&self) -> u32 {
+        self.deliveries
+    }
+
     async fn ack(&self) -> Result<(), BrokerError> {
         self.settle();
         Ok(())

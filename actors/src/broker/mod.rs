@@ -63,6 +63,9 @@ pub trait Consumer: Send + 'static {
 pub trait Delivery: Send + Sync + 'static {
     fn data(&self) -> &[u8];
     fn redelivered(&self) -> bool;
+    /// Which delivery of the message this is: 1 the first time, more after requeues
+    /// or after a consumer was lost holding it.
+    fn attempt(&self) -> u32;
     fn ack(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
     /// Acks a batch taken from one consumer, in as few frames as the broker allows.
     fn ack_all(deliveries: Vec<Self>) -> impl Future<Output = Result<(), BrokerError>> + Send

@@ -3,7 +3,7 @@
 use super::plan::{settle, Plan};
 use super::{take, RoleWork, WorkError};
 use crate::backend::{ExpandRequest, PolicyOutput};
-use crate::broker::Broker;
+use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
 use crate::search;
 use crate::store::{ExpandCommit, Store, TreeRef};
@@ -44,13 +44,15 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
             _ => None,
         })
         .await;
-        let plan = self.compute(&tasks).await;
+        let attempts: Vec<u32> = deliveries.iter().map(Delivery::attempt).collect();
+        let plan = self.compute(&tasks, &attempts).await;
         settle(&self.ctx, deliveries, plan).await
     }
 }
 
 impl<S: Store, B: Broker> Generator<S, B> {
-    async fn compute(&self, tasks: &[ExpandTask]) -> Result<Plan, WorkError> {
+    /// `attempts`: which delivery each task is (see [`Plan::backend_failed`]).
+    async fn compute(&self, tasks: &[ExpandTask], attempts: &[u32]) -> Result<Plan, WorkError> {
         let ctx = &self.ctx;
         let mut plan = Plan::new(tasks.len());
         let trees: Vec<TreeRef> = tasks
@@ -117,7 +119,8 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 Ok(outputs) => outputs,
                 Err(WorkError::Backend(e)) => {
                     for (i, ..) in &group {
-                        plan.fail(&tasks[*i].run, &tasks[*i].question, e.to_string());
+                        let t = &tasks[*i];
+                        plan.backend_failed(*i, attempts[*i], &t.run, &t.question, e.to_string());
                     }
                     continue;
                 }
@@ -161,11 +164,14 @@ impl<S: Store, B: Broker> Generator<S, B> {
         Ok(plan)
     }
 
-    /// Runs one model over a group on a blocking thread: inference must never hold up
-    /// the event loop that keeps the broker connection alive.
+    /// Loads (once) and runs one model over a group on a blocking thread: loading and
+    /// inference must never hold up the event loop that keeps the broker connection
+    /// alive.
     async fn expand(&self, model: &str, owned: Vec<Owned>) -> Result<Vec<PolicyOutput>, WorkError> {
-        let backend = self.ctx.models.policy(model)?;
+        let ctx = self.ctx.clone();
+        let model = model.to_owned();
         let outputs = tokio::task::spawn_blocking(move || {
+            let backend = ctx.models.policy(&model)?;
             let requests: Vec<ExpandRequest<'_>> = owned
                 .iter()
                 .map(|o| ExpandRequest {

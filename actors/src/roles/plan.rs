@@ -12,7 +12,14 @@ pub enum Outcome {
     Ack,
     /// It can never succeed: dead-letter it with this reason.
     Reject(String),
+    /// It failed for a reason that is not its own (the model could not load, the
+    /// device ran out of memory): back to the queue for another try, here or elsewhere.
+    Retry(String),
 }
+
+/// How many deliveries a task gets when the backend fails under it, before its
+/// question is failed with the backend's reason (below the queue's delivery limit).
+pub const BACKEND_TRIES: u32 = 3;
 
 /// A batch's effects beyond the store: tasks to publish, events, and the fate of each
 /// delivery (by position).
@@ -36,6 +43,24 @@ impl Plan {
 
     pub fn reject(&mut self, i: usize, reason: impl Into<String>) {
         self.outcomes[i] = Outcome::Reject(reason.into());
+    }
+
+    /// The backend failed under task `i` on its `attempt`-th delivery: another try
+    /// while the budget lasts, then the question fails with the reason.
+    pub fn backend_failed(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        run: &str,
+        question: &str,
+        reason: String,
+    ) {
+        if attempt < BACKEND_TRIES {
+            tracing::warn!(run, question, attempt, %reason, "backend failed; the task goes back to the queue");
+            self.outcomes[i] = Outcome::Retry(reason);
+        } else {
+            self.fail(run, question, format!("{reason} (after {attempt} tries)"));
+        }
     }
 
     pub fn fail(&mut self, run: &str, question: &str, reason: String) {
@@ -86,12 +111,17 @@ pub async fn settle<S: Store, B: Broker>(
         return Err(e);
     }
     let mut acks = Vec::with_capacity(deliveries.len());
+    let mut retries = Vec::new();
     for (d, outcome) in deliveries.into_iter().zip(&plan.outcomes) {
         match outcome {
             Outcome::Ack => acks.push(d),
             Outcome::Reject(reason) => reject(d, reason).await,
+            Outcome::Retry(_) => retries.push(d),
         }
     }
+    // Requeued before the acks: a multiple-ack covers every earlier unsettled delivery
+    // of the channel, and would take these with it.
+    requeue_all(retries).await;
     if let Err(e) = DeliveryOf::<B>::ack_all(acks).await {
         // The channel is gone with its unacked deliveries, which the broker redelivers.
         return Err(e.into());
@@ -99,7 +129,6 @@ pub async fn settle<S: Store, B: Broker>(
     ctx.announce(plan.events).await;
     Ok(())
 }
-
 async fn publish<S: Store, B: Broker>(
     ctx: &Context<S, B>,
     tasks: &[Envelope<Task>],

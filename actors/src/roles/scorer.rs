@@ -4,7 +4,7 @@
 use super::plan::{settle, Plan};
 use super::{take, RoleWork, WorkError};
 use crate::backend::ScoreRequest;
-use crate::broker::Broker;
+use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
 use crate::search;
 use crate::store::{round_outbox_key, Barrier, RoundCommit, ScoreCommit, Store, TreeRef};
@@ -33,13 +33,15 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Scorer<S, B> {
             _ => None,
         })
         .await;
-        let plan = self.compute(&tasks).await;
+        let attempts: Vec<u32> = deliveries.iter().map(Delivery::attempt).collect();
+        let plan = self.compute(&tasks, &attempts).await;
         settle(&self.ctx, deliveries, plan).await
     }
 }
 
 impl<S: Store, B: Broker> Scorer<S, B> {
-    async fn compute(&self, tasks: &[ScoreTask]) -> Result<Plan, WorkError> {
+    /// `attempts`: which delivery each task is (see [`Plan::backend_failed`]).
+    async fn compute(&self, tasks: &[ScoreTask], attempts: &[u32]) -> Result<Plan, WorkError> {
         let ctx = &self.ctx;
         let mut plan = Plan::new(tasks.len());
         let wanted: Vec<(TreeRef, NodeId)> = tasks
@@ -92,7 +94,14 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 Err(WorkError::Backend(e)) => {
                     for (i, ..) in &group {
                         if commits[*i].take().is_some() {
-                            plan.fail(&tasks[*i].run, &tasks[*i].question, e.to_string());
+                            let t = &tasks[*i];
+                            plan.backend_failed(
+                                *i,
+                                attempts[*i],
+                                &t.run,
+                                &t.question,
+                                e.to_string(),
+                            );
                         }
                     }
                     continue;
@@ -228,12 +237,15 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         model: &str,
         group: &[(usize, Arc<Question>, Node)],
     ) -> Result<Vec<Result<f64, crate::backend::RequestError>>, WorkError> {
-        let backend = self.ctx.models.value(model)?;
+        let ctx = self.ctx.clone();
+        let model = model.to_owned();
         let owned: Vec<(Arc<Question>, String)> = group
             .iter()
             .map(|(_, q, n)| (q.clone(), n.text.clone()))
             .collect();
+        // Loading, like inference, runs off the event loop.
         let values = tokio::task::spawn_blocking(move || {
+            let backend = ctx.models.value(&model)?;
             let requests: Vec<ScoreRequest<'_>> = owned
                 .iter()
                 .map(|(q, text)| ScoreRequest { question: q, text })

@@ -23,20 +23,20 @@ impl ScriptedFactory {
     fn unsupported(name: &str) -> BackendError {
         BackendError {
             backend: format!("model `{name}`"),
-            reason: "this worker serves only `scripted` or `scripted:<N>ms` models".into(),
+            reason: "this worker serves only `scripted[:<N>ms][:flaky<K>]` models".into(),
         }
     }
 }
 
 impl ModelFactory for ScriptedFactory {
     fn policy(&self, name: &str) -> Result<Box<dyn PolicyBackend>, BackendError> {
-        let latency = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
-        Ok(Box::new(ScriptedPolicy { latency }))
+        let behaviour = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
+        Ok(Box::new(ScriptedPolicy::new(behaviour)))
     }
 
     fn value(&self, name: &str) -> Result<Box<dyn ValueBackend>, BackendError> {
-        let latency = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
-        Ok(Box::new(ScriptedValue { latency }))
+        let behaviour = parse_scripted(name).ok_or_else(|| Self::unsupported(name))?;
+        Ok(Box::new(ScriptedValue::new(behaviour)))
     }
 }
 
