@@ -261,3 +261,74 @@ async fn a_backend_that_keeps_failing_fails_the_questions_with_the_reason() {
     }
     worker.shutdown().await;
 }
+
+/// Waits until no task is queued for a while.
+async fn quiet(broker: &MemoryBroker) {
+    let mut still = 0;
+    while still < 10 {
+        let depth: usize = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
+            .into_iter()
+            .map(|r| broker.depth(r))
+            .sum();
+        still = if depth == 0 { still + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A duplicate of any task of a finished question republishes only what is not
+/// applied yet, which is nothing: no replay of the rest of the tree.
+#[actix_rt::test]
+async fn duplicates_of_a_finished_question_republish_nothing() {
+    use tsst_actors::broker::Broker;
+    use tsst_actors::store::{Store, TreeRef};
+    let store = MemoryStore::new();
+    let broker = MemoryBroker::new();
+    let worker = start_worker(&store, &broker).await;
+    let qs = questions(6);
+    enqueue(&store, &broker, &record("dup", spec()), &qs)
+        .await
+        .unwrap();
+    finish(&store, "dup").await;
+    quiet(&broker).await;
+    let before_trees = all_trees(&store, "dup", &qs).await;
+    let mut dups = Vec::new();
+    for q in &qs {
+        let tree = store.tree(&TreeRef::new("dup", &q.id)).await.unwrap();
+        let root = NodeId::root("dup", &q.id);
+        assert!(tree.state.round >= 2, "the search ran several rounds");
+        dups.push(
+            Task::Expand(ExpandTask {
+                run: "dup".into(),
+                question: q.id.clone(),
+                round: 0,
+                node: root,
+            })
+            .envelope(),
+        );
+        dups.push(
+            Task::Score(ScoreTask {
+                run: "dup".into(),
+                question: q.id.clone(),
+                round: 0,
+                parent: root,
+                children: tree
+                    .nodes
+                    .iter()
+                    .filter(|n| n.parent == Some(root) && n.round == 0)
+                    .map(|n| n.id)
+                    .collect(),
+            })
+            .envelope(),
+        );
+    }
+    let published = broker.published();
+    broker.publish(&dups).await.unwrap();
+    quiet(&broker).await;
+    assert_eq!(
+        broker.published() - published,
+        dups.len(),
+        "the duplicates republished what was applied"
+    );
+    assert_eq!(all_trees(&store, "dup", &qs).await, before_trees);
+    worker.shutdown().await;
+}

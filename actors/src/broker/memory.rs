@@ -18,6 +18,8 @@ struct Shared {
     /// Woken whenever a message becomes ready or a delivery is settled.
     ready: Notify,
     events: broadcast::Sender<Envelope<Event>>,
+    /// Tasks published so far (what a broker's publish rate counts).
+    published: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -61,6 +63,7 @@ impl MemoryBroker {
                 queues: Mutex::new(HashMap::new()),
                 ready: Notify::new(),
                 events,
+                published: AtomicUsize::new(0),
             }),
         }
     }
@@ -81,6 +84,11 @@ impl MemoryBroker {
     /// Events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Envelope<Event>> {
         self.shared.events.subscribe()
+    }
+
+    /// Tasks published so far, to every role.
+    pub fn published(&self) -> usize {
+        self.shared.published.load(Ordering::SeqCst)
     }
 
     /// Ready messages of a role's queue.
@@ -113,6 +121,9 @@ impl Broker for MemoryBroker {
             .iter()
             .map(|t| Ok((t.body.role(), t.encode()?)))
             .collect::<Result<Vec<_>, BrokerError>>()?;
+        self.shared
+            .published
+            .fetch_add(encoded.len(), Ordering::SeqCst);
         for (role, data) in encoded {
             self.push(role, data, 0);
         }

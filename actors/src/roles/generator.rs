@@ -71,10 +71,12 @@ impl<S: Store, B: Broker> Generator<S, B> {
 
         // Requests grouped by policy model: one backend call per model per batch.
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut replay = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
-                // Applied before (a redelivery): publish again what it published.
-                plan.publish.extend(earlier);
+                // Applied before (a redelivery): publish again what it published, as
+                // far as that is not applied yet.
+                replay.extend(earlier);
                 continue;
             }
             let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
@@ -113,6 +115,8 @@ impl<S: Store, B: Broker> Generator<S, B> {
             group.1.push(owned);
         }
 
+        plan.publish
+            .extend(super::unapplied(&ctx.store, replay).await?);
         let mut commits = Vec::new();
         for (model, (group, owned)) in groups {
             let outputs = match self.expand(&model, owned).await {

@@ -15,7 +15,7 @@ pub use verifier::Verifier;
 
 use crate::backend::BackendError;
 use crate::broker::{BrokerError, Delivery};
-use crate::store::StoreError;
+use crate::store::{round_outbox_key, Store, StoreError, TreeRef, VERIFY_OUTBOX_KEY};
 use std::future::Future;
 use thiserror::Error;
 use tsst_messages::{Envelope, Role, Task};
@@ -93,4 +93,41 @@ pub(crate) async fn reject<D: Delivery>(d: D, reason: &str) {
     if let Err(err) = d.dead_letter(reason).await {
         tracing::error!(%err, "could not dead-letter a task; it will be redelivered");
     }
+}
+
+/// The outbox entry that proves a task's effect is applied: an expand task's own id,
+/// a score task's round conclusion (a concluded round has every score), a verify
+/// task's verdicts. A label task has none (it is the last step and republishes
+/// nothing).
+fn applied_marker(task: &Task) -> Option<(TreeRef, String)> {
+    Some(match task {
+        Task::Expand(t) => (TreeRef::new(&t.run, &t.question), task.id()),
+        Task::Score(t) => (TreeRef::new(&t.run, &t.question), round_outbox_key(t.round)),
+        Task::Verify(t) => (
+            TreeRef::new(&t.run, &t.question),
+            VERIFY_OUTBOX_KEY.to_owned(),
+        ),
+        Task::Label(_) | Task::Train(_) => return None,
+    })
+}
+
+/// Of the follow-ups a redelivered task would publish again, those whose effect is
+/// not applied yet. Republishing the others would make one duplicate delivery replay
+/// the rest of its tree (each duplicate republishing its own follow-ups in turn);
+/// a follow-up that was applied but whose own follow-ups were lost is redelivered by
+/// the broker anyway, since it is acked only after publishing them.
+pub(crate) async fn unapplied<S: Store>(
+    store: &S,
+    tasks: Vec<Envelope<Task>>,
+) -> Result<Vec<Envelope<Task>>, StoreError> {
+    let markers: Vec<Option<(TreeRef, String)>> =
+        tasks.iter().map(|t| applied_marker(&t.body)).collect();
+    let keys: Vec<(TreeRef, String)> = markers.iter().flatten().cloned().collect();
+    let mut found = store.outboxes(&keys).await?.into_iter();
+    Ok(tasks
+        .into_iter()
+        .zip(markers)
+        .filter(|(_, marker)| marker.is_none() || found.next().flatten().is_none())
+        .map(|(t, _)| t)
+        .collect())
 }

@@ -53,12 +53,31 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             })
             .collect();
         let mut nodes = ctx.store.nodes(&wanted).await?.into_iter();
+        // A task of a concluded round (a redelivery) needs no model call: its values
+        // are in and must stay as they are.
+        let round_keys: Vec<(TreeRef, String)> = tasks
+            .iter()
+            .map(|t| (TreeRef::new(&t.run, &t.question), round_outbox_key(t.round)))
+            .collect();
+        let concluded: Vec<bool> = ctx
+            .store
+            .outboxes(&round_keys)
+            .await?
+            .into_iter()
+            .map(|o| o.is_some())
+            .collect();
+        let mut republish = Vec::new();
 
         // Which children need the value model, grouped by model.
         let mut groups: BTreeMap<String, Vec<(usize, Arc<Question>, Node)>> = BTreeMap::new();
         let mut commits: Vec<Option<ScoreCommit>> = Vec::with_capacity(tasks.len());
         for (i, task) in tasks.iter().enumerate() {
             let children: Vec<Option<Node>> = nodes.by_ref().take(task.children.len()).collect();
+            if concluded[i] {
+                republish.push(round_keys[i].clone());
+                commits.push(None);
+                continue;
+            }
             let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
                 Ok(found) => found,
                 Err(reason) => {
@@ -128,7 +147,6 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         let only: Vec<ScoreCommit> = applied.iter().map(|(_, c)| c.clone()).collect();
         let barriers = ctx.store.commit_scores(&only).await?;
         let mut complete = Vec::new();
-        let mut republish = Vec::new();
         for ((i, commit), barrier) in applied.iter().zip(barriers) {
             match barrier {
                 Barrier::Waiting => {}
@@ -145,9 +163,16 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 republish.push((tree, round_outbox_key(task.round)));
             }
         }
-        for outbox in ctx.store.outboxes(&republish).await?.into_iter().flatten() {
-            plan.publish.extend(outbox);
-        }
+        let earlier: Vec<_> = ctx
+            .store
+            .outboxes(&republish)
+            .await?
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        plan.publish
+            .extend(super::unapplied(&ctx.store, earlier).await?);
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

@@ -84,9 +84,10 @@ impl<S: Store, B: Broker> Verifier<S, B> {
 
         let mut decided: HashMap<usize, Vec<(NodeId, Verdict)>> = HashMap::new();
         let mut open = Vec::new();
+        let mut replay = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
-                plan.publish.extend(earlier);
+                replay.extend(earlier);
                 continue;
             }
             let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
@@ -130,6 +131,8 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             }
         }
 
+        plan.publish
+            .extend(super::unapplied(&ctx.store, replay).await?);
         let postponed = self.decide_open(open, &mut decided).await?;
         let mut commits = Vec::new();
         for (i, verdicts) in decided {

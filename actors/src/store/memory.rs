@@ -271,6 +271,11 @@ impl Store for MemoryStore {
         let mut out = Vec::with_capacity(commits.len());
         for c in commits {
             let tree = inner.tree_mut(&c.tree)?;
+            // A concluded round keeps the values that drove its conclusion.
+            if !(tree.state.round == c.round && tree.state.status == TreeStatus::Searching) {
+                out.push(Barrier::Concluded);
+                continue;
+            }
             for (id, v) in &c.values {
                 tree.values.insert(*id, *v);
             }
@@ -280,10 +285,8 @@ impl Store for MemoryStore {
             let expected = tree.frontier.get(&c.round).map_or(0, Vec::len);
             out.push(if scored < expected {
                 Barrier::Waiting
-            } else if tree.state.round == c.round && tree.state.status == TreeStatus::Searching {
-                Barrier::Complete
             } else {
-                Barrier::Concluded
+                Barrier::Complete
             });
         }
         Ok(out)
