@@ -39,6 +39,7 @@ fn tsst_bin() -> PathBuf {
 struct Cluster {
     ns: String,
     amqp: String,
+    redis: String,
     logs: tempfile::TempDir,
     workers: Vec<Child>,
 }
@@ -48,6 +49,7 @@ impl Cluster {
         Cluster {
             ns: ns.into(),
             amqp: amqp_url(),
+            redis: redis_url(),
             logs: tempfile::tempdir().unwrap(),
             workers: Vec::new(),
         }
@@ -82,7 +84,7 @@ impl Cluster {
             ])
             .args(["--name", &format!("{}-w{i}", self.ns)])
             .env("TSST_AMQP_URL", &self.amqp)
-            .env("TSST_REDIS_URL", redis_url())
+            .env("TSST_REDIS_URL", &self.redis)
             .env("TSST_NAMESPACE", &self.ns)
             .env("RUST_LOG", "info,lapin=warn")
             .stdout(Stdio::null())
@@ -215,12 +217,24 @@ async fn embedded_trees(record: &RunRecord, qs: &[Question]) -> BTreeMap<String,
     trees(&store, &record.run, qs).await
 }
 
+/// Waits until the run is complete; a store that is down for a while (a fault under
+/// test) is asked again.
 async fn wait_done(store: &RedisStore, run: &str, cluster: &Cluster, limit: Duration) {
-    let waited =
-        tokio::time::timeout(limit, follow(store, run, Duration::from_millis(50), |_| {})).await;
-    match waited {
-        Ok(Ok(p)) => assert_eq!(p.failed, 0, "failed questions\n{}", cluster.logs()),
-        other => panic!("run did not finish: {other:?}\n{}", cluster.logs()),
+    let started = Instant::now();
+    loop {
+        match store.progress(run).await {
+            Ok(p) if p.complete() => {
+                assert_eq!(p.failed, 0, "failed questions\n{}", cluster.logs());
+                return;
+            }
+            Ok(_) | Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < limit,
+            "run did not finish\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -246,11 +260,15 @@ async fn connect(ns: &str) -> (AmqpBroker, RedisStore) {
 }
 
 async fn connect_to(amqp: &str, ns: &str) -> (AmqpBroker, RedisStore) {
+    connect_both(amqp, &redis_url(), ns).await
+}
+
+async fn connect_both(amqp: &str, redis: &str, ns: &str) -> (AmqpBroker, RedisStore) {
     let broker = AmqpBroker::connect(amqp, ns, Topology::new(ns))
         .await
         .expect("RabbitMQ must be running (see .ci/run)");
     broker.declare().await.unwrap();
-    let store = RedisStore::connect(&redis_url())
+    let store = RedisStore::connect(redis)
         .await
         .expect("Redis must be running");
     (broker, store)
@@ -475,4 +493,48 @@ async fn a_broker_restart_pauses_the_workers_and_loses_nothing() {
     drained(&broker).await;
     cluster.stop_gracefully();
     store.delete_run(&run).await.unwrap();
+}
+
+/// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
+/// no task uses up its delivery limit, nothing is dead-lettered.
+#[actix_rt::test]
+async fn a_redis_restart_holds_the_batches_and_loses_nothing() {
+    let mut redis = common::RedisNode::start();
+    let ns = format!("tsst-test-redis-{}", std::process::id());
+    let run = format!("redis-{}", std::process::id());
+    let qs = questions(80);
+    let rec = record(&run, "scripted:30ms");
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+
+    let (broker, store) = connect_both(&amqp_url(), &redis.url(), &ns).await;
+    let mut cluster = Cluster::new(&ns);
+    cluster.redis = redis.url();
+    for _ in 0..3 {
+        cluster.spawn_worker();
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    progressed(&store, &run, 10, 80, &cluster).await;
+    redis.restart(Duration::from_secs(5));
+    cluster.all_running();
+    wait_done(&store, &run, &cluster, Duration::from_secs(180)).await;
+    cluster.all_running();
+
+    let got = trees(&store, &run, &qs).await;
+    for (q, tree) in &reference {
+        assert_eq!(
+            &got[q], tree,
+            "tree of {q} differs from the uninterrupted run"
+        );
+    }
+    drained(&broker).await;
+    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
+        let dlq = broker.topology().dead_letter_queue(role);
+        assert_eq!(
+            broker.queue_depth(&dlq).await.unwrap(),
+            0,
+            "{role} dead letters"
+        );
+    }
+    cluster.stop_gracefully();
+    broker.delete_topology().await.unwrap();
 }

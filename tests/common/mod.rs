@@ -122,3 +122,78 @@ impl Drop for RabbitNode {
         self.stop();
     }
 }
+
+/// A Redis server of the test's own (own port and directory), persisting to an
+/// append-only file as the compose file's Redis does.
+pub struct RedisNode {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisNode {
+    pub fn start() -> RedisNode {
+        let mut node = RedisNode {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        node.up();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !port_open(self.port) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "Redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it as an operator would (SIGTERM: Redis flushes its file and exits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.up();
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

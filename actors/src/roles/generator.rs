@@ -1,7 +1,7 @@
 //! The generator: expands frontier nodes by one step with the policy model, for a
 //! batch of tasks across questions in one backend call per model.
 use super::plan::{settle, Plan};
-use super::{take, RoleWork, WorkError};
+use super::{take, Failed, RoleWork, WorkError};
 use crate::backend::{ExpandRequest, PolicyOutput};
 use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
@@ -38,7 +38,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
         Role::Generator
     }
 
-    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
         let (deliveries, tasks) = take(batch, Role::Generator, |t| match t {
             Task::Expand(t) => Some(t),
             _ => None,

@@ -2,7 +2,7 @@
 //! `assign_value_tree`), stores its D+ and Dv records, and closes the question. Both
 //! steps are idempotent; the question that completes the run announces it.
 use super::plan::{settle, Plan};
-use super::{take, RoleWork, WorkError};
+use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::Broker;
 use crate::pipeline::question_result;
 use crate::runtime::{Context, DeliveryOf};
@@ -40,7 +40,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Labeler<S, B> {
         Role::Labeler
     }
 
-    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
         let (deliveries, tasks) = take(batch, Role::Labeler, |t| match t {
             Task::Label(t) => Some(t),
             _ => None,

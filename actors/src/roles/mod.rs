@@ -32,13 +32,29 @@ pub enum WorkError {
     Join(String),
 }
 
+impl WorkError {
+    /// The store could not be reached or answer: the batch is held and tried again
+    /// as it is, so that an outage never uses up the queue's delivery limit.
+    pub fn holds_the_batch(&self) -> bool {
+        matches!(self, WorkError::Store(e) if e.is_transient())
+    }
+}
+
+/// A batch that failed for a reason that may pass: `held` are the deliveries to try
+/// again as they are (unsettled); the rest were settled (requeued, dead-lettered).
+#[derive(Debug)]
+pub struct Failed<D> {
+    pub error: WorkError,
+    pub held: Vec<D>,
+}
+
 /// A role's batch processing.
 pub trait RoleWork<D: Delivery>: Send + Sync + 'static {
     fn role(&self) -> Role;
     /// Processes a batch and settles every delivery in it: acked when its effect is
-    /// committed and its follow-ups published, dead-lettered when it can never succeed,
-    /// requeued when it failed for a reason that may pass (the returned error).
-    fn process(&self, batch: Vec<D>) -> impl Future<Output = Result<(), WorkError>> + Send;
+    /// committed and its follow-ups published, dead-lettered when it can never succeed;
+    /// on a failure that may pass, the deliveries are held (store outage) or requeued.
+    fn process(&self, batch: Vec<D>) -> impl Future<Output = Result<(), Failed<D>>> + Send;
 }
 
 /// Decodes a batch; what is not a task of `role` is dead-lettered with the reason.
@@ -79,7 +95,7 @@ pub(crate) async fn take<D: Delivery, T>(
 }
 
 /// Puts deliveries back after a failure that may pass (store or broker unreachable).
-pub(crate) async fn requeue_all<D: Delivery>(deliveries: impl IntoIterator<Item = D>) {
+pub async fn requeue_all<D: Delivery>(deliveries: impl IntoIterator<Item = D>) {
     for d in deliveries {
         if let Err(err) = d.requeue().await {
             tracing::error!(%err, "could not requeue a delivery");

@@ -1,5 +1,5 @@
 //! The outcome of computing a batch, applied to its deliveries in one place.
-use super::{reject, requeue_all, WorkError};
+use super::{reject, requeue_all, Failed, WorkError};
 use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
 use crate::store::{Store, StoreError};
@@ -98,17 +98,31 @@ pub async fn settle<S: Store, B: Broker>(
     ctx: &Context<S, B>,
     deliveries: Vec<DeliveryOf<B>>,
     plan: Result<Plan, WorkError>,
-) -> Result<(), WorkError> {
+) -> Result<(), Failed<DeliveryOf<B>>> {
     let plan = match plan {
         Ok(plan) => plan,
-        Err(e) => {
+        Err(error) if error.holds_the_batch() => {
+            return Err(Failed {
+                error,
+                held: deliveries,
+            })
+        }
+        Err(error) => {
             requeue_all(deliveries).await;
-            return Err(e);
+            return Err(Failed {
+                error,
+                held: Vec::new(),
+            });
         }
     };
-    if let Err(e) = publish(ctx, &plan.publish).await {
+    if let Err(error) = publish(ctx, &plan.publish).await {
+        // The broker is gone or refused: the deliveries go back (if their channel
+        // lives; if not, the broker has them back already).
         requeue_all(deliveries).await;
-        return Err(e);
+        return Err(Failed {
+            error,
+            held: Vec::new(),
+        });
     }
     let mut acks = Vec::with_capacity(deliveries.len());
     let mut retries = Vec::new();
@@ -124,7 +138,10 @@ pub async fn settle<S: Store, B: Broker>(
     requeue_all(retries).await;
     if let Err(e) = DeliveryOf::<B>::ack_all(acks).await {
         // The channel is gone with its unacked deliveries, which the broker redelivers.
-        return Err(e.into());
+        return Err(Failed {
+            error: e.into(),
+            held: Vec::new(),
+        });
     }
     ctx.announce(plan.events).await;
     Ok(())

@@ -2,7 +2,7 @@
 //! the node in its round's barrier; the task that completes the barrier concludes the
 //! round (selection, finishing, the next frontier or verification).
 use super::plan::{settle, Plan};
-use super::{take, RoleWork, WorkError};
+use super::{take, Failed, RoleWork, WorkError};
 use crate::backend::ScoreRequest;
 use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
@@ -27,7 +27,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Scorer<S, B> {
         Role::Scorer
     }
 
-    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
         let (deliveries, tasks) = take(batch, Role::Scorer, |t| match t {
             Task::Score(t) => Some(t),
             _ => None,

@@ -4,7 +4,7 @@
 //! the endpoint is down the question waits, unverified, and is tried again: nothing is
 //! dropped or counted wrong for it.
 use super::plan::{settle, Plan};
-use super::{take, RoleWork, WorkError};
+use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::Broker;
 use crate::runtime::{Context, DeliveryOf};
 use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY};
@@ -35,7 +35,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
         Role::Verifier
     }
 
-    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), WorkError> {
+    async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
         let (deliveries, tasks) = take(batch, Role::Verifier, |t| match t {
             Task::Verify(t) => Some(t),
             _ => None,

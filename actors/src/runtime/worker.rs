@@ -3,7 +3,7 @@
 //! Shutdown lets every actor finish and settle the batch in flight, then stop.
 use super::context::Context;
 use crate::broker::{Broker, BrokerError, Consumer};
-use crate::roles::{Generator, Labeler, RoleWork, Scorer, Verifier};
+use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Verifier};
 use crate::store::Store;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, WrapFuture};
 use std::sync::Arc;
@@ -120,17 +120,32 @@ async fn feed<W, C>(
             }
         }
         let n = deliveries.len();
-        match work.process(deliveries).await {
-            Ok(()) => {
-                backoff = Duration::from_millis(100);
-                tracing::debug!(%role, n, "batch done");
-            }
-            Err(err) => {
-                // Store or broker trouble: the batch went back to the queue; wait a
-                // little before the next so an outage is not hammered.
-                tracing::error!(%role, n, %err, "batch failed and was requeued");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+        let mut batch = deliveries;
+        loop {
+            match work.process(batch).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::debug!(%role, n, "batch done");
+                    break;
+                }
+                Err(Failed { error, held }) => {
+                    // Wait a little before trying again so an outage is not hammered.
+                    if held.is_empty() {
+                        tracing::error!(%role, n, %error, "batch failed and went back to the queue");
+                    } else {
+                        tracing::warn!(%role, n, %error, "store unavailable; holding the batch");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if held.is_empty() {
+                        break;
+                    }
+                    if *stop.borrow() {
+                        requeue_all(held).await;
+                        break;
+                    }
+                    batch = held;
+                }
             }
         }
     }

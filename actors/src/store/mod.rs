@@ -33,6 +33,29 @@ pub enum StoreError {
     Conflict { run: String, what: &'static str },
 }
 
+impl StoreError {
+    /// Redis could not be reached or did not answer (an outage, a restart, a dropped
+    /// connection), as opposed to what it answered.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect(..) => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                            | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                            | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Identifies one question's tree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TreeRef {
