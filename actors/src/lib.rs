@@ -2,6 +2,7 @@
 //! the RabbitMQ bridge, the Redis store and the worker runtime.
 pub mod backend;
 pub mod broker;
+pub mod heal;
 pub mod llm;
 pub mod pipeline;
 pub mod roles;

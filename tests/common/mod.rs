@@ -124,22 +124,54 @@ impl Drop for RabbitNode {
 }
 
 /// A Redis server of the test's own (own port and directory), persisting to an
-/// append-only file as the compose file's Redis does.
+/// append-only file as the compose file's Redis does, or only to explicit snapshots
+/// (to roll it back to one).
 pub struct RedisNode {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    append_only: bool,
 }
 
 impl RedisNode {
     pub fn start() -> RedisNode {
+        Self::with(true)
+    }
+
+    /// Persists only what `snapshot` saves.
+    pub fn start_with_snapshots() -> RedisNode {
+        Self::with(false)
+    }
+
+    fn with(append_only: bool) -> RedisNode {
         let mut node = RedisNode {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            append_only,
         };
         node.up();
         node
+    }
+
+    /// Saves the data set now (what a crash will come back to).
+    pub fn snapshot(&self) {
+        let status = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SAVE"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis-cli SAVE");
+    }
+
+    /// Kills it outright and starts it again on the last snapshot: every write since
+    /// is lost, as after a host crash.
+    pub fn crash_to_snapshot(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.up();
     }
 
     pub fn url(&self) -> String {
@@ -149,14 +181,8 @@ impl RedisNode {
     fn up(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-            ])
+            .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
+            .args(["--appendfsync", "everysec", "--save", ""])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

@@ -171,6 +171,10 @@ pub struct WorkerArgs {
     /// Where ONNX models run: cpu or cuda:N (overrides the worker config).
     #[arg(long)]
     pub device: Option<String>,
+    /// Re-drive unfinished trees whose state has not changed for this many seconds
+    /// (trees whose tasks a store rollback lost); 0 turns the relay off.
+    #[arg(long, default_value_t = 120, env = "TSST_RELAY_STALL_SECS")]
+    pub relay_stall_secs: u64,
 }
 
 #[derive(Debug, Args)]

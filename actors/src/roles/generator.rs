@@ -72,6 +72,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
         // Requests grouped by policy model: one backend call per model per batch.
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         let mut replay = Vec::new();
+        let mut stale = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
                 // Applied before (a redelivery): publish again what it published, as
@@ -87,7 +88,10 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 }
             };
             let Some(parent) = parents[i].clone() else {
-                plan.reject(i, format!("node {} is not in the tree", task.node));
+                // The store lost the writes this task came from: drive the tree on
+                // from where the store has it.
+                tracing::warn!(run = %task.run, question = %task.question, node = %task.node, "task names a node the store does not have; re-driving the tree");
+                stale.push(trees[i].clone());
                 continue;
             };
             let spec = &run.record.search;
@@ -117,6 +121,8 @@ impl<S: Store, B: Broker> Generator<S, B> {
 
         plan.publish
             .extend(super::unapplied(&ctx.store, replay).await?);
+        plan.publish
+            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
         let mut commits = Vec::new();
         for (model, (group, owned)) in groups {
             let outputs = match self.expand(&model, owned).await {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tsst_labels::{policy_records, value_records, DatasetOptions, LlavaRecord};
-use tsst_messages::{Event, LabelTask, Question, Role, RunRecord, Task};
+use tsst_messages::{Event, LabelTask, Question, Role, RunRecord, Task, TreeStatus};
 
 /// What the labeler stores per question.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,7 @@ impl<S: Store, B: Broker> Labeler<S, B> {
         let ctx = &self.ctx;
         let mut plan = Plan::new(tasks.len());
         let mut by_run: BTreeMap<&str, Labelled> = BTreeMap::new();
+        let mut stale = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
                 Ok(found) => found,
@@ -82,10 +83,16 @@ impl<S: Store, B: Broker> Labeler<S, B> {
                     continue;
                 }
             };
-            let tree = ctx
-                .store
-                .tree(&TreeRef::new(&task.run, &task.question))
-                .await?;
+            let tree_ref = TreeRef::new(&task.run, &task.question);
+            let tree = ctx.store.tree(&tree_ref).await?;
+            let unverified = tree.verdicts.is_empty() && !tree.finished.is_empty();
+            if tree.state.status == TreeStatus::Searching || unverified {
+                // The store lost the search's conclusion or the verdicts this task
+                // came from.
+                tracing::warn!(run = %task.run, question = %task.question, "label task for a tree not verified in the store; re-driving it");
+                stale.push(tree_ref);
+                continue;
+            }
             let result = question_result(&task.run, (*question).clone(), &tree, &run.record.search);
             let entry = by_run.entry(task.run.as_str()).or_default();
             match label_question(&run.record, &question, &result) {
@@ -121,6 +128,8 @@ impl<S: Store, B: Broker> Labeler<S, B> {
                 });
             }
         }
+        plan.publish
+            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

@@ -67,6 +67,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             .map(|o| o.is_some())
             .collect();
         let mut republish = Vec::new();
+        let mut stale = Vec::new();
 
         // Which children need the value model, grouped by model.
         let mut groups: BTreeMap<String, Vec<(usize, Arc<Question>, Node)>> = BTreeMap::new();
@@ -87,7 +88,8 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 }
             };
             let Some(children) = children.into_iter().collect::<Option<Vec<Node>>>() else {
-                plan.reject(i, "the task names a node the store does not have");
+                tracing::warn!(run = %task.run, question = %task.question, "task names a node the store does not have; re-driving the tree");
+                stale.push(round_keys[i].0.clone());
                 commits.push(None);
                 continue;
             };
@@ -154,6 +156,10 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 Barrier::Concluded => {
                     republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
                 }
+                Barrier::Behind => {
+                    tracing::warn!(tree = ?commit.tree, round = commit.round, "the store is behind this task's round; re-driving the tree");
+                    stale.push(commit.tree.clone());
+                }
             }
         }
         for (task, applied) in self.conclude(&complete, &mut plan).await? {
@@ -173,6 +179,8 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             .collect();
         plan.publish
             .extend(super::unapplied(&ctx.store, earlier).await?);
+        plan.publish
+            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

@@ -17,7 +17,8 @@ use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply, LlmWord};
 /// How often one answer is put to the LLM before an unparsable reply stands.
 const UNPARSABLE_TRIES: usize = 3;
 use tsst_messages::{
-    LabelTask, NodeId, Question, Role, SearchMode, Task, Verdict, VerdictSource, VerifyTask,
+    LabelTask, NodeId, Question, Role, SearchMode, Task, TreeStatus, Verdict, VerdictSource,
+    VerifyTask,
 };
 
 pub struct Verifier<S: Store, B: Broker> {
@@ -85,6 +86,7 @@ impl<S: Store, B: Broker> Verifier<S, B> {
         let mut decided: HashMap<usize, Vec<(NodeId, Verdict)>> = HashMap::new();
         let mut open = Vec::new();
         let mut replay = Vec::new();
+        let mut stale = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
                 replay.extend(earlier);
@@ -98,6 +100,12 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                 }
             };
             let tree = ctx.store.tree(&trees[i]).await?;
+            if tree.state.status == TreeStatus::Searching {
+                // The store lost the conclusion this task came from.
+                tracing::warn!(run = %task.run, question = %task.question, "verify task for a tree still searching; re-driving it");
+                stale.push(trees[i].clone());
+                continue;
+            }
             let verdicts = decided.entry(i).or_default();
             let direct = run.record.search.mode == SearchMode::Direct;
             for id in &tree.finished {
@@ -133,6 +141,8 @@ impl<S: Store, B: Broker> Verifier<S, B> {
 
         plan.publish
             .extend(super::unapplied(&ctx.store, replay).await?);
+        plan.publish
+            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
         let postponed = self.decide_open(open, &mut decided).await?;
         let mut commits = Vec::new();
         for (i, verdicts) in decided {

@@ -1,7 +1,8 @@
 //! The in-memory store of embedded mode: the same semantics as Redis, in one process.
 use super::{
-    round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
-    StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY,
+    round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
+    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey,
+    VERIFY_OUTBOX_KEY,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -272,7 +273,12 @@ impl Store for MemoryStore {
         for c in commits {
             let tree = inner.tree_mut(&c.tree)?;
             // A concluded round keeps the values that drove its conclusion.
-            if !(tree.state.round == c.round && tree.state.status == TreeStatus::Searching) {
+            let searching = tree.state.status == TreeStatus::Searching;
+            if searching && tree.state.round < c.round {
+                out.push(Barrier::Behind);
+                continue;
+            }
+            if !(searching && tree.state.round == c.round) {
                 out.push(Barrier::Concluded);
                 continue;
             }
@@ -382,6 +388,24 @@ impl Store for MemoryStore {
             inner.verdicts.insert(k.clone(), v.clone());
         }
         Ok(())
+    }
+
+    async fn positions(&self, trees: &[TreeRef]) -> Result<Vec<Option<Position>>, StoreError> {
+        let inner = self.lock();
+        Ok(trees
+            .iter()
+            .map(|t| {
+                let tree = inner.trees.get(t)?;
+                Some(Position {
+                    state: tree.state,
+                    frontier: tree
+                        .frontier
+                        .get(&tree.state.round)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {

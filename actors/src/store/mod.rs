@@ -102,6 +102,9 @@ pub enum Barrier {
     Complete,
     /// The round was concluded already (this is a redelivery): republish its outbox.
     Concluded,
+    /// The tree has not reached this round: the store lost writes (a rollback) that
+    /// this task came from. Nothing was written; the tree is re-driven instead.
+    Behind,
 }
 
 /// What concluding a round needs to read.
@@ -111,6 +114,14 @@ pub struct RoundView {
     pub frontier: Vec<Node>,
     pub children: Vec<Node>,
     pub finished: u32,
+}
+
+/// Where a tree stands: its state and its current round's frontier. What re-driving a
+/// tree needs (`crate::heal`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub state: TreeState,
+    pub frontier: Vec<NodeId>,
 }
 
 /// The conclusion of a round, committed only if the tree is still at `round`.
@@ -285,4 +296,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn tree(&self, tree: &TreeRef) -> impl Future<Output = Result<TreeView, StoreError>> + Send;
+
+    /// Where each tree stands, `None` for a tree the store does not have.
+    fn positions(
+        &self,
+        trees: &[TreeRef],
+    ) -> impl Future<Output = Result<Vec<Option<Position>>, StoreError>> + Send;
 }

@@ -1,8 +1,9 @@
 //! The Redis store. A batch of commits is one pipeline (one round trip); effects that
 //! must be atomic per tree run as Lua scripts on keys that share the tree's hash tag.
 use super::{
-    round_outbox_key, Barrier, ExpandCommit, Progress, RoundCommit, RoundView, ScoreCommit, Store,
-    StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY,
+    round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
+    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey,
+    VERIFY_OUTBOX_KEY,
 };
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Cmd, Pipeline};
@@ -375,6 +376,7 @@ impl Store for RedisStore {
             .map(|c| match c {
                 0 => Barrier::Waiting,
                 1 => Barrier::Complete,
+                3 => Barrier::Behind,
                 _ => Barrier::Concluded,
             })
             .collect())
@@ -589,6 +591,53 @@ impl Store for RedisStore {
             pipe.hset(key, &k.answer, json).ignore();
         }
         self.query(&pipe).await
+    }
+
+    async fn positions(&self, trees: &[TreeRef]) -> Result<Vec<Option<Position>>, StoreError> {
+        if trees.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in trees {
+            pipe.hgetall(tree_keys(t).state());
+        }
+        let states: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+        let mut states: Vec<Option<TreeState>> = trees
+            .iter()
+            .zip(&states)
+            .map(|(t, s)| {
+                (!s.is_empty())
+                    .then(|| parse_state(&tree_keys(t).state(), s))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        // A round's frontier never changes once written, so reading it after the
+        // state is consistent.
+        let mut pipe = redis::pipe();
+        for (t, s) in trees.iter().zip(&states) {
+            pipe.lrange(tree_keys(t).frontier(s.map_or(0, |s| s.round)), 0, -1);
+        }
+        let frontiers: Vec<Vec<String>> = self.query(&pipe).await?;
+        trees
+            .iter()
+            .zip(frontiers)
+            .zip(states.iter_mut())
+            .map(|((t, ids), state)| {
+                let Some(state) = state.take() else {
+                    return Ok(None);
+                };
+                let frontier = ids
+                    .iter()
+                    .map(|id| {
+                        id.parse().map_err(|reason| StoreError::Corrupt {
+                            key: tree_keys(t).frontier(state.round),
+                            reason,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Some(Position { state, frontier }))
+            })
+            .collect()
     }
 
     async fn tree(&self, t: &TreeRef) -> Result<TreeView, StoreError> {

@@ -57,11 +57,24 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     .await?;
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     tracing::info!(worker = %name, roles = %names.join(","), "serving");
+    let (stop_relay, relay_stop) = tokio::sync::watch::channel(false);
+    let relay = (args.relay_stall_secs > 0).then(|| {
+        tokio::spawn(tsst_actors::heal::relay(
+            d.store.clone(),
+            d.broker.clone(),
+            Duration::from_secs(args.relay_stall_secs),
+            relay_stop,
+        ))
+    });
     let failed = tokio::select! {
         () = shutdown_signal() => false,
         () = worker.any_stopped() => true,
     };
     tracing::info!(worker = %name, "stopping: finishing the batches in flight");
+    let _ = stop_relay.send(true);
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     worker.shutdown().await;
     d.broker.close().await;
     if failed {

@@ -2,9 +2,14 @@
 -- barrier. KEYS: values, barrier:r, frontier:r, state   ARGV: round, parent, id, value, ...
 -- Returns 0 while other nodes are unscored, 1 when the round must be concluded now,
 -- 2 when it was concluded already (a redelivery): then nothing is written, so the
--- values that drove the conclusion stay as they were.
+-- values that drove the conclusion stay as they were; 3 when the tree has not reached
+-- the round (the store lost the writes the task came from), nothing written either.
 local st = redis.call('HMGET', KEYS[4], 'round', 'status')
-if not (tonumber(st[1]) == tonumber(ARGV[1]) and st[2] == 'searching') then
+local round = tonumber(ARGV[1])
+if st[2] == 'searching' and tonumber(st[1]) < round then
+  return 3
+end
+if not (tonumber(st[1]) == round and st[2] == 'searching') then
   return 2
 end
 for i = 3, #ARGV, 2 do

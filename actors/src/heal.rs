@@ -1,0 +1,142 @@
+//! Re-driving trees whose state the store lost. Node ids and sampling seeds are
+//! deterministic, so a tree can always be driven on from where the store says it is:
+//! the current round's frontier expanded again (an expansion already applied only
+//! republishes its score task), a searched tree verified again. When Redis comes back
+//! without its last writes (a host crash under `appendfsync everysec`), tasks that
+//! came from the lost writes name nodes or rounds the store does not have: the roles
+//! re-drive their trees instead of dead-lettering them, and the relay re-drives trees
+//! that no task is moving any more.
+use crate::broker::Broker;
+use crate::store::{Store, StoreError, TreeRef};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tsst_messages::{Envelope, ExpandTask, Task, TreeStatus, VerifyTask};
+
+/// The tasks that drive each tree on from where the store says it stands; nothing for
+/// trees that are done, failed or unknown.
+pub async fn redrive<S: Store>(
+    store: &S,
+    trees: &[TreeRef],
+) -> Result<Vec<Envelope<Task>>, StoreError> {
+    let unique: Vec<TreeRef> = trees
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let positions = store.positions(&unique).await?;
+    let mut tasks = Vec::new();
+    for (t, position) in unique.iter().zip(positions) {
+        let Some(p) = position else { continue };
+        match p.state.status {
+            TreeStatus::Searching => tasks.extend(p.frontier.iter().map(|&node| {
+                Task::Expand(ExpandTask {
+                    run: t.run.clone(),
+                    question: t.question.clone(),
+                    round: p.state.round,
+                    node,
+                })
+                .envelope()
+            })),
+            TreeStatus::Searched => tasks.push(
+                Task::Verify(VerifyTask {
+                    run: t.run.clone(),
+                    question: t.question.clone(),
+                })
+                .envelope(),
+            ),
+            TreeStatus::Done | TreeStatus::Failed => {}
+        }
+    }
+    if !tasks.is_empty() {
+        tracing::info!(
+            trees = unique.len(),
+            tasks = tasks.len(),
+            "re-driving trees from their stored state"
+        );
+    }
+    Ok(tasks)
+}
+
+/// Re-drives every unfinished tree whose state has not changed for `stall`, checking
+/// every `stall / 4`, until `stop`. A tree that only waited in a long queue is driven
+/// twice, which costs deliveries but changes nothing (the outbox dedupes); a tree that
+/// lost its tasks to a store rollback moves again.
+pub async fn relay<S: Store, B: Broker>(
+    store: S,
+    broker: B,
+    stall: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = (stall / 4).max(Duration::from_millis(100));
+    let mut seen: HashMap<TreeRef, (String, Instant)> = HashMap::new();
+    let mut questions: HashMap<String, Vec<String>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(err) = scan(&store, &broker, stall, &mut seen, &mut questions).await {
+            tracing::debug!(%err, "relay scan failed; trying again later");
+        }
+    }
+}
+
+async fn scan<S: Store, B: Broker>(
+    store: &S,
+    broker: &B,
+    stall: Duration,
+    seen: &mut HashMap<TreeRef, (String, Instant)>,
+    questions: &mut HashMap<String, Vec<String>>,
+) -> Result<(), crate::roles::WorkError> {
+    let now = Instant::now();
+    let mut stalled = Vec::new();
+    for run in store.runs().await? {
+        if store.progress(&run).await?.complete() {
+            questions.remove(&run);
+            continue;
+        }
+        if !questions.contains_key(&run) {
+            let ids = store
+                .questions(&run)
+                .await?
+                .into_iter()
+                .map(|q| q.id)
+                .collect();
+            questions.insert(run.clone(), ids);
+        }
+        let trees: Vec<TreeRef> = questions[&run]
+            .iter()
+            .map(|q| TreeRef::new(&run, q))
+            .collect();
+        for chunk in trees.chunks(512) {
+            for (t, p) in chunk.iter().zip(store.positions(chunk).await?) {
+                let Some(p) = p else { continue };
+                if matches!(p.state.status, TreeStatus::Done | TreeStatus::Failed) {
+                    seen.remove(t);
+                    continue;
+                }
+                let mark = format!("{:?}", p.state);
+                match seen.get(t) {
+                    Some((m, since)) if *m == mark && now.duration_since(*since) >= stall => {
+                        stalled.push(t.clone());
+                        seen.insert(t.clone(), (mark, now));
+                    }
+                    Some((m, _)) if *m == mark => {}
+                    _ => {
+                        seen.insert(t.clone(), (mark, now));
+                    }
+                }
+            }
+        }
+    }
+    let tasks = redrive(store, &stalled).await?;
+    for chunk in tasks.chunks(1024) {
+        broker.publish(chunk).await?;
+    }
+    Ok(())
+}
