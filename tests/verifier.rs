@@ -287,8 +287,9 @@ async fn a_dead_endpoint_is_retried_then_reported() {
         .local_addr()
         .unwrap()
         .port();
+    // Credentials in the base URL (a proxy's) are secrets too.
     let client = LlmClient::new(
-        settings(&format!("http://127.0.0.1:{port}/v1")),
+        settings(&format!("http://judge:url-secret-42@127.0.0.1:{port}/v1")),
         Some(KEY.into()),
     )
     .unwrap();
@@ -296,6 +297,8 @@ async fn a_dead_endpoint_is_retried_then_reported() {
     assert!(err.is_unavailable(), "{err}");
     assert!(err.to_string().contains("5 attempts"), "{err}");
     assert!(!err.to_string().contains(KEY));
+    assert!(!err.to_string().contains("url-secret-42"), "{err}");
+    assert!(err.to_string().contains("judge:***@127.0.0.1"), "{err}");
 }
 
 /// The `tsst` binary next to this test (built by `cargo test --workspace`).
@@ -571,4 +574,49 @@ async fn a_warmup_that_keeps_nothing_fails_and_says_why() {
     assert!(seen
         .iter()
         .all(|(_, b)| b["max_tokens"] == 16 && b["temperature"] == 0.0));
+}
+
+/// An endpoint that refuses every request (a wrong key, a wrong model name) stops the
+/// verifier role with the reason instead of postponing its questions forever, and the
+/// run exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejecting_endpoint_stops_the_run_with_the_reason() {
+    let (url, server) = start(vec![Reply::status(401); 1000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = tsst(
+        &[
+            "data", "synth", "--out", "synth", "--n", "20", "--seed", "3",
+        ],
+        root,
+    );
+    assert!(out.status.success());
+    std::fs::write(
+        root.join("verifier.yaml"),
+        format!("model: test-judge\ntemp_llm: 0\nmax_new_tokens: 8\nconfig:\n  openai_api_base: {url}\n  timeout_secs: 2\n  max_retries: 1\n  backoff_base_ms: 50\n  backoff_max_ms: 300\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("eval.yaml"),
+        "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: synth\ndata_subset: train\nseed: 5\nnum_beams: 3\nbranch: 2\nn_consistency: 4\ntemperature: 0.7\nmodels:\n  - policy_model: scripted\n    value_model: scripted\n    tag: judge\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = tsst(
+        &[
+            "run",
+            "--config",
+            "eval.yaml",
+            "--verifier",
+            "verifier.yaml",
+            "--quiet",
+        ],
+        root,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    assert!(stderr.contains("a role stopped"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!server.seen.lock().unwrap().is_empty());
 }

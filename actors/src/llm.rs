@@ -205,7 +205,7 @@ impl LlmClient {
                 Attempt::Reply(reply) => return Ok(reply),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { reason, after } => {
-                    tracing::warn!(url = %url, attempt = attempt + 1, %reason, "verifier request failed");
+                    tracing::warn!(url = %tsst_config::redact_url(&url), attempt = attempt + 1, %reason, "verifier request failed");
                     last = reason;
                     if attempt + 1 < attempts {
                         tokio::time::sleep(after.unwrap_or_else(|| self.backoff(attempt))).await;
@@ -214,7 +214,7 @@ impl LlmClient {
             }
         }
         Err(LlmError::Unavailable {
-            url,
+            url: tsst_config::redact_url(&url),
             attempts,
             reason: last,
         })
@@ -271,7 +271,7 @@ impl LlmClient {
         };
         if !status.is_success() {
             return Attempt::Fail(LlmError::Rejected {
-                url: url.to_owned(),
+                url: tsst_config::redact_url(url),
                 status: status.as_u16(),
                 body: excerpt(&text),
             });
@@ -286,12 +286,12 @@ impl LlmClient {
             }) {
                 Some(reply) => Attempt::Reply(reply),
                 None => Attempt::Fail(LlmError::BadReply {
-                    url: url.to_owned(),
+                    url: tsst_config::redact_url(url),
                     reason: "no choices[0].message.content".into(),
                 }),
             },
             Err(e) => Attempt::Fail(LlmError::BadReply {
-                url: url.to_owned(),
+                url: tsst_config::redact_url(url),
                 reason: e.to_string(),
             }),
         }

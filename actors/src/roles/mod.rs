@@ -30,9 +30,17 @@ pub enum WorkError {
     Backend(#[from] BackendError),
     #[error("model thread: {0}")]
     Join(String),
+    /// No retry can mend it (a verifier endpoint that rejects the request): the role
+    /// stops and says why.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 impl WorkError {
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, WorkError::Fatal(_))
+    }
+
     /// The store could not be reached or answer: the batch is held and tried again
     /// as it is, so that an outage never uses up the queue's delivery limit.
     pub fn holds_the_batch(&self) -> bool {

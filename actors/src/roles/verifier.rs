@@ -6,6 +6,7 @@
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::Broker;
+use crate::llm::LlmError;
 use crate::runtime::{Context, DeliveryOf};
 use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY};
 use futures_util::future::join_all;
@@ -226,6 +227,13 @@ impl<S: Store, B: Broker> Verifier<S, B> {
             for (o, reply) in ask.into_iter().zip(replies) {
                 let text = match reply {
                     Ok(text) => text,
+                    Err(e @ LlmError::Rejected { .. }) => {
+                        // Every request would be refused the same way: stop and say so
+                        // rather than retry forever. The tasks go back to the queue.
+                        return Err(WorkError::Fatal(format!(
+                            "{e}; fix the verifier config (model name, key) and start again"
+                        )));
+                    }
                     Err(e) => {
                         if e.is_unavailable() {
                             tracing::warn!(question = %o.key.question, err = %e, "verification postponed");

@@ -41,7 +41,7 @@ pub struct RoleSpec {
 
 pub struct Worker {
     stop: watch::Sender<bool>,
-    stopped: Vec<oneshot::Receiver<()>>,
+    stopped: Vec<oneshot::Receiver<Option<String>>>,
 }
 
 struct RoleActor<W, C> {
@@ -49,7 +49,9 @@ struct RoleActor<W, C> {
     consumer: Option<C>,
     batch: BatchSettings,
     stop: watch::Receiver<bool>,
-    stopped: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Sender<Option<String>>>,
+    /// Why the actor stopped by itself, if it did (a fatal error of its role).
+    fatal: Option<String>,
 }
 
 impl<W, C> Actor for RoleActor<W, C>
@@ -65,24 +67,29 @@ where
             return;
         };
         let feed = feed(self.work.clone(), consumer, self.batch, self.stop.clone());
-        ctx.spawn(feed.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        ctx.spawn(feed.into_actor(self).map(|fatal, actor, ctx| {
+            actor.fatal = fatal;
+            ctx.stop()
+        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(tx) = self.stopped.take() {
-            let _ = tx.send(());
+            let _ = tx.send(self.fatal.take());
         }
     }
 }
 
-/// Takes batches off the consumer until told to stop or the consumer closes. A batch
-/// that has started is always finished: stopping only prevents the next one.
+/// Takes batches off the consumer until told to stop, the consumer closes, or the role
+/// meets an error no retry can mend (returned). A batch that has started is always
+/// finished: stopping only prevents the next one.
 async fn feed<W, C>(
     work: Arc<W>,
     mut consumer: C,
     batch: BatchSettings,
     mut stop: watch::Receiver<bool>,
-) where
+) -> Option<String>
+where
     C: Consumer,
     W: RoleWork<C::Delivery>,
 {
@@ -128,6 +135,11 @@ async fn feed<W, C>(
                     tracing::debug!(%role, n, "batch done");
                     break;
                 }
+                Err(Failed { error, held }) if error.is_fatal() => {
+                    tracing::error!(%role, %error, "the role stops: no retry can mend this");
+                    requeue_all(held).await;
+                    return Some(format!("{role}: {error}"));
+                }
                 Err(Failed { error, held }) => {
                     // Wait a little before trying again so an outage is not hammered.
                     if held.is_empty() {
@@ -149,6 +161,7 @@ async fn feed<W, C>(
             }
         }
     }
+    None
 }
 
 impl Worker {
@@ -195,14 +208,18 @@ impl Worker {
         })
     }
 
-    /// Waits until some actor stops by itself (its consumer closed: the broker went
-    /// away), which a supervisor should answer by restarting the process.
-    pub async fn any_stopped(&mut self) {
+    /// Waits until some actor stops by itself: its role met an error no retry can mend
+    /// (the reason), or its consumer closed. The process should then stop and say why.
+    pub async fn any_stopped(&mut self) -> String {
         if self.stopped.is_empty() {
             return std::future::pending().await;
         }
-        let (_, i, _) = futures_util::future::select_all(self.stopped.iter_mut()).await;
+        let (reason, i, _) = futures_util::future::select_all(self.stopped.iter_mut()).await;
         self.stopped.remove(i);
+        reason
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "a consumer closed".to_owned())
     }
 
     /// Stops taking work, lets every batch in flight finish and settle, then returns.
@@ -219,7 +236,7 @@ fn spawn<W, C>(
     consumer: C,
     batch: BatchSettings,
     stop: watch::Receiver<bool>,
-    stopped: oneshot::Sender<()>,
+    stopped: oneshot::Sender<Option<String>>,
 ) where
     C: Consumer + Unpin,
     W: RoleWork<C::Delivery>,
@@ -230,6 +247,7 @@ fn spawn<W, C>(
         batch,
         stop,
         stopped: Some(stopped),
+        fatal: None,
     }
     .start();
 }

@@ -45,8 +45,13 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
         // The config's batch_size is the batch of the in-process workers unless --batch
         // says otherwise; a cluster's workers take theirs from their worker config.
         let batch = batch_settings(&worker_config, args.batch.or(Some(config.batch_size)));
-        let worker = Worker::start(ctx, &roles, batch).await?;
-        let outcome = run_all(&store, &broker, planned, &args.out, args.quiet).await;
+        let mut worker = Worker::start(ctx, &roles, batch).await?;
+        // A role that stops (its endpoint rejects every request) would leave the run
+        // waiting forever: stop with its reason instead.
+        let outcome = tokio::select! {
+            outcome = run_all(&store, &broker, planned, &args.out, args.quiet) => outcome,
+            reason = worker.any_stopped() => Err(anyhow::anyhow!("a role stopped: {reason}")),
+        };
         worker.shutdown().await;
         outcome
     } else {

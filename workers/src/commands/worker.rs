@@ -67,8 +67,8 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         ))
     });
     let failed = tokio::select! {
-        () = shutdown_signal() => false,
-        () = worker.any_stopped() => true,
+        () = shutdown_signal() => None,
+        reason = worker.any_stopped() => Some(reason),
     };
     tracing::info!(worker = %name, "stopping: finishing the batches in flight");
     let _ = stop_relay.send(true);
@@ -77,8 +77,8 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     }
     worker.shutdown().await;
     d.broker.close().await;
-    if failed {
-        anyhow::bail!("a consumer closed (lost the broker?); restart the worker");
+    if let Some(reason) = failed {
+        anyhow::bail!("a role stopped: {reason}");
     }
     tracing::info!(worker = %name, "stopped");
     Ok(())
