@@ -601,3 +601,68 @@ async fn a_redis_rollback_heals_and_every_tree_is_identical() {
     cluster.stop_gracefully();
     broker.delete_topology().await.unwrap();
 }
+
+fn tsst_cli(ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new(tsst_bin())
+        .args(args)
+        .env("TSST_AMQP_URL", amqp_url())
+        .env("TSST_REDIS_URL", redis_url())
+        .env("TSST_NAMESPACE", ns)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_by_run() {
+    let ns = format!("tsst-test-dlq-{}", std::process::id());
+    let (broker, _store) = connect(&ns).await;
+    let task = |run: &str| {
+        Task::Expand(ExpandTask {
+            run: run.into(),
+            question: "q1".into(),
+            round: 0,
+            node: NodeId::root(run, "q1"),
+        })
+        .envelope()
+    };
+    let (keep, fix) = (task("other-run"), task("fixed-run"));
+    broker.publish(&[keep.clone(), fix.clone()]).await.unwrap();
+    let mut c = broker.consume(Role::Generator, 4).await.unwrap();
+    for _ in 0..2 {
+        let d = c.next().await.unwrap().unwrap();
+        d.dead_letter("run unknown to the store").await.unwrap();
+    }
+
+    let out = tsst_cli(&ns, &["dlq", "list", "--role", "generator"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("generator: 2 dead letters"), "{text}");
+    assert!(
+        text.contains(&fix.id) && text.contains("run fixed-run"),
+        "{text}"
+    );
+    assert!(text.contains("run unknown to the store"), "{text}");
+    // Listing takes nothing away.
+    let dlq = broker.topology().dead_letter_queue(Role::Generator);
+    assert_eq!(broker.queue_depth(&dlq).await.unwrap(), 2);
+
+    let out = tsst_cli(&ns, &["dlq", "replay", "--run", "fixed-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("replayed 1 of 2 dead letters"), "{text}");
+    assert_eq!(broker.queue_depth(&dlq).await.unwrap(), 1);
+    let d = tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message_id().as_deref(), Some(fix.id.as_str()));
+    assert_eq!(d.attempt(), 1, "a replayed message starts afresh");
+    assert!(d.error_header().is_none());
+    assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), fix);
+    d.ack().await.unwrap();
+    broker.delete_topology().await.unwrap();
+}

@@ -55,6 +55,10 @@ pub enum Command {
     Results(ResultsArgs),
     /// Show the progress of runs (distributed mode).
     Status(StatusArgs),
+    /// The dead-letter queues: what was rejected, why, and replaying it once the
+    /// cause is fixed (distributed mode).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Label a results file offline: value data (Dv) and policy data (D+).
     Label(LabelArgs),
     /// Round 0's data: step-by-step chains for the training questions (policy SFT)
@@ -235,6 +239,22 @@ pub struct ResultsArgs {
     /// dv.json (value), LLaVA training JSON.
     #[arg(long)]
     pub datasets: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Every dead letter: task id, run, question, the worker that rejected it, why.
+    List {
+        #[arg(long)]
+        role: Option<Role>,
+    },
+    /// Puts dead letters back on their role's queue (all, or one role's, or one run's).
+    Replay {
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        run: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ mod services;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{cluster, local, run, worker};
+use commands::{cluster, dlq, local, run, worker};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -47,6 +47,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Demo(args) => run::demo(args, &services).await,
             Command::Results(args) => cluster::results(args, &services).await,
             Command::Status(args) => cluster::status(args, &services).await,
+            Command::Dlq(command) => dlq::dlq(command, &services).await,
         }
     })
 }

@@ -498,6 +498,48 @@ impl AmqpDelivery {
         header_string(&self.inner.properties, HEADER_ERROR)
     }
 
+    /// A string header, e.g. `HEADER_REJECTED_BY`.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_string(&self.inner.properties, name)
+    }
+
+    /// Publishes this message as it is to `queue` (a dead letter back to work): its
+    /// properties go with it, less the dead-letter reason and the delivery count, so
+    /// it starts afresh.
+    pub async fn republish(&self, queue: &str) -> Result<(), BrokerError> {
+        let mut headers = self.inner.properties.headers().clone().unwrap_or_default();
+        let mut kept = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if ![HEADER_ERROR, HEADER_REJECTED_BY, "x-delivery-count"].contains(&k.as_str()) {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        headers = kept;
+        let props = self
+            .inner
+            .properties
+            .clone()
+            .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
+            .with_headers(headers);
+        let confirm = self
+            .broker
+            .link()
+            .await?
+            .publisher
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &self.inner.data,
+                props,
+            )
+            .await?;
+        check_confirm(queue, confirm.await?)
+    }
+
     /// The message id it was published with (the task id).
     pub fn message_id(&self) -> Option<String> {
         self.inner

@@ -1,4 +1,5 @@
 pub mod cluster;
+pub mod dlq;
 pub mod local;
 pub mod run;
 pub mod worker;
