@@ -1,282 +1,13 @@
 //! The search across worker processes that share only RabbitMQ and Redis: the same
 //! trees as one embedded process, whatever is killed, redelivered or malformed.
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tsst_actors::broker::{AmqpBroker, Broker, Consumer, Delivery, MemoryBroker};
-use tsst_actors::pipeline::{enqueue, follow};
-use tsst_actors::runtime::{BatchSettings, Context, Models, RoleSpec, ScriptedFactory, Worker};
-use tsst_actors::store::{MemoryStore, RedisStore, Store, TreeRef, TreeView};
+use tsst_actors::broker::{Broker, Consumer, Delivery};
+use tsst_actors::pipeline::enqueue;
+use tsst_actors::store::Store;
 use tsst_messages::*;
 
 mod common;
-
-fn amqp_url() -> String {
-    std::env::var("TSST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("TSST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// The `tsst` binary cargo built next to this test (the workers package's CLI test
-/// makes cargo build it).
-fn tsst_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("tsst");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-struct Cluster {
-    ns: String,
-    amqp: String,
-    redis: String,
-    /// The workers' relay (re-driving stalled trees), in seconds.
-    relay_stall: u64,
-    logs: tempfile::TempDir,
-    workers: Vec<Child>,
-}
-
-impl Cluster {
-    fn new(ns: &str) -> Self {
-        Cluster {
-            ns: ns.into(),
-            amqp: amqp_url(),
-            redis: redis_url(),
-            relay_stall: 120,
-            logs: tempfile::tempdir().unwrap(),
-            workers: Vec::new(),
-        }
-    }
-
-    /// Workers of a broker of the test's own.
-    fn on_broker(ns: &str, amqp: String) -> Self {
-        let mut cluster = Cluster::new(ns);
-        cluster.amqp = amqp;
-        cluster
-    }
-
-    /// Panics unless every worker is still running.
-    fn all_running(&mut self) {
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            if let Some(status) = w.try_wait().unwrap() {
-                panic!("worker{i} exited ({status})\n{}", self.logs());
-            }
-        }
-    }
-
-    fn spawn_worker(&mut self) {
-        let i = self.workers.len();
-        let log = std::fs::File::create(self.logs.path().join(format!("worker{i}.log"))).unwrap();
-        let child = Command::new(tsst_bin())
-            .args([
-                "worker",
-                "--roles",
-                "generator,scorer,verifier,labeler",
-                "--batch",
-                "16",
-            ])
-            .args(["--name", &format!("{}-w{i}", self.ns)])
-            .env("TSST_AMQP_URL", &self.amqp)
-            .env("TSST_REDIS_URL", &self.redis)
-            .env("TSST_NAMESPACE", &self.ns)
-            .env("RUST_LOG", "info,lapin=warn")
-            .env("TSST_RELAY_STALL_SECS", self.relay_stall.to_string())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tsst worker");
-        self.workers.push(child);
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 0..self.workers.len() {
-            let text = std::fs::read_to_string(self.logs.path().join(format!("worker{i}.log")))
-                .unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out += &format!(
-                "--- worker{i}\n{}\n",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        out
-    }
-
-    /// SIGTERM each worker and check it exits cleanly after its batch.
-    fn stop_gracefully(&mut self) {
-        for w in &mut self.workers {
-            if w.try_wait().unwrap().is_some() {
-                continue;
-            }
-            let pid = w.id().to_string();
-            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-            let started = Instant::now();
-            loop {
-                if let Some(status) = w.try_wait().unwrap() {
-                    assert!(status.success(), "worker exit after SIGTERM: {status}");
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "worker did not stop"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
-
-fn spec(policy: &str) -> SearchSpec {
-    SearchSpec {
-        seed: 11,
-        branch: 2,
-        n_consistency: 3,
-        policy_model: policy.into(),
-        value_model: Some(policy.into()),
-        tag: "t".into(),
-        ..SearchSpec::default()
-    }
-}
-
-fn record(run: &str, policy: &str) -> RunRecord {
-    RunRecord {
-        run: run.into(),
-        search: spec(policy),
-        dataset: DatasetSpec {
-            source: DataSource::Aokvqa,
-            root: "synthetic".into(),
-            split: "val".into(),
-            partition: None,
-            sample_size: None,
-        },
-        labels: LabelSpec::default(),
-    }
-}
-
-fn questions(n: usize) -> Vec<Question> {
-    (0..n)
-        .map(|i| Question {
-            id: format!("q{i:04}"),
-            source: DataSource::Aokvqa,
-            image: None,
-            question: format!("How many shapes are red? ({i})"),
-            choices: vec!["1".into(), "2".into(), "3".into(), "4".into()],
-            answer: (i * 7) % 4,
-            rationales: vec![],
-            context: None,
-        })
-        .collect()
-}
-
-async fn trees<S: Store>(store: &S, run: &str, qs: &[Question]) -> BTreeMap<String, TreeView> {
-    let mut out = BTreeMap::new();
-    for q in qs {
-        out.insert(
-            q.id.clone(),
-            store.tree(&TreeRef::new(run, &q.id)).await.unwrap(),
-        );
-    }
-    out
-}
-
-/// The reference: the same run in one process over the in-memory broker and store.
-async fn embedded_trees(record: &RunRecord, qs: &[Question]) -> BTreeMap<String, TreeView> {
-    let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
-    let ctx = Arc::new(Context::new(
-        store.clone(),
-        broker.clone(),
-        Models::new(ScriptedFactory),
-    ));
-    let roles: Vec<RoleSpec> = [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler]
-        .into_iter()
-        .map(|role| RoleSpec { role, instances: 1 })
-        .collect();
-    let worker = Worker::start(ctx, &roles, BatchSettings::default())
-        .await
-        .unwrap();
-    enqueue(&store, &broker, record, qs).await.unwrap();
-    follow(&store, &record.run, Duration::from_millis(20), |_| {})
-        .await
-        .unwrap();
-    worker.shutdown().await;
-    trees(&store, &record.run, qs).await
-}
-
-/// Waits until the run is complete; a store that is down for a while (a fault under
-/// test) is asked again.
-async fn wait_done(store: &RedisStore, run: &str, cluster: &Cluster, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        match store.progress(run).await {
-            Ok(p) if p.complete() => {
-                assert_eq!(p.failed, 0, "failed questions\n{}", cluster.logs());
-                return;
-            }
-            Ok(_) | Err(_) => {}
-        }
-        assert!(
-            started.elapsed() < limit,
-            "run did not finish\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn drained(broker: &AmqpBroker) {
-    let t = broker.topology().clone();
-    for _ in 0..100 {
-        let mut depth = 0;
-        for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
-            depth += broker.queue_depth(&t.queue(role)).await.unwrap();
-        }
-        if depth == 0 {
-            // Ready is 0; give the last deliveries time to be processed and acked.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("queues did not drain");
-}
-
-async fn connect(ns: &str) -> (AmqpBroker, RedisStore) {
-    connect_to(&amqp_url(), ns).await
-}
-
-async fn connect_to(amqp: &str, ns: &str) -> (AmqpBroker, RedisStore) {
-    connect_both(amqp, &redis_url(), ns).await
-}
-
-async fn connect_both(amqp: &str, redis: &str, ns: &str) -> (AmqpBroker, RedisStore) {
-    let broker = AmqpBroker::connect(amqp, ns, Topology::new(ns))
-        .await
-        .expect("RabbitMQ must be running (see .ci/run)");
-    broker.declare().await.unwrap();
-    let store = RedisStore::connect(redis)
-        .await
-        .expect("Redis must be running");
-    (broker, store)
-}
+use common::cluster::*;
 
 #[actix_rt::test]
 async fn three_workers_match_embedded_and_shrug_off_duplicates_and_garbage() {
@@ -440,29 +171,8 @@ async fn a_worker_killed_mid_run_loses_nothing() {
     broker.delete_topology().await.unwrap();
 }
 
-/// Waits until `n` questions of the run are finished.
-async fn progressed(store: &RedisStore, run: &str, n: u32, total: u32, cluster: &Cluster) {
-    let started = Instant::now();
-    loop {
-        let p = store.progress(run).await.unwrap();
-        if p.done >= n {
-            assert!(
-                p.done < total,
-                "the run ended before the fault; slow the model down"
-            );
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no progress\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[actix_rt::test]
-async fn a_broker_restart_pauses_the_workers_and_loses_nothing() {
+async fn a_broker_restart_or_dropped_connection_pauses_the_workers_and_loses_nothing() {
     let mut node = common::RabbitNode::start("restart");
     let ns = format!("tsst-test-restart-{}", std::process::id());
     let run = format!("restart-{}", std::process::id());
@@ -480,6 +190,10 @@ async fn a_broker_restart_pauses_the_workers_and_loses_nothing() {
     progressed(&store, &run, 10, 80, &cluster).await;
     // No outside supervisor: the workers must ride out the restart themselves.
     node.restart(Duration::from_secs(2));
+    cluster.all_running();
+    // And a dropped connection with the broker up.
+    progressed(&store, &run, 30, 80, &cluster).await;
+    node.drop_connections();
     cluster.all_running();
     wait_done(&store, &run, &cluster, Duration::from_secs(180)).await;
     cluster.all_running();
@@ -600,16 +314,6 @@ async fn a_redis_rollback_heals_and_every_tree_is_identical() {
     }
     cluster.stop_gracefully();
     broker.delete_topology().await.unwrap();
-}
-
-fn tsst_cli(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new(tsst_bin())
-        .args(args)
-        .env("TSST_AMQP_URL", amqp_url())
-        .env("TSST_REDIS_URL", redis_url())
-        .env("TSST_NAMESPACE", ns)
-        .output()
-        .unwrap()
 }
 
 #[tokio::test]

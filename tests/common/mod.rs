@@ -1,6 +1,8 @@
 //! Services a test owns: a RabbitMQ node of its own (own ports, data and config file,
 //! never the machine's shared broker), to stop and restart at will.
 #![allow(dead_code)]
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ fn port_open(port: u16) -> bool {
 /// Its data survives `restart`, as a real broker's does.
 pub struct RabbitNode {
     pub port: u16,
+    /// The management API's port, when started `with_management`.
+    pub management_port: Option<u16>,
     dist_port: u16,
     name: String,
     dir: tempfile::TempDir,
@@ -31,16 +35,32 @@ pub struct RabbitNode {
 impl RabbitNode {
     /// Starts the node and waits until it accepts connections.
     pub fn start(test: &str) -> RabbitNode {
+        Self::with(test, false)
+    }
+
+    /// With the management plugin, whose API counts deliveries per queue.
+    pub fn with_management(test: &str) -> RabbitNode {
+        Self::with(test, true)
+    }
+
+    fn with(test: &str, management: bool) -> RabbitNode {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        std::fs::write(
-            dir.path().join("rabbitmq.conf"),
-            format!("listeners.tcp.default = {port}\n"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        let management_port = management.then(free_port);
+        let mut conf = format!("listeners.tcp.default = {port}\n");
+        if let Some(m) = management_port {
+            conf += &format!("management.tcp.port = {m}\nmanagement.tcp.ip = 127.0.0.1\n");
+        }
+        std::fs::write(dir.path().join("rabbitmq.conf"), conf).unwrap();
+        let plugins = if management {
+            "[rabbitmq_management].\n"
+        } else {
+            "[].\n"
+        };
+        std::fs::write(dir.path().join("enabled_plugins"), plugins).unwrap();
         let mut node = RabbitNode {
             port,
+            management_port,
             dist_port: free_port(),
             name: format!("tsst-{test}-{}@localhost", std::process::id()),
             dir,
@@ -52,6 +72,28 @@ impl RabbitNode {
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Messages delivered (redeliveries included) from the queues whose names start
+    /// with `prefix`, as the management API counts them (it samples every few
+    /// seconds: wait before reading a final figure).
+    pub fn delivered(&self, prefix: &str) -> u64 {
+        let port = self.management_port.expect("started with_management");
+        let out = Command::new("curl")
+            .args(["-s", "-u", "guest:guest"])
+            .arg(format!(
+                "http://127.0.0.1:{port}/api/queues/%2f?columns=name,message_stats"
+            ))
+            .output()
+            .expect("curl");
+        let queues: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        queues
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .map(|q| q["message_stats"]["deliver_get"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -107,6 +149,23 @@ impl RabbitNode {
         while port_open(self.port) && started.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Closes every client connection (a network blip, an operator's
+    /// `close_all_connections`): the broker stays up.
+    pub fn drop_connections(&self) {
+        let status = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .args([
+                "-n",
+                &self.name,
+                "close_all_connections",
+                "dropped by the test",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl close_all_connections");
     }
 
     /// Stops the node, waits `down`, starts it again on the same data.
@@ -211,7 +270,11 @@ impl RedisNode {
         }
     }
 
+    /// A clean restart: without the append-only file, a snapshot is saved first.
     pub fn restart(&mut self, down: Duration) {
+        if !self.append_only {
+            self.snapshot();
+        }
         self.stop();
         std::thread::sleep(down);
         self.up();

@@ -1,0 +1,187 @@
+//! The soak (`bench/soak`, ignored by `cargo test`): a long run on services of its own
+//! under every fault at once, against the same run undisturbed. Worker kills at random
+//! moments, two broker restarts, a Redis restart and a Redis rollback to a snapshot a
+//! second old; then every tree must equal the reference, nothing may be lost,
+//! duplicated or dead-lettered, no worker may have exited by itself, and the broker's
+//! deliveries must stay within 10% of the undisturbed run's.
+//!
+//! `SOAK_QUESTIONS` (default 1000) and `SOAK_KILLS` (default 50) size it.
+use std::time::{Duration, Instant};
+use tsst_actors::broker::AmqpBroker;
+use tsst_actors::pipeline::enqueue;
+use tsst_actors::store::{RedisStore, Store};
+use tsst_messages::*;
+
+mod common;
+use common::cluster::*;
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Three workers with a small prefetch: a killed worker's unacknowledged deliveries are
+/// what it costs in redeliveries.
+fn cluster(ns: &str, node: &common::RabbitNode, redis: &common::RedisNode) -> Cluster {
+    let mut c = Cluster::on_broker(ns, node.url());
+    c.redis = redis.url();
+    // Longer than a broker restart, so that an outage alone re-drives nothing.
+    c.relay_stall = 20;
+    let config = c.logs.path().join("worker.yaml");
+    std::fs::write(&config, "prefetch: 16\n").unwrap();
+    c.worker_args = vec!["--config".into(), config.display().to_string()];
+    for _ in 0..3 {
+        c.spawn_worker();
+    }
+    c
+}
+
+async fn done(store: &RedisStore, run: &str) -> u32 {
+    store.progress(run).await.map_or(0, |p| p.done)
+}
+
+/// Broker deliveries of a namespace, once the management API has caught up.
+async fn settled_deliveries(node: &common::RabbitNode, ns: &str) -> u64 {
+    let mut last = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = node.delivered(ns);
+        if now == last && now > 0 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+async fn no_dead_letters(broker: &AmqpBroker) {
+    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
+        let dlq = broker.topology().dead_letter_queue(role);
+        assert_eq!(
+            broker.queue_depth(&dlq).await.unwrap(),
+            0,
+            "{role} dead letters"
+        );
+    }
+}
+
+#[actix_rt::test]
+#[ignore = "a long soak: run bench/soak"]
+async fn soak() {
+    let n = env("SOAK_QUESTIONS", 1000) as usize;
+    let kills = env("SOAK_KILLS", 50);
+    let model = "scripted:5ms";
+    let mut node = common::RabbitNode::with_management("soak");
+    let mut redis = common::RedisNode::start_with_snapshots();
+    let qs = questions(n);
+    let pid = std::process::id();
+
+    // The undisturbed run: its deliveries are the baseline.
+    let (ns0, run0) = (format!("soak-calm-{pid}"), format!("soak-calm-{pid}"));
+    let (broker0, store0) = connect_both(&node.url(), &redis.url(), &ns0).await;
+    let mut calm = cluster(&ns0, &node, &redis);
+    let started = Instant::now();
+    enqueue(&store0, &broker0, &record(&run0, model), &qs)
+        .await
+        .unwrap();
+    wait_done(&store0, &run0, &calm, Duration::from_secs(900)).await;
+    let calm_secs = started.elapsed().as_secs_f64();
+    calm.stop_gracefully();
+    let baseline = settled_deliveries(&node, &ns0).await;
+    eprintln!("undisturbed: {n} questions in {calm_secs:.1}s, {baseline} deliveries");
+
+    // The same run under faults.
+    let (ns, run) = (format!("soak-storm-{pid}"), format!("soak-storm-{pid}"));
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+    let (broker, store) = connect_both(&node.url(), &redis.url(), &ns).await;
+    let mut storm = cluster(&ns, &node, &redis);
+    let started = Instant::now();
+    enqueue(&store, &broker, &record(&run, model), &qs)
+        .await
+        .unwrap();
+    // Faults at fractions of the undisturbed run's length; kills spread over it.
+    let total = Duration::from_secs_f64(calm_secs);
+    let at = |f: f64| total.mul_f64(f);
+    let mut faults: Vec<(Duration, &str)> = vec![
+        (at(0.2), "broker"),
+        (at(0.4), "redis"),
+        (at(0.55), "snapshot"),
+        (at(0.6), "rollback"),
+        (at(0.75), "broker"),
+    ];
+    for k in 0..kills {
+        faults.push((at(0.05 + 0.85 * f64::from(k) / f64::from(kills)), "kill"));
+    }
+    faults.sort_by_key(|(t, _)| *t);
+    let mut rng = SplitMix(pid.into());
+    let (mut killed, mut rolled_back) = (0, 0);
+    for (t, fault) in faults {
+        if let Some(wait) = t.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        if done(&store, &run).await >= n as u32 {
+            break;
+        }
+        match fault {
+            "kill" => {
+                storm.kill_and_respawn((rng.next() % 3) as usize);
+                killed += 1;
+            }
+            "broker" => node.restart(Duration::from_secs(1)),
+            "redis" => redis.restart(Duration::from_secs(1)),
+            "snapshot" => redis.snapshot(),
+            "rollback" => {
+                redis.crash_to_snapshot();
+                rolled_back += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    wait_done(&store, &run, &storm, Duration::from_secs(900)).await;
+    let storm_secs = started.elapsed().as_secs_f64();
+    storm.all_running();
+
+    let got = trees(&store, &run, &qs).await;
+    let mut differ = 0;
+    for (q, tree) in &reference {
+        let mut finished = got[q].finished.clone();
+        finished.sort();
+        finished.dedup();
+        assert_eq!(
+            finished.len(),
+            got[q].finished.len(),
+            "{q}: a solution counted twice"
+        );
+        differ += usize::from(&got[q] != tree);
+    }
+    let p = store.progress(&run).await.unwrap();
+    drained(&broker).await;
+    no_dead_letters(&broker).await;
+    storm.stop_gracefully();
+    let deliveries = settled_deliveries(&node, &ns).await;
+    let ratio = deliveries as f64 / baseline as f64;
+    println!(
+        "SOAK questions={n} kills={killed} broker_restarts=2 redis_restarts=1 redis_rollbacks={rolled_back} \
+         done={} failed={} trees_differing={differ} calm_s={calm_secs:.1} storm_s={storm_secs:.1} \
+         deliveries={deliveries} baseline={baseline} ratio={ratio:.3}",
+        p.done, p.failed
+    );
+    assert_eq!((p.done, p.failed), (n as u32, 0));
+    assert_eq!(differ, 0, "trees differ from the uninterrupted run");
+    assert!(
+        ratio <= 1.10,
+        "deliveries {ratio:.3}x the undisturbed run's"
+    );
+}
+
+/// The soak's own small generator (which worker to kill).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        tsst_messages::splitmix64(self.0)
+    }
+}
