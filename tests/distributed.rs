@@ -370,3 +370,27 @@ async fn dead_letters_are_listed_and_replayed_by_run() {
     d.ack().await.unwrap();
     broker.delete_topology().await.unwrap();
 }
+
+/// A worker started while the broker is down (before it, or during its restart)
+/// waits for it instead of exiting.
+#[actix_rt::test]
+async fn a_worker_started_before_the_broker_waits_for_it() {
+    let mut node = common::RabbitNode::start("early");
+    node.stop();
+    let ns = format!("tsst-test-early-{}", std::process::id());
+    let run = format!("early-{}", std::process::id());
+    let mut cluster = Cluster::on_broker(&ns, node.url());
+    cluster.spawn_worker();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.all_running();
+    node.restart(Duration::ZERO);
+    let (broker, store) = connect_to(&node.url(), &ns).await;
+    let qs = questions(10);
+    enqueue(&store, &broker, &record(&run, "scripted"), &qs)
+        .await
+        .unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(60)).await;
+    cluster.all_running();
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+}

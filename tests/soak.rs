@@ -5,7 +5,7 @@
 //! duplicated or dead-lettered, no worker may have exited by itself, and the broker's
 //! deliveries must stay within 10% of the undisturbed run's.
 //!
-//! `SOAK_QUESTIONS` (default 1000) and `SOAK_KILLS` (default 50) size it.
+//! `SOAK_QUESTIONS` (default 2000) and `SOAK_KILLS` (default 50) size it.
 use std::time::{Duration, Instant};
 use tsst_actors::broker::AmqpBroker;
 use tsst_actors::pipeline::enqueue;
@@ -22,15 +22,16 @@ fn env(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// Three workers with a small prefetch: a killed worker's unacknowledged deliveries are
-/// what it costs in redeliveries.
+/// Three workers with a small prefetch and batch (8): a killed worker's
+/// unacknowledged deliveries are what it costs in redeliveries.
 fn cluster(ns: &str, node: &common::RabbitNode, redis: &common::RedisNode) -> Cluster {
     let mut c = Cluster::on_broker(ns, node.url());
     c.redis = redis.url();
     // Longer than a broker restart, so that an outage alone re-drives nothing.
     c.relay_stall = 20;
     let config = c.logs.path().join("worker.yaml");
-    std::fs::write(&config, "prefetch: 16\n").unwrap();
+    std::fs::write(&config, "prefetch: 8\n").unwrap();
+    c.batch = 8;
     c.worker_args = vec!["--config".into(), config.display().to_string()];
     for _ in 0..3 {
         c.spawn_worker();
@@ -70,9 +71,10 @@ async fn no_dead_letters(broker: &AmqpBroker) {
 #[actix_rt::test]
 #[ignore = "a long soak: run bench/soak"]
 async fn soak() {
-    let n = env("SOAK_QUESTIONS", 1000) as usize;
+    let n = env("SOAK_QUESTIONS", 2000) as usize;
     let kills = env("SOAK_KILLS", 50);
-    let model = "scripted:5ms";
+    // A model slow enough that the faults land mid-run.
+    let model = "scripted:20ms";
     let mut node = common::RabbitNode::with_management("soak");
     let mut redis = common::RedisNode::start_with_snapshots();
     let qs = questions(n);

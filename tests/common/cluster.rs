@@ -43,6 +43,8 @@ pub struct Cluster {
     pub relay_stall: u64,
     /// More arguments for `tsst worker` (e.g. `--config`).
     pub worker_args: Vec<String>,
+    /// The workers' `--batch`.
+    pub batch: u32,
     pub logs: tempfile::TempDir,
     pub workers: Vec<Child>,
 }
@@ -55,6 +57,7 @@ impl Cluster {
             redis: redis_url(),
             relay_stall: 120,
             worker_args: Vec::new(),
+            batch: 16,
             logs: tempfile::tempdir().unwrap(),
             workers: Vec::new(),
         }
@@ -97,13 +100,8 @@ impl Cluster {
             .open(self.logs.path().join(format!("worker{i}.log")))
             .unwrap();
         Command::new(tsst_bin())
-            .args([
-                "worker",
-                "--roles",
-                "generator,scorer,verifier,labeler",
-                "--batch",
-                "16",
-            ])
+            .args(["worker", "--roles", "generator,scorer,verifier,labeler"])
+            .args(["--batch", &self.batch.to_string()])
             .args(["--name", &format!("{}-w{i}", self.ns)])
             .args(&self.worker_args)
             .env("TSST_AMQP_URL", &self.amqp)

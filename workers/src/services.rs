@@ -48,6 +48,42 @@ impl ServiceArgs {
     }
 }
 
+/// Connects to both services and declares the topology, waiting with backoff (up to
+/// 10 s between tries) while either is down: a worker started before the broker or
+/// during its restart waits for it instead of exiting. `None` when `stop` fires first.
+/// A bad URL or missing arguments are errors at once.
+pub async fn wait_for(
+    services: &ServiceArgs,
+    name: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<Distributed>> {
+    if services.embedded() {
+        services.require("worker", name).await?;
+    }
+    tokio::pin!(stop);
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let d = services.connect(name).await?;
+            d.broker
+                .declare_topology()
+                .await
+                .context("declaring the queues")?;
+            anyhow::Ok(d)
+        };
+        match attempt.await {
+            Ok(d) => return Ok(Some(d)),
+            Err(e) if services.amqp.is_none() || services.redis.is_none() => return Err(e),
+            Err(e) => tracing::warn!("waiting for the services: {e:#}"),
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 /// The models this build can serve: `scripted` / `scripted:<N>ms`, and exported
 /// ONNX model directories (a config's `policy_model` / `value_model`) on the worker
 /// config's device. The ONNX Runtime library is the config's `ort_dylib_path`, else

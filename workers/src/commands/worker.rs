@@ -3,7 +3,6 @@ use crate::cli::{ServiceArgs, WorkerArgs};
 use crate::services;
 use anyhow::Result;
 use std::time::Duration;
-use tsst_actors::broker::Broker;
 use tsst_actors::runtime::{BatchSettings, RoleSpec, Worker};
 use tsst_config::WorkerConfig;
 use tsst_messages::Role;
@@ -34,8 +33,9 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("tsst-worker-{}", std::process::id()));
-    let d = services.require("worker", &name).await?;
-    d.broker.declare().await?;
+    let Some(d) = services::wait_for(services, &name, shutdown_signal()).await? else {
+        return Ok(());
+    };
     let roles: Vec<Role> = args
         .roles
         .clone()
