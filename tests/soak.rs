@@ -57,15 +57,15 @@ async fn settled_deliveries(node: &common::RabbitNode, ns: &str) -> u64 {
     last
 }
 
-async fn no_dead_letters(broker: &AmqpBroker) {
+async fn dead_letters(broker: &AmqpBroker) -> u32 {
+    let mut n = 0;
     for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
-        let dlq = broker.topology().dead_letter_queue(role);
-        assert_eq!(
-            broker.queue_depth(&dlq).await.unwrap(),
-            0,
-            "{role} dead letters"
-        );
+        n += broker
+            .queue_depth(&broker.topology().dead_letter_queue(role))
+            .await
+            .unwrap();
     }
+    n
 }
 
 #[actix_rt::test]
@@ -103,26 +103,24 @@ async fn soak() {
     enqueue(&store, &broker, &record(&run, model), &qs)
         .await
         .unwrap();
-    // Faults at fractions of the undisturbed run's length; kills spread over it.
-    let total = Duration::from_secs_f64(calm_secs);
-    let at = |f: f64| total.mul_f64(f);
-    let mut faults: Vec<(Duration, &str)> = vec![
-        (at(0.2), "broker"),
-        (at(0.4), "redis"),
-        (at(0.55), "snapshot"),
-        (at(0.6), "rollback"),
-        (at(0.75), "broker"),
-    ];
-    for k in 0..kills {
-        faults.push((at(0.05 + 0.85 * f64::from(k) / f64::from(kills)), "kill"));
+    // Kills one after another, a gap apart, with the other faults among them; a
+    // restart takes its own time and the kills go on after it.
+    let gap =
+        Duration::from_secs_f64(calm_secs / f64::from(kills + 5)).max(Duration::from_millis(300));
+    let mut plan: Vec<&str> = vec!["kill"; kills as usize];
+    for (at, fault) in [
+        (0.2, "broker"),
+        (0.4, "redis"),
+        (0.55, "snapshot"),
+        (0.6, "rollback"),
+        (0.75, "broker"),
+    ] {
+        plan.insert((f64::from(kills) * at) as usize, fault);
     }
-    faults.sort_by_key(|(t, _)| *t);
     let mut rng = SplitMix(pid.into());
     let (mut killed, mut rolled_back) = (0, 0);
-    for (t, fault) in faults {
-        if let Some(wait) = t.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
+    for fault in plan {
+        tokio::time::sleep(gap).await;
         if done(&store, &run).await >= n as u32 {
             break;
         }
@@ -160,18 +158,19 @@ async fn soak() {
     }
     let p = store.progress(&run).await.unwrap();
     drained(&broker).await;
-    no_dead_letters(&broker).await;
+    let dead = dead_letters(&broker).await;
     storm.stop_gracefully();
     let deliveries = settled_deliveries(&node, &ns).await;
     let ratio = deliveries as f64 / baseline as f64;
     println!(
         "SOAK questions={n} kills={killed} broker_restarts=2 redis_restarts=1 redis_rollbacks={rolled_back} \
-         done={} failed={} trees_differing={differ} calm_s={calm_secs:.1} storm_s={storm_secs:.1} \
+         done={} failed={} trees_differing={differ} dead_letters={dead} calm_s={calm_secs:.1} storm_s={storm_secs:.1} \
          deliveries={deliveries} baseline={baseline} ratio={ratio:.3}",
         p.done, p.failed
     );
     assert_eq!((p.done, p.failed), (n as u32, 0));
     assert_eq!(differ, 0, "trees differ from the uninterrupted run");
+    assert_eq!(dead, 0, "dead letters");
     assert!(
         ratio <= 1.10,
         "deliveries {ratio:.3}x the undisturbed run's"

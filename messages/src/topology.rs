@@ -4,8 +4,13 @@ use std::fmt;
 
 /// The namespace of a deployment unless one is chosen: names start with `tsst.`.
 pub const DEFAULT_NAMESPACE: &str = "tsst";
-/// Quorum queues drop a message to the dead-letter exchange after this many redeliveries.
-pub const DELIVERY_LIMIT: u32 = 5;
+/// Quorum queues drop a message to the dead-letter exchange after this many redeliveries
+/// (RabbitMQ 4's own default). A redelivery comes from a worker lost holding the
+/// message (killed, disconnected) or from a requeue after a backend failure; store
+/// outages hold batches instead, so only a message that keeps killing its workers
+/// reaches the limit. 5 was too few: the soak's 50 kills in a minute pushed healthy
+/// prefetched messages past it.
+pub const DELIVERY_LIMIT: u32 = 20;
 /// Header on a dead-lettered message saying why it was rejected.
 pub const HEADER_ERROR: &str = "x-tsst-error";
 /// Header naming the worker that rejected a message.
