@@ -59,7 +59,8 @@ pub async fn redrive<S: Store>(
     Ok(tasks)
 }
 
-/// Re-drives every unfinished tree whose state has not changed for `stall`, checking
+/// Re-drives every unfinished tree whose state and applied effects have not changed
+/// for `stall`, checking
 /// every `stall / 4`, until `stop`. A tree that only waited in a long queue is driven
 /// twice, which costs deliveries but changes nothing (the outbox dedupes); a tree that
 /// lost its tasks to a store rollback moves again.
@@ -120,7 +121,7 @@ async fn scan<S: Store, B: Broker>(
                     seen.remove(t);
                     continue;
                 }
-                let mark = format!("{:?}", p.state);
+                let mark = format!("{:?}/{}", p.state, p.applied);
                 match seen.get(t) {
                     Some((m, since)) if *m == mark && now.duration_since(*since) >= stall => {
                         stalled.push(t.clone());

@@ -397,6 +397,7 @@ impl Store for MemoryStore {
             .map(|t| {
                 let tree = inner.trees.get(t)?;
                 Some(Position {
+                    applied: tree.outbox.len() as u64,
                     state: tree.state,
                     frontier: tree
                         .frontier

@@ -122,6 +122,10 @@ pub struct RoundView {
 pub struct Position {
     pub state: TreeState,
     pub frontier: Vec<NodeId>,
+    /// Effects applied to the tree so far (its outbox entries): grows with every
+    /// expansion, conclusion and verification, so a tree whose count stays put is not
+    /// moving.
+    pub applied: u64,
 }
 
 /// The conclusion of a round, committed only if the tree is still at `round`.

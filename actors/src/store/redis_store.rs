@@ -599,9 +599,11 @@ impl Store for RedisStore {
         }
         let mut pipe = redis::pipe();
         for t in trees {
-            pipe.hgetall(tree_keys(t).state());
+            let k = tree_keys(t);
+            pipe.hgetall(k.state()).hlen(k.outbox());
         }
-        let states: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+        let read: Vec<(HashMap<String, String>, u64)> = self.query(&pipe).await?;
+        let (states, applied): (Vec<HashMap<String, String>>, Vec<u64>) = read.into_iter().unzip();
         let mut states: Vec<Option<TreeState>> = trees
             .iter()
             .zip(&states)
@@ -622,7 +624,8 @@ impl Store for RedisStore {
             .iter()
             .zip(frontiers)
             .zip(states.iter_mut())
-            .map(|((t, ids), state)| {
+            .zip(applied)
+            .map(|(((t, ids), state), applied)| {
                 let Some(state) = state.take() else {
                     return Ok(None);
                 };
@@ -635,7 +638,11 @@ impl Store for RedisStore {
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                Ok(Some(Position { state, frontier }))
+                Ok(Some(Position {
+                    state,
+                    frontier,
+                    applied,
+                }))
             })
             .collect()
     }
