@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tsst_messages::{Envelope, ExpandTask, Task, TreeStatus, VerifyTask};
 
-/// The tasks that drive each tree on from where the store says it stands; nothing for
-/// trees that are done, failed or unknown.
+/// The tasks that drive each tree on from where the store says it stands, and only
+/// those: for a searching tree, the expansion of each frontier node not expanded yet,
+/// the score task of each one expanded but not scored, and when all are scored (the
+/// conclusion was lost) one score task again to conclude the round; a searched tree's
+/// verification. Nothing for trees that are done, failed or unknown.
 pub async fn redrive<S: Store>(
     store: &S,
     trees: &[TreeRef],
@@ -26,19 +29,39 @@ pub async fn redrive<S: Store>(
         .into_iter()
         .collect();
     let positions = store.positions(&unique).await?;
+    // Which frontier expansions are applied: their outbox holds their score task.
+    let mut keys = Vec::new();
+    for (t, p) in unique.iter().zip(&positions) {
+        if let Some(p) = p
+            .as_ref()
+            .filter(|p| p.state.status == TreeStatus::Searching)
+        {
+            keys.extend(
+                p.frontier
+                    .iter()
+                    .map(|&node| (t.clone(), expand(t, p.state.round, node).id)),
+            );
+        }
+    }
+    let mut outboxes = store.outboxes(&keys).await?.into_iter();
     let mut tasks = Vec::new();
     for (t, position) in unique.iter().zip(positions) {
         let Some(p) = position else { continue };
         match p.state.status {
-            TreeStatus::Searching => tasks.extend(p.frontier.iter().map(|&node| {
-                Task::Expand(ExpandTask {
-                    run: t.run.clone(),
-                    question: t.question.clone(),
-                    round: p.state.round,
-                    node,
-                })
-                .envelope()
-            })),
+            TreeStatus::Searching => {
+                let mut scored_again = None;
+                let before = tasks.len();
+                for &node in &p.frontier {
+                    match outboxes.next().flatten() {
+                        None => tasks.push(expand(t, p.state.round, node)),
+                        Some(score) if !p.scored.contains(&node) => tasks.extend(score),
+                        Some(score) => scored_again = Some(score),
+                    }
+                }
+                if tasks.len() == before {
+                    tasks.extend(scored_again.into_iter().flatten());
+                }
+            }
             TreeStatus::Searched => tasks.push(
                 Task::Verify(VerifyTask {
                     run: t.run.clone(),
@@ -57,6 +80,16 @@ pub async fn redrive<S: Store>(
         );
     }
     Ok(tasks)
+}
+
+fn expand(t: &TreeRef, round: u32, node: tsst_messages::NodeId) -> Envelope<Task> {
+    Task::Expand(ExpandTask {
+        run: t.run.clone(),
+        question: t.question.clone(),
+        round,
+        node,
+    })
+    .envelope()
 }
 
 /// Re-drives every unfinished tree whose state and applied effects have not changed

@@ -398,6 +398,11 @@ impl Store for MemoryStore {
                 let tree = inner.trees.get(t)?;
                 Some(Position {
                     applied: tree.outbox.len() as u64,
+                    scored: tree
+                        .barrier
+                        .get(&tree.state.round)
+                        .map(|b| b.iter().copied().collect())
+                        .unwrap_or_default(),
                     state: tree.state,
                     frontier: tree
                         .frontier

@@ -122,6 +122,8 @@ pub struct RoundView {
 pub struct Position {
     pub state: TreeState,
     pub frontier: Vec<NodeId>,
+    /// The frontier nodes whose children are scored (the round's barrier).
+    pub scored: Vec<NodeId>,
     /// Effects applied to the tree so far (its outbox entries): grows with every
     /// expansion, conclusion and verification, so a tree whose count stays put is not
     /// moving.

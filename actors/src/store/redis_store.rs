@@ -617,30 +617,35 @@ impl Store for RedisStore {
         // state is consistent.
         let mut pipe = redis::pipe();
         for (t, s) in trees.iter().zip(&states) {
-            pipe.lrange(tree_keys(t).frontier(s.map_or(0, |s| s.round)), 0, -1);
+            let (k, round) = (tree_keys(t), s.map_or(0, |s| s.round));
+            pipe.lrange(k.frontier(round), 0, -1)
+                .smembers(k.barrier(round));
         }
-        let frontiers: Vec<Vec<String>> = self.query(&pipe).await?;
+        let listed: Vec<(Vec<String>, Vec<String>)> = self.query(&pipe).await?;
         trees
             .iter()
-            .zip(frontiers)
+            .zip(listed)
             .zip(states.iter_mut())
             .zip(applied)
-            .map(|(((t, ids), state), applied)| {
+            .map(|(((t, (frontier, scored)), state), applied)| {
                 let Some(state) = state.take() else {
                     return Ok(None);
                 };
-                let frontier = ids
-                    .iter()
-                    .map(|id| {
-                        id.parse().map_err(|reason| StoreError::Corrupt {
-                            key: tree_keys(t).frontier(state.round),
-                            reason,
+                let key = tree_keys(t).frontier(state.round);
+                let ids = |list: Vec<String>| {
+                    list.iter()
+                        .map(|id| {
+                            id.parse().map_err(|reason| StoreError::Corrupt {
+                                key: key.clone(),
+                                reason,
+                            })
                         })
-                    })
-                    .collect::<Result<_, _>>()?;
+                        .collect::<Result<Vec<NodeId>, _>>()
+                };
                 Ok(Some(Position {
                     state,
-                    frontier,
+                    frontier: ids(frontier)?,
+                    scored: ids(scored)?,
                     applied,
                 }))
             })
