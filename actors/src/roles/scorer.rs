@@ -53,18 +53,24 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             })
             .collect();
         let mut nodes = ctx.store.nodes(&wanted).await?.into_iter();
-        // A task of a concluded round (a redelivery) needs no model call: its values
-        // are in and must stay as they are.
+        // A task of a concluded round needs no model call: its values are in and must
+        // stay as they are. Only a redelivery can be one (republished and re-driven
+        // score tasks are of open rounds only), so only redeliveries are checked and
+        // the common batch costs no extra round trip.
         let round_keys: Vec<(TreeRef, String)> = tasks
             .iter()
             .map(|t| (TreeRef::new(&t.run, &t.question), round_outbox_key(t.round)))
             .collect();
-        let concluded: Vec<bool> = ctx
-            .store
-            .outboxes(&round_keys)
-            .await?
-            .into_iter()
-            .map(|o| o.is_some())
+        let redelivered: Vec<(TreeRef, String)> = round_keys
+            .iter()
+            .zip(attempts)
+            .filter(|(_, &a)| a > 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut found = ctx.store.outboxes(&redelivered).await?.into_iter();
+        let concluded: Vec<bool> = attempts
+            .iter()
+            .map(|&a| a > 1 && found.next().flatten().is_some())
             .collect();
         let mut republish = Vec::new();
         let mut stale = Vec::new();
