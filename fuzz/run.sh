@@ -19,7 +19,7 @@ status=0
 for target in decode_envelope parse_config load_dataset; do
   log=$(mktemp)
   if cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
-    runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+    runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || true)
     echo "$target: no crash in ${seconds}s (${runs:-?} runs)"
   else
     echo "$target: FAILED, see $log and fuzz/artifacts/$target"; status=1
