@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
             // problems.json, a NUL byte, pid_splits.json.
             let cut = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
             std::fs::write(root.join("problems.json"), &rest[..cut]).unwrap();
-            std::fs::write(root.join("pid_splits.json"), rest.get(cut + 1..).unwrap_or(&[])).unwrap();
+            std::fs::write(
+                root.join("pid_splits.json"),
+                rest.get(cut + 1..).unwrap_or(&[]),
+            )
+            .unwrap();
             (DataSource::Scienceqa, "test")
         }
         _ => {
@@ -33,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         for q in &loaded.questions {
             assert!(q.answer < q.choices.len(), "an answer out of range loaded");
             if let Some(image) = &q.image {
-                assert!(image.starts_with(root.canonicalize().unwrap()), "an image outside the root");
+                assert!(
+                    image.starts_with(root.canonicalize().unwrap()),
+                    "an image outside the root"
+                );
             }
         }
         let _ = tsst_datasets::select(source, loaded, &Selection::all(split, 7));
