@@ -198,13 +198,7 @@ async fn a_broker_restart_or_dropped_connection_pauses_the_workers_and_loses_not
     wait_done(&store, &run, &cluster, Duration::from_secs(180)).await;
     cluster.all_running();
 
-    let got = trees(&store, &run, &qs).await;
-    for (q, tree) in &reference {
-        assert_eq!(
-            &got[q], tree,
-            "tree of {q} differs from the uninterrupted run"
-        );
-    }
+    assert_same_trees(&store, &run, &qs, &reference).await;
     let p = store.progress(&run).await.unwrap();
     assert_eq!((p.total, p.done, p.failed), (80, 80, 0));
     // The test's own connection reconnects too.
@@ -237,22 +231,9 @@ async fn a_redis_restart_holds_the_batches_and_loses_nothing() {
     wait_done(&store, &run, &cluster, Duration::from_secs(180)).await;
     cluster.all_running();
 
-    let got = trees(&store, &run, &qs).await;
-    for (q, tree) in &reference {
-        assert_eq!(
-            &got[q], tree,
-            "tree of {q} differs from the uninterrupted run"
-        );
-    }
+    assert_same_trees(&store, &run, &qs, &reference).await;
     drained(&broker).await;
-    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
-        let dlq = broker.topology().dead_letter_queue(role);
-        assert_eq!(
-            broker.queue_depth(&dlq).await.unwrap(),
-            0,
-            "{role} dead letters"
-        );
-    }
+    assert_eq!(dead_letters(&broker).await, 0, "dead letters");
     cluster.stop_gracefully();
     broker.delete_topology().await.unwrap();
 }
@@ -296,22 +277,9 @@ async fn a_redis_rollback_heals_and_every_tree_is_identical() {
     );
     cluster.all_running();
 
-    let got = trees(&store, &run, &qs).await;
-    for (q, tree) in &reference {
-        assert_eq!(
-            &got[q], tree,
-            "tree of {q} differs from the uninterrupted run"
-        );
-    }
+    assert_same_trees(&store, &run, &qs, &reference).await;
     drained(&broker).await;
-    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
-        let dlq = broker.topology().dead_letter_queue(role);
-        assert_eq!(
-            broker.queue_depth(&dlq).await.unwrap(),
-            0,
-            "{role} dead letters"
-        );
-    }
+    assert_eq!(dead_letters(&broker).await, 0, "dead letters");
     cluster.stop_gracefully();
     broker.delete_topology().await.unwrap();
 }

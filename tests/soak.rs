@@ -7,10 +7,8 @@
 //!
 //! `SOAK_QUESTIONS` (default 2000) and `SOAK_KILLS` (default 50) size it.
 use std::time::{Duration, Instant};
-use tsst_actors::broker::AmqpBroker;
 use tsst_actors::pipeline::enqueue;
 use tsst_actors::store::{RedisStore, Store};
-use tsst_messages::*;
 
 mod common;
 use common::cluster::*;
@@ -55,17 +53,6 @@ async fn settled_deliveries(node: &common::RabbitNode, ns: &str) -> u64 {
         last = now;
     }
     last
-}
-
-async fn dead_letters(broker: &AmqpBroker) -> u32 {
-    let mut n = 0;
-    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
-        n += broker
-            .queue_depth(&broker.topology().dead_letter_queue(role))
-            .await
-            .unwrap();
-    }
-    n
 }
 
 #[actix_rt::test]

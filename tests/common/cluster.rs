@@ -325,3 +325,31 @@ pub fn tsst_cli(ns: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Asserts that every tree of the run equals the reference's.
+pub async fn assert_same_trees<S: Store>(
+    store: &S,
+    run: &str,
+    qs: &[Question],
+    reference: &BTreeMap<String, TreeView>,
+) {
+    let got = trees(store, run, qs).await;
+    for (q, tree) in reference {
+        assert_eq!(
+            &got[q], tree,
+            "tree of {q} differs from the uninterrupted run"
+        );
+    }
+}
+
+/// Messages in the namespace's dead-letter queues.
+pub async fn dead_letters(broker: &AmqpBroker) -> u32 {
+    let mut n = 0;
+    for role in [Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler] {
+        n += broker
+            .queue_depth(&broker.topology().dead_letter_queue(role))
+            .await
+            .unwrap();
+    }
+    n
+}

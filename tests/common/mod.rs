@@ -16,6 +16,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// SIGTERM, then waits for the process to end.
+fn terminate(child: Option<Child>) {
+    if let Some(mut child) = child {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+}
+
+/// Waits until something accepts connections on the port; panics with `log`'s text
+/// after `limit`.
+fn wait_open(port: u16, limit: Duration, what: &str, log: Option<&std::path::Path>) {
+    let started = Instant::now();
+    while !port_open(port) {
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not start:\n{}",
+            log.and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -130,25 +155,18 @@ impl RabbitNode {
             .spawn()
             .expect("rabbitmq-server (apt install rabbitmq-server)");
         self.child = Some(child);
-        let started = Instant::now();
-        while !port_open(self.port) {
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "RabbitMQ node did not start:\n{}",
-                std::fs::read_to_string(self.path("node.out")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log = self.path("node.out");
+        wait_open(
+            self.port,
+            Duration::from_secs(90),
+            "RabbitMQ node",
+            Some(&log),
+        );
     }
 
     /// Stops the node as an operator would (SIGTERM: the script stops it cleanly).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        terminate(self.child.take());
         let started = Instant::now();
         while port_open(self.port) && started.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(100));
@@ -254,24 +272,12 @@ impl RedisNode {
             .spawn()
             .expect("redis-server (apt install redis-server)");
         self.child = Some(child);
-        let started = Instant::now();
-        while !port_open(self.port) {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "Redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_open(self.port, Duration::from_secs(30), "Redis", None);
     }
 
     /// Stops it as an operator would (SIGTERM: Redis flushes its file and exits).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        terminate(self.child.take());
     }
 
     /// A clean restart: without the append-only file, a snapshot is saved first.

@@ -7,9 +7,14 @@ fn root() -> PathBuf {
 }
 
 fn tsst(args: &[&str]) -> Output {
+    tsst_in(&root(), args)
+}
+
+/// `tsst` run in `dir`, without services.
+fn tsst_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tsst"))
         .args(args)
-        .current_dir(root())
+        .current_dir(dir)
         .env_remove("TSST_AMQP_URL")
         .env_remove("TSST_REDIS_URL")
         .output()
@@ -230,13 +235,7 @@ fn bad_records_fail_in_their_place_and_the_run_exits_non_zero() {
         "val",
         "data_partition: '0_5'\nnum_beams: 2\nbranch: 2\nn_consistency: 2\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_tsst"))
-        .args(["run", "--config", "eval.yaml", "--quiet"])
-        .current_dir(dir.path())
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
-        .output()
-        .unwrap();
+    let out = tsst_in(dir.path(), &["run", "--config", "eval.yaml", "--quiet"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("4 question(s) failed"),
@@ -287,13 +286,7 @@ fn a_run_whose_questions_all_fail_exits_non_zero() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tsst"))
-        .args(["run", "--config", "eval.yaml", "--quiet"])
-        .current_dir(dir.path())
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
-        .output()
-        .unwrap();
+    let out = tsst_in(dir.path(), &["run", "--config", "eval.yaml", "--quiet"]);
     assert!(!out.status.success(), "{}", text(&out));
     let lines = results_lines(dir.path(), "eval-m");
     assert_eq!(lines.len(), 6);

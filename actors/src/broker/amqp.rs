@@ -220,22 +220,34 @@ impl AmqpBroker {
     /// Publishes bytes as they are to a queue, e.g. to replay a dead letter once the
     /// cause is fixed.
     pub async fn publish_raw(&self, queue: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        let props = BasicProperties::default().with_delivery_mode(DELIVERY_MODE_PERSISTENT);
+        self.publish_one("", queue, payload, props).await
+    }
+
+    /// One mandatory, confirmed publish; `routing` also names the message in errors.
+    async fn publish_one(
+        &self,
+        exchange: &str,
+        routing: &str,
+        payload: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
         let confirm = self
             .link()
             .await?
             .publisher
             .basic_publish(
-                "".into(),
-                queue.into(),
+                exchange.into(),
+                routing.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
                 payload,
-                BasicProperties::default().with_delivery_mode(DELIVERY_MODE_PERSISTENT),
+                props,
             )
             .await?;
-        check_confirm(queue, confirm.await?)
+        check_confirm(routing, confirm.await?)
     }
 
     /// Publishes events to the fanout exchange, all confirms awaited together.
@@ -472,22 +484,14 @@ impl Delivery for AmqpDelivery {
             Some(role) => broker.shared.topology.queue(role),
             None => self.inner.routing_key.to_string(),
         };
-        let confirm = broker
-            .link()
-            .await?
-            .publisher
-            .basic_publish(
-                broker.shared.topology.dead_letter_exchange().into(),
-                routing.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
+        broker
+            .publish_one(
+                &broker.shared.topology.dead_letter_exchange(),
+                &routing,
                 &self.inner.data,
                 props,
             )
             .await?;
-        check_confirm("dead letter", confirm.await?)?;
         self.ack().await
     }
 }
@@ -507,37 +511,27 @@ impl AmqpDelivery {
     /// properties go with it, less the dead-letter reason and the delivery count, so
     /// it starts afresh.
     pub async fn republish(&self, queue: &str) -> Result<(), BrokerError> {
-        let mut headers = self.inner.properties.headers().clone().unwrap_or_default();
         let mut kept = FieldTable::default();
-        for (k, v) in headers.inner() {
+        for (k, v) in self
+            .inner
+            .properties
+            .headers()
+            .iter()
+            .flat_map(|h| h.inner())
+        {
             if ![HEADER_ERROR, HEADER_REJECTED_BY, "x-delivery-count"].contains(&k.as_str()) {
                 kept.insert(k.clone(), v.clone());
             }
         }
-        headers = kept;
         let props = self
             .inner
             .properties
             .clone()
             .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
-            .with_headers(headers);
-        let confirm = self
-            .broker
-            .link()
-            .await?
-            .publisher
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &self.inner.data,
-                props,
-            )
-            .await?;
-        check_confirm(queue, confirm.await?)
+            .with_headers(kept);
+        self.broker
+            .publish_one("", queue, &self.inner.data, props)
+            .await
     }
 
     /// The message id it was published with (the task id).
