@@ -92,18 +92,28 @@ fn expand(t: &TreeRef, round: u32, node: tsst_messages::NodeId) -> Envelope<Task
     .envelope()
 }
 
+/// The lease that lets one relay of a cluster scan at a time.
+pub const RELAY_LEASE: &str = "relay";
+
 /// Re-drives every unfinished tree whose state and applied effects have not changed
-/// for `stall`, checking
-/// every `stall / 4`, until `stop`. A tree that only waited in a long queue is driven
-/// twice, which costs deliveries but changes nothing (the outbox dedupes); a tree that
-/// lost its tasks to a store rollback moves again.
+/// for `stall`, checking every `stall / 4`, until `stop`. A tree that only waited in a
+/// long queue is driven twice, which costs deliveries but changes nothing (the outbox
+/// dedupes); a tree that lost its tasks to a store rollback moves again.
+///
+/// Every worker runs a relay, but only the holder of the store's relay lease (`holder`
+/// names this one) scans: one scan's reads, not one per worker. When the holder dies
+/// its lease runs out and another relay takes over, observing afresh.
 pub async fn relay<S: Store, B: Broker>(
     store: S,
     broker: B,
+    holder: String,
     stall: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = (stall / 4).max(Duration::from_millis(100));
+    // Renewed every scan: outlives a few missed renewals, not a dead holder for long.
+    let ttl = every * 3;
+    let mut leading = false;
     let mut seen: HashMap<TreeRef, (String, Instant)> = HashMap::new();
     let mut questions: HashMap<String, Vec<String>> = HashMap::new();
     loop {
@@ -113,6 +123,21 @@ pub async fn relay<S: Store, B: Broker>(
         }
         if *stop.borrow() {
             return;
+        }
+        match store.lease(RELAY_LEASE, &holder, ttl).await {
+            Ok(true) => {
+                if !leading {
+                    tracing::info!(%holder, "this worker's relay watches for stalled trees");
+                    leading = true;
+                }
+            }
+            Ok(false) | Err(_) => {
+                // Another relay watches (or the store is away): what this one saw
+                // would be stale when it takes over.
+                leading = false;
+                seen.clear();
+                continue;
+            }
         }
         if let Err(err) = scan(&store, &broker, stall, &mut seen, &mut questions).await {
             tracing::debug!(%err, "relay scan failed; trying again later");

@@ -1,9 +1,9 @@
-//! The actors of tsst and what they run on: the search logic, the model backends,
+//! The actors of tsst and what they run on: the search logic, the model actors,
 //! the RabbitMQ bridge, the Redis store and the worker runtime.
-pub mod backend;
 pub mod broker;
 pub mod heal;
 pub mod llm;
+pub mod outcome;
 pub mod pipeline;
 pub mod roles;
 pub mod runtime;

@@ -1,15 +1,13 @@
 //! Runs as a whole: enqueueing, following progress, and collecting results.
 use crate::broker::{Broker, BrokerError};
-use crate::roles::QuestionRecords;
-use crate::store::{Progress, Store, StoreError, TreeRef, TreeView};
+use crate::outcome::{question_result, QuestionRecords};
+use crate::store::{Progress, Store, StoreError, TreeRef};
 use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
 use tsst_labels::LlavaRecord;
-use tsst_messages::results::{QuestionResult, QuestionStatus, Solution};
-use tsst_messages::{
-    DataSource, Event, ExpandTask, Node, NodeId, Question, RunRecord, SearchSpec, Task, TreeStatus,
-};
+use tsst_messages::results::QuestionResult;
+use tsst_messages::{DataSource, Event, ExpandTask, NodeId, Question, RunRecord, Task};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -147,84 +145,6 @@ pub async fn results<S: Store>(store: &S, run: &str) -> Result<Vec<QuestionResul
         out.push(question_result(run, q, &tree, &record.search));
     }
     Ok(out)
-}
-
-/// A question's results line from its stored tree, solutions best first by what
-/// ranked them in the search: the value, or with `use_value: false` the mean token
-/// log-probability of the solution. Unscored and NaN last; ties in finish order.
-pub fn question_result(
-    run: &str,
-    q: Question,
-    tree: &TreeView,
-    spec: &SearchSpec,
-) -> QuestionResult {
-    let by_id: HashMap<NodeId, &Node> = tree.nodes.iter().map(|n| (n.id, n)).collect();
-    let mut solutions: Vec<(usize, Solution)> = tree
-        .finished
-        .iter()
-        .enumerate()
-        .filter_map(|(order, id)| {
-            let leaf = by_id.get(id)?;
-            let mut path = vec![*leaf];
-            while let Some(parent) = path
-                .last()
-                .and_then(|n| n.parent)
-                .and_then(|p| by_id.get(&p))
-            {
-                if parent.parent.is_none() {
-                    break;
-                }
-                path.push(parent);
-            }
-            path.reverse();
-            let tokens: u32 = path.iter().map(|n| n.tokens).sum();
-            let logprob: f64 = path.iter().map(|n| n.logprob).sum();
-            Some((
-                order,
-                Solution {
-                    node: leaf.id,
-                    text: leaf.text.clone(),
-                    steps: path.iter().map(|n| n.step.clone()).collect(),
-                    values: path.iter().map(|n| n.value).collect(),
-                    value: leaf.value,
-                    mean_logprob: if tokens == 0 {
-                        0.0
-                    } else {
-                        logprob / f64::from(tokens)
-                    },
-                    finish: leaf.finished.unwrap_or(tsst_messages::FinishReason::Answer),
-                    verdict: tree.verdicts.get(&leaf.id).cloned(),
-                },
-            ))
-        })
-        .collect();
-    let rank = |s: &Solution| {
-        crate::search::rank_key(if spec.use_value {
-            s.value.unwrap_or(f64::NEG_INFINITY)
-        } else {
-            s.mean_logprob
-        })
-    };
-    solutions.sort_by(|(oa, a), (ob, b)| rank(b).total_cmp(&rank(a)).then(oa.cmp(ob)));
-    QuestionResult {
-        run: run.to_owned(),
-        question_id: q.id,
-        source: q.source,
-        image: q.image,
-        question: q.question,
-        context: q.context,
-        choices: q.choices,
-        answer: q.answer,
-        status: match tree.state.status {
-            TreeStatus::Done => QuestionStatus::Done,
-            TreeStatus::Failed => QuestionStatus::Failed,
-            TreeStatus::Searching | TreeStatus::Searched => QuestionStatus::Pending,
-        },
-        error: tree.error.clone(),
-        rounds: tree.state.round,
-        restarts: tree.state.restarts,
-        solutions: solutions.into_iter().map(|(_, s)| s).collect(),
-    }
 }
 
 /// The run's next-round training data, D+ and Dv, in dataset order.

@@ -60,8 +60,6 @@ async fn start_worker(store: &MemoryStore, broker: &MemoryBroker) -> Worker {
         .map(|role| RoleSpec { role, instances: 1 })
         .collect();
     Worker::start(ctx, &roles, BatchSettings::default())
-        .await
-        .unwrap()
 }
 
 async fn finish(store: &MemoryStore, run: &str) -> tsst_actors::store::Progress {

@@ -25,4 +25,4 @@ pub use eval::{
 pub use secret::Secret;
 pub use url::{redact_url, ServiceUrl};
 pub use verifier::{EndpointConfig, VerifierConfig, DEFAULT_API_KEY_ENV};
-pub use worker::{BatchConfig, Device, WorkerConfig, ENV_AMQP_URL, ENV_REDIS_URL};
+pub use worker::{BatchConfig, Device, WorkerConfig};

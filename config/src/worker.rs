@@ -1,6 +1,6 @@
 //! Worker processes (`config/worker.yaml`): which roles to run, how many of each,
-//! and where the broker and store are. Without `amqp_url` everything runs in one
-//! process ("embedded mode").
+//! and where the broker and store are. `tsst worker` takes `amqp_url` / `redis_url`
+//! when neither `--amqp`/`--redis` nor `TSST_AMQP_URL`/`TSST_REDIS_URL` name them.
 use crate::error::{ConfigError, Issue};
 use crate::url::ServiceUrl;
 use crate::yaml;
@@ -13,9 +13,6 @@ use tsst_messages::Role;
 
 pub const AMQP_SCHEMES: [&str; 2] = ["amqp", "amqps"];
 pub const REDIS_SCHEMES: [&str; 4] = ["redis", "rediss", "redis+unix", "unix"];
-/// Environment variables that replace the file's URLs (applied by the CLI).
-pub const ENV_AMQP_URL: &str = "TSST_AMQP_URL";
-pub const ENV_REDIS_URL: &str = "TSST_REDIS_URL";
 
 pub const DEFAULT_PREFETCH: u16 = 8;
 pub const DEFAULT_BATCH_MAX_SIZE: u32 = 16;
@@ -298,38 +295,6 @@ impl WorkerConfig {
     pub fn pool_size(&self, role: Role) -> u32 {
         self.pool.get(&role).copied().unwrap_or(1)
     }
-
-    /// Replaces the URLs with `TSST_AMQP_URL` / `TSST_REDIS_URL` when those are set.
-    /// A variable set to the empty string removes the URL (e.g. to force embedded mode).
-    pub fn apply_env_overrides(&mut self) -> Result<(), ConfigError> {
-        self.apply_overrides_from(|name| std::env::var(name).ok())
-    }
-
-    /// [`WorkerConfig::apply_env_overrides`] with the environment passed in, for tests.
-    pub fn apply_overrides_from(
-        &mut self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        let targets: [(&str, &[&str], &mut Option<ServiceUrl>); 2] = [
-            (ENV_AMQP_URL, &AMQP_SCHEMES, &mut self.amqp_url),
-            (ENV_REDIS_URL, &REDIS_SCHEMES, &mut self.redis_url),
-        ];
-        for (var, schemes, slot) in targets {
-            let Some(value) = env(var) else { continue };
-            let value = value.trim();
-            *slot = if value.is_empty() {
-                None
-            } else {
-                Some(
-                    ServiceUrl::parse(value, schemes).map_err(|rule| ConfigError::Env {
-                        var: var.to_string(),
-                        rule,
-                    })?,
-                )
-            };
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -384,29 +349,5 @@ device: cuda:1
             "{msg}"
         );
         assert!(msg.contains("w.yaml: pool.nope: unknown role"), "{msg}");
-    }
-
-    #[test]
-    fn env_overrides_replace_and_clear() {
-        let mut c = parse("amqp_url: amqp://localhost\n").unwrap();
-        c.apply_overrides_from(|v| match v {
-            ENV_AMQP_URL => Some(String::new()),
-            ENV_REDIS_URL => Some("redis://r:6379".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert!(c.is_embedded());
-        assert_eq!(
-            c.redis_url.as_ref().map(|u| u.as_str()),
-            Some("redis://r:6379")
-        );
-        let err = c
-            .apply_overrides_from(|v| (v == ENV_AMQP_URL).then(|| "http://x:secretpw@h".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("TSST_AMQP_URL") && !err.contains("secretpw"),
-            "{err}"
-        );
     }
 }

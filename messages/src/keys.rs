@@ -8,6 +8,11 @@ pub fn runs() -> String {
     format!("{PREFIX}:runs")
 }
 
+/// String: who holds the lease `name` (one relay at a time), expiring by itself.
+pub fn lease(name: &str) -> String {
+    format!("{PREFIX}:lease:{name}")
+}
+
 /// Hash: extracted answer → verdict JSON, for one question of one dataset, shared by
 /// every run: the same answer to the same question is decided once.
 pub fn verdict_cache(source: crate::DataSource, question: &str) -> String {

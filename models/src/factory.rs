@@ -4,8 +4,9 @@ use crate::device::Device;
 use crate::policy::OnnxPolicy;
 use crate::value::OnnxValue;
 use std::path::{Path, PathBuf};
-use tsst_actors::backend::{parse_scripted, BackendError, PolicyBackend, ValueBackend};
-use tsst_actors::runtime::{ModelFactory, ScriptedFactory};
+use tsst_backend::{
+    parse_scripted, BackendError, ModelFactory, PolicyBackend, ScriptedFactory, ValueBackend,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct OnnxFactory {

@@ -26,7 +26,7 @@ use crate::sampling::{choose, Choice, Rng};
 use crate::stop::Step;
 use crate::tensor;
 use std::path::Path;
-use tsst_actors::backend::{
+use tsst_backend::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
 };
 

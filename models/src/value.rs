@@ -8,7 +8,7 @@ use crate::tensor;
 use ort::session::Session;
 use ort::value::TensorElementType;
 use std::path::Path;
-use tsst_actors::backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
+use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
 
 /// Texts scored per decoder run.
 const SCORE_BATCH: usize = 8;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{fixture, golden_question, goldens, ids, ort_available};
-use tsst_actors::backend::{ExpandRequest, ScoreRequest, ValueBackend};
+use tsst_backend::{ExpandRequest, ScoreRequest, ValueBackend};
 use tsst_messages::{DataSource, Question, StepDelimiter};
 use tsst_models::{Device, KvMode, OnnxPolicy, OnnxValue};
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{fixture, golden_question, goldens, ids, ort_available};
-use tsst_actors::backend::{ExpandRequest, PolicyBackend, ScoreRequest, ValueBackend};
+use tsst_backend::{ExpandRequest, PolicyBackend, ScoreRequest, ValueBackend};
 use tsst_messages::{DataSource, Question, StepDelimiter};
 use tsst_models::{preprocess, Device, Manifest, OnnxPolicy, OnnxValue};
 
@@ -328,7 +328,7 @@ fn model_directories_are_checked() {
 
 #[test]
 fn the_factory_serves_scripted_and_model_directories() {
-    use tsst_actors::runtime::ModelFactory;
+    use tsst_backend::ModelFactory;
     let factory = tsst_models::OnnxFactory::default();
     assert!(factory.policy("scripted:5ms").is_ok());
     assert!(factory.value("scripted").is_ok());

@@ -131,21 +131,22 @@ impl Cluster {
 
     /// SIGTERM each worker and check it exits cleanly after its batch.
     pub fn stop_gracefully(&mut self) {
-        for w in &mut self.workers {
-            if w.try_wait().unwrap().is_some() {
+        for i in 0..self.workers.len() {
+            if self.workers[i].try_wait().unwrap().is_some() {
                 continue;
             }
-            let pid = w.id().to_string();
+            let pid = self.workers[i].id().to_string();
             Command::new("kill").args(["-TERM", &pid]).status().unwrap();
             let started = Instant::now();
             loop {
-                if let Some(status) = w.try_wait().unwrap() {
+                if let Some(status) = self.workers[i].try_wait().unwrap() {
                     assert!(status.success(), "worker exit after SIGTERM: {status}");
                     break;
                 }
                 assert!(
                     started.elapsed() < Duration::from_secs(20),
-                    "worker did not stop"
+                    "worker {i} did not stop\n{}",
+                    self.logs()
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -227,9 +228,7 @@ pub async fn embedded_trees(record: &RunRecord, qs: &[Question]) -> BTreeMap<Str
         .into_iter()
         .map(|role| RoleSpec { role, instances: 1 })
         .collect();
-    let worker = Worker::start(ctx, &roles, BatchSettings::default())
-        .await
-        .unwrap();
+    let worker = Worker::start(ctx, &roles, BatchSettings::default());
     enqueue(&store, &broker, record, qs).await.unwrap();
     follow(&store, &record.run, Duration::from_millis(20), |_| {})
         .await

@@ -512,9 +512,7 @@ where
         max_wait: Duration::from_millis(args.max_wait_ms),
         prefetch: args.prefetch,
     };
-    let worker = Worker::start(ctx, &roles, batch)
-        .await
-        .context("cannot start the worker")?;
+    let worker = Worker::start(ctx, &roles, batch);
     let cpu = services.sample();
     let started = Instant::now();
     let outcome = async {

@@ -17,6 +17,17 @@ pub struct Distributed {
 }
 
 impl ServiceArgs {
+    /// The URLs from the command line or the environment, else the worker config's.
+    pub fn or_config(&self, config: &WorkerConfig) -> ServiceArgs {
+        let from =
+            |url: &Option<tsst_config::ServiceUrl>| url.as_ref().map(|u| u.as_str().to_owned());
+        ServiceArgs {
+            amqp: self.amqp.clone().or_else(|| from(&config.amqp_url)),
+            redis: self.redis.clone().or_else(|| from(&config.redis_url)),
+            namespace: self.namespace.clone(),
+        }
+    }
+
     pub fn embedded(&self) -> bool {
         self.amqp.is_none() && self.redis.is_none()
     }

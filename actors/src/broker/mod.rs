@@ -25,7 +25,8 @@ pub enum BrokerError {
     Encode(#[from] tsst_messages::EncodeError),
 }
 
-pub trait Broker: Clone + Send + Sync + 'static {
+/// `Unpin`: a broker and its deliveries live in actors' state.
+pub trait Broker: Clone + Send + Sync + Unpin + 'static {
     type Consumer: Consumer;
 
     /// Declares queues and exchanges; safe to call from every process that starts.
@@ -60,7 +61,7 @@ pub trait Consumer: Send + 'static {
 
 /// A message taken from a queue. Settle it once: ack only after its effect is
 /// committed; a delivery dropped unsettled goes back to the queue.
-pub trait Delivery: Send + Sync + 'static {
+pub trait Delivery: Send + Sync + Unpin + 'static {
     fn data(&self) -> &[u8];
     fn redelivered(&self) -> bool;
     /// Which delivery of the message this is: 1 the first time, more after requeues

@@ -2,14 +2,13 @@
 //! batch of tasks across questions in one backend call per model.
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
-use crate::backend::{ExpandRequest, PolicyOutput};
 use crate::broker::{Broker, Delivery};
-use crate::runtime::{Context, DeliveryOf};
+use crate::runtime::{Context, DeliveryOf, ExpandJob};
 use crate::search;
 use crate::store::{ExpandCommit, Store, TreeRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_messages::{ExpandTask, Node, Question, Role, ScoreTask, SearchMode, StepDelimiter, Task};
+use tsst_messages::{ExpandTask, Node, Role, ScoreTask, SearchMode, Task};
 
 pub struct Generator<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -21,17 +20,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
     }
 }
 
-/// A request the model thread owns (the batch outlives no borrow).
-struct Owned {
-    question: Arc<Question>,
-    prefix: String,
-    seeds: Vec<u64>,
-    temperature: f64,
-    max_new_tokens: u32,
-    delimiter: Option<StepDelimiter>,
-}
-
-type Group = (Vec<(usize, Node, SearchMode)>, Vec<Owned>);
+type Group = (Vec<(usize, Node, SearchMode)>, Vec<ExpandJob>);
 
 impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
     fn role(&self) -> Role {
@@ -105,7 +94,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 SearchMode::Direct => (left, None),
                 SearchMode::Beam => (spec.step_max_tokens.min(left), Some(spec.step_delimiter)),
             };
-            let owned = Owned {
+            let job = ExpandJob {
                 question,
                 prefix: parent.text.clone(),
                 seeds,
@@ -116,7 +105,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
             let mode = spec.mode;
             let group = groups.entry(spec.policy_model.clone()).or_default();
             group.0.push((i, parent, mode));
-            group.1.push(owned);
+            group.1.push(job);
         }
 
         plan.publish
@@ -124,17 +113,16 @@ impl<S: Store, B: Broker> Generator<S, B> {
         plan.publish
             .extend(crate::heal::redrive(&ctx.store, &stale).await?);
         let mut commits = Vec::new();
-        for (model, (group, owned)) in groups {
-            let outputs = match self.expand(&model, owned).await {
+        for (model, (group, jobs)) in groups {
+            let outputs = match ctx.models.expand(&model, jobs).await {
                 Ok(outputs) => outputs,
-                Err(WorkError::Backend(e)) => {
+                Err(e) => {
                     for (i, ..) in &group {
                         let t = &tasks[*i];
                         plan.backend_failed(*i, attempts[*i], &t.run, &t.question, e.to_string());
                     }
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             for ((i, parent, mode), output) in group.into_iter().zip(outputs) {
                 let task = &tasks[i];
@@ -172,32 +160,5 @@ impl<S: Store, B: Broker> Generator<S, B> {
         ctx.store.commit_expand(&commits).await?;
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
-    }
-
-    /// Loads (once) and runs one model over a group on a blocking thread: loading and
-    /// inference must never hold up the event loop that keeps the broker connection
-    /// alive.
-    async fn expand(&self, model: &str, owned: Vec<Owned>) -> Result<Vec<PolicyOutput>, WorkError> {
-        let ctx = self.ctx.clone();
-        let model = model.to_owned();
-        let outputs = tokio::task::spawn_blocking(move || {
-            let backend = ctx.models.policy(&model)?;
-            let requests: Vec<ExpandRequest<'_>> = owned
-                .iter()
-                .map(|o| ExpandRequest {
-                    question: &o.question,
-                    prefix: &o.prefix,
-                    seeds: &o.seeds,
-                    temperature: o.temperature,
-                    max_new_tokens: o.max_new_tokens,
-                    delimiter: o.delimiter,
-                })
-                .collect();
-            let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-            backend.expand(&requests)
-        })
-        .await
-        .map_err(|e| WorkError::Join(e.to_string()))??;
-        Ok(outputs)
     }
 }

@@ -4,23 +4,12 @@
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::Broker;
-use crate::pipeline::question_result;
+use crate::outcome::{label_question, question_result};
 use crate::runtime::{Context, DeliveryOf};
 use crate::store::{Store, TreeRef};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_labels::{policy_records, value_records, DatasetOptions, LlavaRecord};
-use tsst_messages::{Event, LabelTask, Question, Role, RunRecord, Task, TreeStatus};
-
-/// What the labeler stores per question.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct QuestionRecords {
-    /// Policy training records (D+).
-    pub dplus: Vec<LlavaRecord>,
-    /// Value training records (Dv).
-    pub dv: Vec<LlavaRecord>,
-}
+use tsst_messages::{Event, LabelTask, Role, Task, TreeStatus};
 
 /// A run's labelled questions: their records, and the trees to close.
 type Labelled = (Vec<(String, String)>, Vec<(String, Option<String>)>);
@@ -49,24 +38,6 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Labeler<S, B> {
         let plan = self.compute(&tasks).await;
         settle(&self.ctx, deliveries, plan).await
     }
-}
-
-/// The question's training records. Image paths are written relative to the dataset
-/// root, where the training side finds the images.
-pub fn label_question(
-    record: &RunRecord,
-    question: &Question,
-    result: &tsst_messages::results::QuestionResult,
-) -> Result<QuestionRecords, tsst_labels::DatasetError> {
-    let options = DatasetOptions {
-        k: record.labels.dplus_per_question.max(1) as usize,
-        image_root: Some(record.dataset.root.clone()),
-        ..DatasetOptions::default()
-    };
-    Ok(QuestionRecords {
-        dplus: policy_records(question, &result.solutions, &options)?,
-        dv: value_records(question, &result.solutions, &options)?,
-    })
 }
 
 impl<S: Store, B: Broker> Labeler<S, B> {

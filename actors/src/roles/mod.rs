@@ -8,16 +8,16 @@ mod scorer;
 mod verifier;
 
 pub use generator::Generator;
-pub use labeler::{label_question, Labeler, QuestionRecords};
+pub use labeler::Labeler;
 pub use plan::{settle, Outcome, Plan};
 pub use scorer::Scorer;
 pub use verifier::Verifier;
 
-use crate::backend::BackendError;
 use crate::broker::{BrokerError, Delivery};
 use crate::store::{round_outbox_key, Store, StoreError, TreeRef, VERIFY_OUTBOX_KEY};
 use std::future::Future;
 use thiserror::Error;
+use tsst_backend::BackendError;
 use tsst_messages::{Envelope, Role, Task};
 
 #[derive(Debug, Error)]
@@ -28,8 +28,6 @@ pub enum WorkError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Backend(#[from] BackendError),
-    #[error("model thread: {0}")]
-    Join(String),
     /// No retry can mend it (a verifier endpoint that rejects the request): the role
     /// stops and says why.
     #[error("{0}")]

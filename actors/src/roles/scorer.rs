@@ -3,7 +3,6 @@
 //! round (selection, finishing, the next frontier or verification).
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
-use crate::backend::ScoreRequest;
 use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
 use crate::search;
@@ -116,9 +115,13 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             }));
         }
         for (model, group) in groups {
-            let values = match self.score(&model, &group).await {
+            let jobs = group
+                .iter()
+                .map(|(_, q, n)| (q.clone(), n.text.clone()))
+                .collect();
+            let values = match self.ctx.models.score(&model, jobs).await {
                 Ok(values) => values,
-                Err(WorkError::Backend(e)) => {
+                Err(e) => {
                     for (i, ..) in &group {
                         if commits[*i].take().is_some() {
                             let t = &tasks[*i];
@@ -133,7 +136,6 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                     }
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             for ((i, _, node), value) in group.iter().zip(values) {
                 match (value, commits[*i].as_mut()) {
@@ -269,31 +271,5 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             out.push((*task, applied));
         }
         Ok(out)
-    }
-
-    async fn score(
-        &self,
-        model: &str,
-        group: &[(usize, Arc<Question>, Node)],
-    ) -> Result<Vec<Result<f64, crate::backend::RequestError>>, WorkError> {
-        let ctx = self.ctx.clone();
-        let model = model.to_owned();
-        let owned: Vec<(Arc<Question>, String)> = group
-            .iter()
-            .map(|(_, q, n)| (q.clone(), n.text.clone()))
-            .collect();
-        // Loading, like inference, runs off the event loop.
-        let values = tokio::task::spawn_blocking(move || {
-            let backend = ctx.models.value(&model)?;
-            let requests: Vec<ScoreRequest<'_>> = owned
-                .iter()
-                .map(|(q, text)| ScoreRequest { question: q, text })
-                .collect();
-            let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-            backend.score(&requests)
-        })
-        .await
-        .map_err(|e| WorkError::Join(e.to_string()))??;
-        Ok(values)
     }
 }

@@ -4,5 +4,7 @@ mod models;
 mod worker;
 
 pub use context::{Context, DeliveryOf, RunInfo};
-pub use models::{ModelFactory, Models, ScriptedFactory, SharedPolicy, SharedValue};
+pub use models::{Expand, ExpandJob, Models, PolicyActor, Score, ValueActor};
+// What `Models::new` takes, so callers need not name the backend crate.
+pub use tsst_backend::{ModelFactory, ScriptedFactory};
 pub use worker::{BatchSettings, RoleSpec, Worker};

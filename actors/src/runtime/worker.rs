@@ -1,15 +1,26 @@
-//! A worker: one actix actor per role instance, each fed by its own consumer, taking
-//! up to `max_size` deliveries at once (waiting at most `max_wait` to fill a batch).
-//! Shutdown lets every actor finish and settle the batch in flight, then stop.
-use super::context::Context;
+//! A worker: one supervised actix actor per role instance. Each actor consumes its
+//! role's queue as a stream (`StreamHandler`), forms batches of up to `max_size`
+//! deliveries (waiting at most `max_wait` for a batch to fill), processes one batch at
+//! a time, and sends model work to the model actors (`runtime::models`).
+//!
+//! Supervision: an actor whose consumer ends, or whose batch panicked, stops and is
+//! restarted by its `Supervisor` with a fresh subscription (the lost consumer's
+//! channel closes, so the broker requeues what it held). An actor whose role met an
+//! error no retry can mend reports it and stays idle; the process then stops and says
+//! why. Shutdown (`Drain`) lets every actor finish and settle the batch in flight.
+use super::context::{Context, DeliveryOf};
 use crate::broker::{Broker, BrokerError, Consumer};
 use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Verifier};
 use crate::store::Store;
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Handler, Message, Recipient,
+    ResponseActFuture, SpawnHandle, StreamHandler, Supervised, Supervisor, WrapFuture,
+};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 use tsst_messages::Role;
 
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +43,14 @@ impl Default for BatchSettings {
     }
 }
 
+impl BatchSettings {
+    /// The consumer's prefetch: never less than a batch.
+    pub fn effective_prefetch(&self) -> u16 {
+        self.prefetch
+            .max(self.max_size.min(u16::MAX as usize) as u16)
+    }
+}
+
 /// A role and how many actors serve it in this process.
 #[derive(Debug, Clone, Copy)]
 pub struct RoleSpec {
@@ -39,215 +58,397 @@ pub struct RoleSpec {
     pub instances: usize,
 }
 
-pub struct Worker {
-    stop: watch::Sender<bool>,
-    stopped: Vec<oneshot::Receiver<Option<String>>>,
+/// Stop taking work; answered once the batch in flight is settled and what was
+/// taken but not started is back in the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain;
+
+impl Message for Drain {
+    type Result = ();
 }
 
-struct RoleActor<W, C> {
+/// A batch ended: how, and with the deliveries to try again (`held`).
+struct Done<D>(Result<(), Failed<D>>);
+
+/// Longest wait between two tries of a held batch or a subscription.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest a shutdown waits for the batches in flight.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+struct RoleActor<W, B: Broker> {
+    role: Role,
     work: Arc<W>,
-    consumer: Option<C>,
+    broker: B,
     batch: BatchSettings,
-    stop: watch::Receiver<bool>,
-    stopped: Option<oneshot::Sender<Option<String>>>,
-    /// Why the actor stopped by itself, if it did (a fatal error of its role).
-    fatal: Option<String>,
+    /// Deliveries taken but not yet in a batch.
+    pending: Vec<DeliveryOf<B>>,
+    /// A batch is being processed (or waits to be tried again).
+    busy: bool,
+    /// The consumer, attached as a stream.
+    stream: Option<SpawnHandle>,
+    /// The timer that sends a partial batch once `max_wait` has passed.
+    flush: Option<SpawnHandle>,
+    backoff: Duration,
+    /// Restarts so far: a subscription after a restart waits a little first, so a
+    /// consumer that ends at once never spins.
+    restarts: u32,
+    /// The consumer ended while a batch was in flight: restart once it is settled.
+    restart_when_idle: bool,
+    /// Set by `Drain`: answered when idle.
+    draining: Option<oneshot::Sender<()>>,
+    drained: bool,
+    /// The role met an error no retry can mend: reported once, then idle.
+    fatal: mpsc::UnboundedSender<String>,
+    dead: bool,
 }
 
-impl<W, C> Actor for RoleActor<W, C>
+type Item<B> = Result<DeliveryOf<B>, BrokerError>;
+
+impl<W, B> Actor for RoleActor<W, B>
 where
-    C: Consumer + Unpin,
-    W: RoleWork<C::Delivery>,
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
 {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(consumer) = self.consumer.take() else {
-            ctx.stop();
+        if self.dead || self.drained {
             return;
+        }
+        let wait = if self.restarts == 0 {
+            Duration::ZERO
+        } else {
+            FIRST_BACKOFF * self.restarts.min(50)
         };
-        let feed = feed(self.work.clone(), consumer, self.batch, self.stop.clone());
-        ctx.spawn(feed.into_actor(self).map(|fatal, actor, ctx| {
-            actor.fatal = fatal;
-            ctx.stop()
+        self.subscribe(wait, ctx);
+    }
+}
+
+impl<W, B> Supervised for RoleActor<W, B>
+where
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
+{
+    /// The stream and every timer died with the old context; the deliveries that were
+    /// pending went with the old consumer (its channel closes and the broker requeues
+    /// them). Start clean.
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarts += 1;
+        self.pending.clear();
+        self.busy = false;
+        self.flush = None;
+        self.stream = None;
+        self.restart_when_idle = false;
+        tracing::warn!(role = %self.role, restarts = self.restarts, "role actor restarting");
+    }
+}
+
+impl<W, B> RoleActor<W, B>
+where
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
+{
+    /// Subscribes after `wait`, trying again with backoff while the broker refuses.
+    fn subscribe(&mut self, wait: Duration, ctx: &mut actix::Context<Self>) {
+        let broker = self.broker.clone();
+        let role = self.role;
+        let prefetch = self.batch.effective_prefetch();
+        let fut = async move {
+            tokio::time::sleep(wait).await;
+            broker.consume(role, prefetch).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |consumer, actor, ctx| {
+            if actor.draining.is_some() || actor.dead {
+                return;
+            }
+            match consumer {
+                Ok(consumer) => {
+                    let stream = futures_util::stream::unfold(consumer, |mut c| async move {
+                        c.next().await.map(|d| (d, c))
+                    });
+                    actor.stream = Some(ctx.add_stream(Box::pin(stream)));
+                }
+                Err(err) => {
+                    tracing::warn!(%role, %err, "cannot consume yet; retrying");
+                    let next = (wait * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                    actor.subscribe(next, ctx);
+                }
+            }
         }));
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(tx) = self.stopped.take() {
-            let _ = tx.send(self.fatal.take());
+    /// Starts the next batch if one may start: nothing in flight, and either a full
+    /// batch pending or `full_only` false.
+    fn dispatch(&mut self, full_only: bool, ctx: &mut actix::Context<Self>) {
+        if self.busy || self.pending.is_empty() || self.draining.is_some() || self.dead {
+            return;
+        }
+        if full_only && self.pending.len() < self.batch.max_size {
+            return;
+        }
+        if let Some(timer) = self.flush.take() {
+            ctx.cancel_future(timer);
+        }
+        let n = self.pending.len().min(self.batch.max_size);
+        let batch: Vec<_> = self.pending.drain(..n).collect();
+        self.run(batch, ctx);
+    }
+
+    /// Processes a batch; a panic in it stops the actor (its supervisor restarts it).
+    fn run(&mut self, batch: Vec<DeliveryOf<B>>, ctx: &mut actix::Context<Self>) {
+        self.busy = true;
+        let work = self.work.clone();
+        let fut = AssertUnwindSafe(async move { work.process(batch).await }).catch_unwind();
+        ctx.spawn(fut.into_actor(self).map(|result, actor, ctx| match result {
+            Ok(done) => actor.done(Done(done), ctx),
+            Err(_) => {
+                tracing::error!(role = %actor.role, "a batch panicked; the actor restarts and its deliveries go back to the queue");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn done(&mut self, Done(result): Done<DeliveryOf<B>>, ctx: &mut actix::Context<Self>) {
+        let role = self.role;
+        match result {
+            Ok(()) => {
+                self.backoff = FIRST_BACKOFF;
+                self.busy = false;
+            }
+            Err(Failed { error, held }) if error.is_fatal() => {
+                tracing::error!(%role, %error, "the role stops: no retry can mend this");
+                self.dead = true;
+                self.busy = false;
+                let _ = self.fatal.send(format!("{role}: {error}"));
+                let pending = std::mem::take(&mut self.pending);
+                ctx.spawn(
+                    requeue_all(held.into_iter().chain(pending))
+                        .into_actor(self)
+                        .map(|(), actor, ctx| {
+                            // Dropping the consumer closes its channel: whatever it
+                            // still held goes back to the queue for other workers.
+                            if let Some(stream) = actor.stream.take() {
+                                ctx.cancel_future(stream);
+                            }
+                        }),
+                );
+            }
+            Err(Failed { error, held }) => {
+                // Wait a little before trying again so an outage is not hammered.
+                if held.is_empty() {
+                    tracing::error!(%role, %error, "batch failed and went back to the queue");
+                } else {
+                    tracing::warn!(%role, %error, "store unavailable; holding the batch");
+                }
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                ctx.run_later(wait, move |actor, ctx| {
+                    if held.is_empty() {
+                        actor.busy = false;
+                        actor.after_batch(ctx);
+                    } else if actor.draining.is_some() {
+                        ctx.spawn(requeue_all(held).into_actor(actor).map(|(), actor, ctx| {
+                            actor.busy = false;
+                            actor.after_batch(ctx);
+                        }));
+                    } else {
+                        actor.run(held, ctx);
+                    }
+                });
+                return;
+            }
+        }
+        self.after_batch(ctx);
+    }
+
+    /// What follows a settled batch: the next one (deliveries that arrived meanwhile
+    /// have waited long enough), a pending restart, or the end of a drain.
+    fn after_batch(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.busy {
+            return;
+        }
+        if self.draining.is_some() {
+            self.finish_drain(ctx);
+        } else if self.restart_when_idle {
+            ctx.stop();
+        } else {
+            self.dispatch(false, ctx);
+        }
+    }
+
+    /// Puts back what was taken but not started, then answers the drain.
+    fn finish_drain(&mut self, ctx: &mut actix::Context<Self>) {
+        let pending = std::mem::take(&mut self.pending);
+        ctx.spawn(requeue_all(pending).into_actor(self).map(|(), actor, ctx| {
+            actor.drained = true;
+            if let Some(tx) = actor.draining.take() {
+                let _ = tx.send(());
+            }
+            // The worker dropped its address before asking: stopping now does not
+            // restart the actor.
+            ctx.stop();
+        }));
+    }
+}
+
+impl<W, B> StreamHandler<Item<B>> for RoleActor<W, B>
+where
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
+{
+    fn handle(&mut self, item: Item<B>, ctx: &mut Self::Context) {
+        let delivery = match item {
+            Ok(d) => d,
+            Err(err) => {
+                tracing::error!(role = %self.role, %err, "consumer error");
+                return;
+            }
+        };
+        if self.dead || self.draining.is_some() {
+            // Back to the queue, for another worker or a later life of this one.
+            ctx.spawn(requeue_all([delivery]).into_actor(self));
+            return;
+        }
+        self.pending.push(delivery);
+        if self.pending.len() >= self.batch.max_size {
+            self.dispatch(true, ctx);
+        } else if !self.busy && self.flush.is_none() {
+            self.flush = Some(ctx.run_later(self.batch.max_wait, |actor, ctx| {
+                actor.flush = None;
+                actor.dispatch(false, ctx);
+            }));
+        }
+    }
+
+    /// The consumer ended (the broker was closed, or its subscription is gone for
+    /// good): restart, which subscribes again, once no batch is in flight.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.draining.is_some() || self.dead {
+            return;
+        }
+        tracing::warn!(role = %self.role, "consumer closed; the actor restarts");
+        if self.busy {
+            self.restart_when_idle = true;
+        } else {
+            ctx.stop();
         }
     }
 }
 
-/// Takes batches off the consumer until told to stop, the consumer closes, or the role
-/// meets an error no retry can mend (returned). A batch that has started is always
-/// finished: stopping only prevents the next one.
-async fn feed<W, C>(
-    work: Arc<W>,
-    mut consumer: C,
-    batch: BatchSettings,
-    mut stop: watch::Receiver<bool>,
-) -> Option<String>
+impl<W, B> Handler<Drain> for RoleActor<W, B>
 where
-    C: Consumer,
-    W: RoleWork<C::Delivery>,
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
 {
-    let role = work.role();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *stop.borrow() {
-            break;
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if let Some(timer) = self.flush.take() {
+            ctx.cancel_future(timer);
         }
-        let first = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            d = consumer.next() => d,
-        };
-        let mut deliveries = match first {
-            None => {
-                tracing::warn!(%role, "consumer closed");
-                break;
-            }
-            Some(Err(err)) => {
-                tracing::error!(%role, %err, "consumer error");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-            Some(Ok(d)) => vec![d],
-        };
-        let deadline = Instant::now() + batch.max_wait;
-        while deliveries.len() < batch.max_size {
-            tokio::select! {
-                d = consumer.next() => match d {
-                    Some(Ok(d)) => deliveries.push(d),
-                    _ => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        self.draining = Some(tx);
+        if !self.busy {
+            self.finish_drain(ctx);
         }
-        let n = deliveries.len();
-        let mut batch = deliveries;
-        loop {
-            match work.process(batch).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    tracing::debug!(%role, n, "batch done");
-                    break;
-                }
-                Err(Failed { error, held }) if error.is_fatal() => {
-                    tracing::error!(%role, %error, "the role stops: no retry can mend this");
-                    requeue_all(held).await;
-                    return Some(format!("{role}: {error}"));
-                }
-                Err(Failed { error, held }) => {
-                    // Wait a little before trying again so an outage is not hammered.
-                    if held.is_empty() {
-                        tracing::error!(%role, n, %error, "batch failed and went back to the queue");
-                    } else {
-                        tracing::warn!(%role, n, %error, "store unavailable; holding the batch");
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    if held.is_empty() {
-                        break;
-                    }
-                    if *stop.borrow() {
-                        requeue_all(held).await;
-                        break;
-                    }
-                    batch = held;
-                }
+        Box::pin(
+            async move {
+                let _ = rx.await;
             }
-        }
+            .into_actor(self),
+        )
     }
-    None
+}
+
+pub struct Worker {
+    /// The only strong addresses of the role actors: while they live, a stopped
+    /// actor is restarted by its supervisor.
+    actors: Vec<Recipient<Drain>>,
+    fatal: mpsc::UnboundedReceiver<String>,
 }
 
 impl Worker {
-    /// Starts the roles' actors; must run inside an actix system.
-    pub async fn start<S: Store, B: Broker>(
+    /// Starts the roles' actors; must run inside an actix system. Each subscribes to
+    /// its queue as it starts, waiting while the broker is unreachable.
+    pub fn start<S: Store, B: Broker>(
         ctx: Arc<Context<S, B>>,
         roles: &[RoleSpec],
         batch: BatchSettings,
-    ) -> Result<Worker, BrokerError>
-    where
-        B::Consumer: Unpin,
-    {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut stopped = Vec::new();
-        let prefetch = batch
-            .prefetch
-            .max(batch.max_size.min(u16::MAX as usize) as u16);
+    ) -> Worker {
+        let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let mut actors = Vec::new();
         for spec in roles {
+            if spec.role == Role::Trainer {
+                tracing::warn!("the trainer role is not available in this build; skipped");
+                continue;
+            }
             for _ in 0..spec.instances {
-                let consumer = match spec.role {
-                    Role::Trainer => {
-                        tracing::warn!("the trainer role is not available in this build; skipped");
-                        break;
-                    }
-                    role => ctx.broker.consume(role, prefetch).await?,
+                let recipient = match spec.role {
+                    Role::Generator => start(Generator::new(ctx.clone()), &ctx, batch, &fatal_tx),
+                    Role::Scorer => start(Scorer::new(ctx.clone()), &ctx, batch, &fatal_tx),
+                    Role::Verifier => start(Verifier::new(ctx.clone()), &ctx, batch, &fatal_tx),
+                    Role::Labeler => start(Labeler::new(ctx.clone()), &ctx, batch, &fatal_tx),
+                    Role::Trainer => unreachable!("skipped above"),
                 };
-                let (tx, rx) = oneshot::channel();
-                stopped.push(rx);
-                let stop = stop_rx.clone();
-                match spec.role {
-                    Role::Generator => {
-                        spawn(Generator::new(ctx.clone()), consumer, batch, stop, tx)
-                    }
-                    Role::Scorer => spawn(Scorer::new(ctx.clone()), consumer, batch, stop, tx),
-                    Role::Verifier => spawn(Verifier::new(ctx.clone()), consumer, batch, stop, tx),
-                    Role::Labeler => spawn(Labeler::new(ctx.clone()), consumer, batch, stop, tx),
-                    Role::Trainer => {}
-                }
+                actors.push(recipient);
             }
         }
-        Ok(Worker {
-            stop: stop_tx,
-            stopped,
-        })
+        Worker { actors, fatal }
     }
 
-    /// Waits until some actor stops by itself: its role met an error no retry can mend
-    /// (the reason), or its consumer closed. The process should then stop and say why.
+    /// Waits until some role meets an error no retry can mend, and says which. The
+    /// process should then stop and say why.
     pub async fn any_stopped(&mut self) -> String {
-        if self.stopped.is_empty() {
-            return std::future::pending().await;
+        match self.fatal.recv().await {
+            Some(reason) => reason,
+            None => std::future::pending().await,
         }
-        let (reason, i, _) = futures_util::future::select_all(self.stopped.iter_mut()).await;
-        self.stopped.remove(i);
-        reason
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "a consumer closed".to_owned())
     }
 
     /// Stops taking work, lets every batch in flight finish and settle, then returns.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for rx in self.stopped {
-            let _ = rx.await;
+        let asked: Vec<_> = self.actors.iter().map(|a| a.send(Drain)).collect();
+        // Without a strong address left, an actor that stops after draining is not
+        // restarted.
+        drop(self.actors);
+        let all = futures_util::future::join_all(asked);
+        // A batch stuck on a broker that went away must not keep the process alive:
+        // what it holds unsettled goes back to the queue when the connection closes.
+        if tokio::time::timeout(DRAIN_LIMIT, all).await.is_err() {
+            tracing::warn!("a batch did not settle in time; its deliveries go back to the queue");
         }
     }
 }
 
-fn spawn<W, C>(
+fn start<W, S, B>(
     work: W,
-    consumer: C,
+    ctx: &Arc<Context<S, B>>,
     batch: BatchSettings,
-    stop: watch::Receiver<bool>,
-    stopped: oneshot::Sender<Option<String>>,
-) where
-    C: Consumer + Unpin,
-    W: RoleWork<C::Delivery>,
+    fatal: &mpsc::UnboundedSender<String>,
+) -> Recipient<Drain>
+where
+    S: Store,
+    B: Broker,
+    W: RoleWork<DeliveryOf<B>>,
 {
-    RoleActor {
+    let actor = RoleActor {
+        role: work.role(),
         work: Arc::new(work),
-        consumer: Some(consumer),
+        broker: ctx.broker.clone(),
         batch,
-        stop,
-        stopped: Some(stopped),
-        fatal: None,
-    }
-    .start();
+        pending: Vec::new(),
+        busy: false,
+        stream: None,
+        flush: None,
+        backoff: FIRST_BACKOFF,
+        restarts: 0,
+        restart_when_idle: false,
+        draining: None,
+        drained: false,
+        fatal: fatal.clone(),
+        dead: false,
+    };
+    let addr: Addr<RoleActor<W, B>> = Supervisor::start(|_| actor);
+    addr.recipient()
 }

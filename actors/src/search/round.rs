@@ -2,8 +2,8 @@
 //! generator and scorer actors only move data between the store and these.
 use super::finish::finish_reason;
 use super::select::select;
-use crate::backend::StepSample;
 use std::collections::HashMap;
+use tsst_backend::StepSample;
 use tsst_labels::has_final_answer;
 use tsst_messages::{stable_hash, FinishReason, Node, NodeId, SearchMode, SearchSpec};
 

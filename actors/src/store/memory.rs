@@ -20,6 +20,8 @@ struct Inner {
     runs: HashMap<String, RunData>,
     trees: HashMap<TreeRef, Tree>,
     verdicts: HashMap<VerdictKey, Verdict>,
+    /// Lease name → holder and when the lease ends.
+    leases: HashMap<String, (String, std::time::Instant)>,
 }
 
 struct RunData {
@@ -185,6 +187,25 @@ impl Store for MemoryStore {
 
     async fn questions(&self, run: &str) -> Result<Vec<Question>, StoreError> {
         Ok(self.lock().run(run)?.questions.clone())
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut inner = self.lock();
+        let lease = inner
+            .leases
+            .entry(name.to_owned())
+            .or_insert_with(|| (holder.to_owned(), now));
+        if lease.0 != holder && lease.1 > now {
+            return Ok(false);
+        }
+        *lease = (holder.to_owned(), now + ttl);
+        Ok(true)
     }
 
     async fn runs(&self) -> Result<Vec<String>, StoreError> {

@@ -308,4 +308,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         trees: &[TreeRef],
     ) -> impl Future<Output = Result<Vec<Option<Position>>, StoreError>> + Send;
+
+    /// Takes the lease `name` for `holder`, or renews it when `holder` has it already,
+    /// for `ttl`; false while another holder's lease runs. A holder that dies loses it
+    /// once `ttl` passes.
+    fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

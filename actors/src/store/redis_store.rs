@@ -9,6 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Cmd, Pipeline};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::time::Duration;
 use tsst_messages::keys::{self, RunKeys, TreeKeys};
 use tsst_messages::{
     Envelope, FinishReason, Node, NodeId, Question, RunRecord, Task, TreeState, TreeStatus, Verdict,
@@ -17,6 +18,7 @@ use tsst_messages::{
 const INIT_TREE: &str = include_str!("lua/init_tree.lua");
 const COMMIT_SCORES: &str = include_str!("lua/commit_scores.lua");
 const COMMIT_ROUND: &str = include_str!("lua/commit_round.lua");
+const LEASE: &str = include_str!("lua/lease.lua");
 
 /// A cheap-to-clone handle; the connection manager reconnects by itself.
 #[derive(Clone)]
@@ -591,6 +593,15 @@ impl Store for RedisStore {
             pipe.hset(key, &k.answer, json).ignore();
         }
         self.query(&pipe).await
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let ms = ttl.as_millis().max(1).to_string();
+        let held: i64 = eval(LEASE, &[keys::lease(name)], vec![holder.to_owned(), ms])
+            .query_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 
     async fn positions(&self, trees: &[TreeRef]) -> Result<Vec<Option<Position>>, StoreError> {

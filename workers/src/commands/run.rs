@@ -45,7 +45,7 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
         // The config's batch_size is the batch of the in-process workers unless --batch
         // says otherwise; a cluster's workers take theirs from their worker config.
         let batch = batch_settings(&worker_config, args.batch.or(Some(config.batch_size)));
-        let mut worker = Worker::start(ctx, &roles, batch).await?;
+        let mut worker = Worker::start(ctx, &roles, batch);
         // A role that stops (its endpoint rejects every request) would leave the run
         // waiting forever: stop with its reason instead.
         let outcome = tokio::select! {

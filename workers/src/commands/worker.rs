@@ -19,16 +19,16 @@ pub fn role_specs(config: &WorkerConfig, roles: &[Role]) -> Vec<RoleSpec> {
 }
 
 pub fn batch_settings(config: &WorkerConfig, batch: Option<u32>) -> BatchSettings {
-    let max_size = batch.unwrap_or(config.batch.max_size).max(1) as usize;
     BatchSettings {
-        max_size,
+        max_size: batch.unwrap_or(config.batch.max_size).max(1) as usize,
         max_wait: Duration::from_millis(config.batch.max_wait_ms),
-        prefetch: config.prefetch.max(max_size.min(u16::MAX as usize) as u16),
+        prefetch: config.prefetch,
     }
 }
 
 pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let config = services::worker_config(args.config.as_deref(), args.device.as_deref())?;
+    let services = &services.or_config(&config);
     let name = args
         .name
         .clone()
@@ -53,8 +53,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         ctx,
         &role_specs(&config, &roles),
         batch_settings(&config, args.batch),
-    )
-    .await?;
+    );
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     tracing::info!(worker = %name, roles = %names.join(","), "serving");
     let (stop_relay, relay_stop) = tokio::sync::watch::channel(false);
@@ -62,6 +61,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         tokio::spawn(tsst_actors::heal::relay(
             d.store.clone(),
             d.broker.clone(),
+            name.clone(),
             Duration::from_secs(args.relay_stall_secs),
             relay_stop,
         ))

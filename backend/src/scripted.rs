@@ -20,18 +20,25 @@ const LOOKS: [&str; 4] = [
 /// How a scripted model behaves: `latency` stands in for a model's cost per batch
 /// (zero by default), so benchmarks and tests can see how the system behaves when the
 /// model is the bottleneck; `fail_every` makes every k-th batch fail as a device out
-/// of memory would, to test that such failures are retried, not charged to questions.
+/// of memory would, to test that such failures are retried, not charged to questions;
+/// `panic_every` makes every k-th batch panic, as a crashing native library would, to
+/// test that the model's actor is restarted and the tasks retried.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Scripted {
     pub latency: Duration,
     pub fail_every: Option<u32>,
+    pub panic_every: Option<u32>,
 }
 
 impl Scripted {
-    /// Sleeps the latency; fails the `fail_every`-th call.
+    /// Sleeps the latency; fails the `fail_every`-th call, panics on the
+    /// `panic_every`-th (counted since the backend was made).
     fn call(&self, calls: &mut u32, backend: &str) -> Result<(), BackendError> {
         std::thread::sleep(self.latency);
         *calls += 1;
+        if matches!(self.panic_every, Some(k) if (*calls).is_multiple_of(k)) {
+            panic!("{backend}: injected panic on call {calls}");
+        }
         match self.fail_every {
             Some(k) if k > 0 && (*calls).is_multiple_of(k) => Err(BackendError {
                 backend: backend.into(),
@@ -73,7 +80,8 @@ impl ScriptedValue {
 }
 
 /// Parses `scripted`, with options after colons: `<N>ms` (a simulated latency per
-/// batch) and `flaky<K>` (every K-th batch fails), e.g. `scripted:30ms:flaky3`.
+/// batch), `flaky<K>` (every K-th batch fails) and `panic<K>` (every K-th batch
+/// panics, K >= 2), e.g. `scripted:30ms:flaky3`.
 pub fn parse_scripted(name: &str) -> Option<Scripted> {
     let rest = name.strip_prefix("scripted")?;
     let mut out = Scripted::default();
@@ -85,6 +93,9 @@ pub fn parse_scripted(name: &str) -> Option<Scripted> {
             out.latency = Duration::from_millis(ms.parse().ok()?);
         } else if let Some(k) = option.strip_prefix("flaky") {
             out.fail_every = Some(k.parse().ok().filter(|&k| k > 0)?);
+        } else if let Some(k) = option.strip_prefix("panic") {
+            // Every call panicking would never let a batch through.
+            out.panic_every = Some(k.parse().ok().filter(|&k| k > 1)?);
         } else {
             return None;
         }
@@ -320,15 +331,17 @@ mod tests {
         assert_eq!(latency("scripted"), Some(Duration::ZERO));
         assert_eq!(latency("scripted:25ms"), Some(Duration::from_millis(25)));
         assert_eq!(
-            parse_scripted("scripted:25ms:flaky3"),
+            parse_scripted("scripted:25ms:flaky3:panic5"),
             Some(Scripted {
                 latency: Duration::from_millis(25),
-                fail_every: Some(3)
+                fail_every: Some(3),
+                panic_every: Some(5),
             })
         );
         for bad in [
             "scripted:fast",
             "scripted:flaky0",
+            "scripted:panic1",
             "scripted:",
             "models/llava",
         ] {
@@ -342,6 +355,10 @@ mod tests {
         }];
         let outcomes: Vec<bool> = (0..4).map(|_| flaky.score(&req).is_ok()).collect();
         assert_eq!(outcomes, [true, false, true, false]);
+        let mut panicky = ScriptedValue::new(parse_scripted("scripted:panic2").unwrap());
+        assert!(panicky.score(&req).is_ok());
+        let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| panicky.score(&req)));
+        assert!(second.is_err(), "the second call panics");
     }
 
     #[test]

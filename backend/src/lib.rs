@@ -1,7 +1,11 @@
 //! The model seams: a policy continues partial solutions by one step, a value model
 //! scores them. Backends run on dedicated threads, never on an actor's event loop.
+//! This crate knows nothing of queues or stores, so the model runtime (`tsst-models`)
+//! depends only on it and the message types.
+mod factory;
 mod scripted;
 
+pub use factory::{ModelFactory, ScriptedFactory};
 pub use scripted::{parse_scripted, Scripted, ScriptedPolicy, ScriptedValue};
 use thiserror::Error;
 use tsst_messages::{Question, StepDelimiter};
