@@ -362,3 +362,67 @@ async fn a_worker_started_before_the_broker_waits_for_it() {
     cluster.stop_gracefully();
     store.delete_run(&run).await.unwrap();
 }
+
+/// A backend that fails every third batch and panics every fifth (a native library
+/// crashing): each batch is tried again in place, the panicked model is loaded anew
+/// on a fresh actor, and no question fails, differs or is dead-lettered.
+#[actix_rt::test]
+async fn a_failing_or_panicking_backend_is_retried_and_loses_nothing() {
+    let ns = format!("tsst-test-flaky-{}", std::process::id());
+    let run = format!("flaky-{}", std::process::id());
+    let qs = questions(60);
+    let rec = record(&run, "scripted:flaky3:panic5");
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::new(&ns);
+    for _ in 0..2 {
+        cluster.spawn_worker();
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+    cluster.all_running();
+
+    assert_same_trees(&store, &run, &qs, &reference).await;
+    let p = store.progress(&run).await.unwrap();
+    assert_eq!((p.total, p.done, p.failed), (60, 60, 0));
+    drained(&broker).await;
+    assert_eq!(dead_letters(&broker).await, 0, "dead letters");
+    let logs = cluster.full_logs();
+    assert!(logs.contains("trying the batch again here"), "{logs}");
+    assert!(logs.contains("the model panicked; it is loaded again"));
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+    broker.delete_topology().await.unwrap();
+}
+
+/// Workers that reach the broker and the store only over TLS (`amqps://`,
+/// `rediss://`, trusting the test's own authority through `SSL_CERT_FILE`) run the
+/// search as over plain connections.
+#[actix_rt::test]
+async fn workers_reach_the_broker_and_store_over_tls() {
+    let tls = common::tls::Tls::new();
+    let node = common::RabbitNode::with_tls("tls", &tls);
+    let redis = common::RedisNode::with_tls(&tls);
+    let ns = format!("tsst-test-tls-{}", std::process::id());
+    let run = format!("tls-{}", std::process::id());
+    let qs = questions(20);
+    let rec = record(&run, "scripted");
+    let reference = embedded_trees(&rec, &qs).await;
+
+    // The test itself enqueues over the plain listeners; the workers have only TLS.
+    let (broker, store) = connect_both(&node.url(), &redis.url(), &ns).await;
+    let mut cluster = Cluster::on_broker(&ns, node.tls_url());
+    cluster.redis = redis.tls_url();
+    cluster
+        .env
+        .push(("SSL_CERT_FILE".into(), tls.ca().display().to_string()));
+    cluster.spawn_worker();
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(60)).await;
+    assert_same_trees(&store, &run, &qs, &reference).await;
+    let logs = cluster.full_logs();
+    assert!(!logs.contains("guest:guest"), "credentials in the logs");
+    cluster.stop_gracefully();
+}

@@ -1,6 +1,7 @@
 //! The LLM verifier against a small local server that speaks the OpenAI
 //! chat-completions protocol: retries, Retry-After, timeouts, rejections, odd replies,
-//! an outage in the middle of a run, and a key that never reaches the logs.
+//! an outage in the middle of a run, an endpoint that flaps (503s, dropped
+//! connections), and a key that never reaches the logs.
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ struct Server {
     seen: Mutex<Vec<(String, Value)>>,
     /// Warm-up chains written so far.
     chains: std::sync::atomic::AtomicUsize,
+    /// Flapping: now and then a 503, or the connection dropped without a reply.
+    flap: bool,
 }
 
 impl Server {
@@ -164,13 +167,24 @@ async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<(
         buf.extend_from_slice(&chunk[..n]);
     }
     let body: Value = serde_json::from_slice(&buf[header_end..]).unwrap_or(Value::Null);
+    let n = server.seen.lock().unwrap().len();
+    if server.flap && n % 9 == 4 {
+        server
+            .seen
+            .lock()
+            .unwrap()
+            .push(("dropped".into(), Value::Null));
+        return Ok(());
+    }
     let reply = {
         let scripted = server.script.lock().unwrap().pop_front();
         let warmup = body["messages"][0]["content"]
             .as_str()
             .is_some_and(|s| s.contains("step-by-step reasoning"));
         scripted.unwrap_or_else(|| {
-            if warmup {
+            if server.flap && n % 5 == 1 {
+                Reply::status(503)
+            } else if warmup {
                 server.chain(&body)
             } else {
                 server.judge(&body)
@@ -345,7 +359,7 @@ fn implied_value_nodes(solutions: &[Value]) -> usize {
 }
 
 #[tokio::test]
-async fn a_run_survives_an_endpoint_outage_and_writes_training_data() {
+async fn a_run_survives_an_outage_and_a_flapping_endpoint_and_writes_training_data() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let out = tsst(
@@ -406,7 +420,10 @@ async fn a_run_survives_an_endpoint_outage_and_writes_training_data() {
         "the run waits for the endpoint"
     );
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let server = Arc::new(Server::default());
+    let server = Arc::new(Server {
+        flap: true,
+        ..Server::default()
+    });
     tokio::spawn(serve(listener, server.clone()));
 
     let started = Instant::now();
@@ -427,9 +444,13 @@ async fn a_run_survives_an_endpoint_outage_and_writes_training_data() {
 
     let seen = server.seen.lock().unwrap().clone();
     assert!(!seen.is_empty(), "the LLM decided what the rule could not");
+    assert!(
+        seen.iter().filter(|(auth, _)| auth == "dropped").count() > 0,
+        "the endpoint flapped"
+    );
     assert!(seen
         .iter()
-        .all(|(auth, _)| auth == &format!("Bearer {KEY}")));
+        .all(|(auth, _)| auth == &format!("Bearer {KEY}") || auth == "dropped"));
 
     let folder = root.join("runs/eval-judge");
     let results: Vec<Value> = std::fs::read_to_string(folder.join("results.jsonl"))

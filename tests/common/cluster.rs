@@ -45,6 +45,8 @@ pub struct Cluster {
     pub worker_args: Vec<String>,
     /// The workers' `--batch`.
     pub batch: u32,
+    /// More environment for the workers (e.g. `SSL_CERT_FILE`).
+    pub env: Vec<(String, String)>,
     pub logs: tempfile::TempDir,
     pub workers: Vec<Child>,
 }
@@ -58,6 +60,7 @@ impl Cluster {
             relay_stall: 120,
             worker_args: Vec::new(),
             batch: 16,
+            env: Vec::new(),
             logs: tempfile::tempdir().unwrap(),
             workers: Vec::new(),
         }
@@ -109,10 +112,21 @@ impl Cluster {
             .env("TSST_NAMESPACE", &self.ns)
             .env("RUST_LOG", "info,lapin=warn")
             .env("TSST_RELAY_STALL_SECS", self.relay_stall.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn tsst worker")
+    }
+
+    /// Every line every worker logged.
+    pub fn full_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|i| {
+                std::fs::read_to_string(self.logs.path().join(format!("worker{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     pub fn logs(&self) -> String {

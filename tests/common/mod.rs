@@ -2,6 +2,7 @@
 //! never the machine's shared broker), to stop and restart at will.
 #![allow(dead_code)]
 pub mod cluster;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,6 +52,8 @@ pub struct RabbitNode {
     pub port: u16,
     /// The management API's port, when started `with_management`.
     pub management_port: Option<u16>,
+    /// The TLS listener's port, when started `with_tls`.
+    pub tls_port: Option<u16>,
     dist_port: u16,
     name: String,
     dir: tempfile::TempDir,
@@ -60,19 +63,33 @@ pub struct RabbitNode {
 impl RabbitNode {
     /// Starts the node and waits until it accepts connections.
     pub fn start(test: &str) -> RabbitNode {
-        Self::with(test, false)
+        Self::with(test, false, None)
     }
 
     /// With the management plugin, whose API counts deliveries per queue.
     pub fn with_management(test: &str) -> RabbitNode {
-        Self::with(test, true)
+        Self::with(test, true, None)
     }
 
-    fn with(test: &str, management: bool) -> RabbitNode {
+    /// With a TLS listener too (`tls_url`), serving `tls`'s certificate.
+    pub fn with_tls(test: &str, tls: &tls::Tls) -> RabbitNode {
+        Self::with(test, false, Some(tls))
+    }
+
+    fn with(test: &str, management: bool, tls: Option<&tls::Tls>) -> RabbitNode {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let management_port = management.then(free_port);
+        let tls_port = tls.map(|_| free_port());
         let mut conf = format!("listeners.tcp.default = {port}\n");
+        if let (Some(tls), Some(p)) = (tls, tls_port) {
+            conf += &format!(
+                "listeners.ssl.default = {p}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+                tls.ca().display(),
+                tls.cert().display(),
+                tls.key().display()
+            );
+        }
         if let Some(m) = management_port {
             // Statistics every 100 ms: a reading just before a restart (which clears
             // them) misses little.
@@ -90,6 +107,7 @@ impl RabbitNode {
         let mut node = RabbitNode {
             port,
             management_port,
+            tls_port,
             dist_port: free_port(),
             name: format!("tsst-{test}-{}@localhost", std::process::id()),
             dir,
@@ -101,6 +119,11 @@ impl RabbitNode {
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with_tls");
+        format!("amqps://guest:guest@127.0.0.1:{port}/%2f")
     }
 
     /// Messages delivered (redeliveries included) from the queues whose names start
@@ -156,12 +179,9 @@ impl RabbitNode {
             .expect("rabbitmq-server (apt install rabbitmq-server)");
         self.child = Some(child);
         let log = self.path("node.out");
-        wait_open(
-            self.port,
-            Duration::from_secs(90),
-            "RabbitMQ node",
-            Some(&log),
-        );
+        for port in std::iter::once(self.port).chain(self.tls_port) {
+            wait_open(port, Duration::from_secs(90), "RabbitMQ node", Some(&log));
+        }
     }
 
     /// Stops the node as an operator would (SIGTERM: the script stops it cleanly).
@@ -212,6 +232,8 @@ pub struct RedisNode {
     dir: tempfile::TempDir,
     child: Option<Child>,
     append_only: bool,
+    /// The TLS port and the files it serves, when started `with_tls`.
+    tls: Option<(u16, Vec<std::ffi::OsString>)>,
 }
 
 impl RedisNode {
@@ -224,12 +246,36 @@ impl RedisNode {
         Self::with(false)
     }
 
+    /// With a TLS port too (`tls_url`), serving `tls`'s certificate.
+    pub fn with_tls(tls: &tls::Tls) -> RedisNode {
+        let mut args = Vec::new();
+        for (flag, path) in [
+            ("--tls-cert-file", tls.cert()),
+            ("--tls-key-file", tls.key()),
+            ("--tls-ca-cert-file", tls.ca()),
+        ] {
+            args.push(flag.into());
+            args.push(path.into_os_string());
+        }
+        args.extend(["--tls-auth-clients".into(), "no".into()]);
+        let mut node = RedisNode {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            append_only: true,
+            tls: Some((free_port(), args)),
+        };
+        node.up();
+        node
+    }
+
     fn with(append_only: bool) -> RedisNode {
         let mut node = RedisNode {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
             append_only,
+            tls: None,
         };
         node.up();
         node
@@ -259,8 +305,17 @@ impl RedisNode {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with_tls");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
     fn up(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some((port, args)) = &self.tls {
+            command.args(["--tls-port", &port.to_string()]).args(args);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
             .args(["--appendfsync", "everysec", "--save", ""])
@@ -272,7 +327,9 @@ impl RedisNode {
             .spawn()
             .expect("redis-server (apt install redis-server)");
         self.child = Some(child);
-        wait_open(self.port, Duration::from_secs(30), "Redis", None);
+        for port in std::iter::once(self.port).chain(self.tls.as_ref().map(|t| t.0)) {
+            wait_open(port, Duration::from_secs(30), "Redis", None);
+        }
     }
 
     /// Stops it as an operator would (SIGTERM: Redis flushes its file and exits).

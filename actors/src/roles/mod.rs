@@ -17,7 +17,6 @@ use crate::broker::{BrokerError, Delivery};
 use crate::store::{round_outbox_key, Store, StoreError, TreeRef, VERIFY_OUTBOX_KEY};
 use std::future::Future;
 use thiserror::Error;
-use tsst_backend::BackendError;
 use tsst_messages::{Envelope, Role, Task};
 
 #[derive(Debug, Error)]
@@ -26,8 +25,6 @@ pub enum WorkError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
     /// No retry can mend it (a verifier endpoint that rejects the request): the role
     /// stops and says why.
     #[error("{0}")]

@@ -6,15 +6,24 @@
 //! A model actor loads its model on its first batch; a load that fails is tried
 //! again on the next. A backend that panics (a native library crashing) answers its
 //! batch with an error and is replaced by a fresh actor that loads the model anew.
+//! A batch whose backend failed is tried again in place a few times before the
+//! failure counts against its tasks' delivery budget: a transient fault (a device
+//! hiccup, a panic and a reload) costs a moment, not a redelivery.
 use actix::{Actor, ActorContext, Addr, Handler, Message, SyncArbiter, SyncContext};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tsst_backend::{
     BackendError, ExpandRequest, ModelFactory, PolicyBackend, PolicyOutput, RequestError,
     ScoreRequest, ValueBackend,
 };
 use tsst_messages::{Question, StepDelimiter};
+
+/// Tries of one batch on this worker before its tasks go back to the queue.
+const LOCAL_TRIES: u32 = 3;
+/// The wait before the second try; doubled for each further one.
+const LOCAL_BACKOFF: Duration = Duration::from_millis(50);
 
 /// One request of an [`Expand`] batch, owned so it can cross to the model's thread.
 #[derive(Debug, Clone)]
@@ -28,6 +37,7 @@ pub struct ExpandJob {
 }
 
 /// Expand a batch with the policy: one result per job, in order.
+#[derive(Clone)]
 pub struct Expand(pub Vec<ExpandJob>);
 
 impl Message for Expand {
@@ -35,65 +45,84 @@ impl Message for Expand {
 }
 
 /// Score a batch of (question, partial solution) with the value model.
+#[derive(Clone)]
 pub struct Score(pub Vec<(Arc<Question>, String)>);
 
 impl Message for Score {
     type Result = Result<Vec<Result<f64, RequestError>>, BackendError>;
 }
 
-/// The actor that owns one policy model.
-pub struct PolicyActor {
-    name: String,
-    factory: Arc<dyn ModelFactory>,
-    backend: Option<Box<dyn PolicyBackend>>,
+/// A kind of model the factory makes by name: [`Policy`] or [`Value`].
+pub trait Served: Unpin + 'static {
+    type Backend: ?Sized;
+    fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError>;
 }
 
-/// The actor that owns one value model.
-pub struct ValueActor {
-    name: String,
-    factory: Arc<dyn ModelFactory>,
-    backend: Option<Box<dyn ValueBackend>>,
+pub struct Policy;
+pub struct Value;
+
+impl Served for Policy {
+    type Backend = dyn PolicyBackend;
+    fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError> {
+        factory.policy(name)
+    }
 }
 
-impl Actor for PolicyActor {
+impl Served for Value {
+    type Backend = dyn ValueBackend;
+    fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError> {
+        factory.value(name)
+    }
+}
+
+/// The actor that owns one model: `ModelActor<Policy>` serves [`Expand`],
+/// `ModelActor<Value>` serves [`Score`].
+pub struct ModelActor<K: Served> {
+    name: String,
+    factory: Arc<dyn ModelFactory>,
+    backend: Option<Box<K::Backend>>,
+}
+
+pub type PolicyActor = ModelActor<Policy>;
+pub type ValueActor = ModelActor<Value>;
+
+impl<K: Served> Actor for ModelActor<K> {
     type Context = SyncContext<Self>;
 }
 
-impl Actor for ValueActor {
-    type Context = SyncContext<Self>;
-}
-
-/// Runs `call` on the loaded backend, loading it first if needed; a panic becomes the
-/// batch's error and stops the actor, so that `SyncArbiter` starts a fresh one.
-fn serve<B: ?Sized, T, Ctx: ActorContext>(
-    name: &str,
-    backend: &mut Option<Box<B>>,
-    load: impl FnOnce() -> Result<Box<B>, BackendError>,
-    call: impl FnOnce(&mut B) -> Result<T, BackendError>,
-    ctx: &mut Ctx,
-) -> Result<T, BackendError> {
-    let loaded = match backend {
-        Some(b) => b,
-        None => backend.insert(load()?),
-    };
-    match catch_unwind(AssertUnwindSafe(|| call(loaded))) {
-        Ok(result) => result,
-        Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            tracing::error!(
-                model = name,
-                reason,
-                "the model panicked; it is loaded again"
-            );
-            ctx.stop();
-            Err(BackendError {
-                backend: format!("model `{name}`"),
-                reason: format!("panicked: {reason}"),
-            })
+impl<K: Served> ModelActor<K> {
+    /// Runs `call` on the loaded backend, loading it first if needed; a panic becomes
+    /// the batch's error and stops the actor, so that `SyncArbiter` starts a fresh one.
+    fn serve<T>(
+        &mut self,
+        call: impl FnOnce(&mut K::Backend) -> Result<T, BackendError>,
+        ctx: &mut SyncContext<Self>,
+    ) -> Result<T, BackendError> {
+        let loaded = match &mut self.backend {
+            Some(b) => b,
+            None => self
+                .backend
+                .insert(K::load(self.factory.as_ref(), &self.name)?),
+        };
+        match catch_unwind(AssertUnwindSafe(|| call(loaded))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                tracing::error!(
+                    model = self.name,
+                    reason,
+                    "the model panicked; it is loaded again"
+                );
+                ctx.stop();
+                Err(BackendError {
+                    backend: format!("model `{}`", self.name),
+                    reason: format!("panicked: {reason}"),
+                })
+            }
         }
     }
 }
@@ -114,15 +143,7 @@ impl Handler<Expand> for PolicyActor {
                 delimiter: o.delimiter,
             })
             .collect();
-        let factory = &self.factory;
-        let name = &self.name;
-        serve(
-            name,
-            &mut self.backend,
-            || factory.policy(name),
-            |b| b.expand(&requests),
-            ctx,
-        )
+        self.serve(|b| b.expand(&requests), ctx)
     }
 }
 
@@ -135,24 +156,18 @@ impl Handler<Score> for ValueActor {
             .iter()
             .map(|(question, text)| ScoreRequest { question, text })
             .collect();
-        let factory = &self.factory;
-        let name = &self.name;
-        serve(
-            name,
-            &mut self.backend,
-            || factory.value(name),
-            |b| b.score(&requests),
-            ctx,
-        )
+        self.serve(|b| b.score(&requests), ctx)
     }
 }
+
+type Started<K> = Mutex<HashMap<String, Addr<ModelActor<K>>>>;
 
 /// The model actors of a worker, started on first use of each model name and shared
 /// by every role instance that uses it.
 pub struct Models {
     factory: Arc<dyn ModelFactory>,
-    policies: Mutex<HashMap<String, Addr<PolicyActor>>>,
-    values: Mutex<HashMap<String, Addr<ValueActor>>>,
+    policies: Started<Policy>,
+    values: Started<Value>,
 }
 
 impl Models {
@@ -164,15 +179,13 @@ impl Models {
         }
     }
 
-    /// Expands a batch with the named policy. An actor that is gone (its thread died)
-    /// is a backend failure: the tasks are tried again.
+    /// Expands a batch with the named policy.
     pub async fn expand(
         &self,
         model: &str,
         jobs: Vec<ExpandJob>,
     ) -> Result<Vec<PolicyOutput>, BackendError> {
-        let addr = self.policy(model);
-        addr.send(Expand(jobs)).await.map_err(|e| gone(model, e))?
+        ask(&self.actor(&self.policies, model), model, Expand(jobs)).await
     }
 
     /// Scores a batch with the named value model.
@@ -181,36 +194,18 @@ impl Models {
         model: &str,
         jobs: Vec<(Arc<Question>, String)>,
     ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
-        let addr = self.value(model);
-        addr.send(Score(jobs)).await.map_err(|e| gone(model, e))?
+        ask(&self.actor(&self.values, model), model, Score(jobs)).await
     }
 
-    /// The policy's actor, started if this is the model's first use; must run inside
-    /// an actix system.
-    fn policy(&self, name: &str) -> Addr<PolicyActor> {
-        let mut started = self.policies.lock().unwrap_or_else(|p| p.into_inner());
-        let factory = self.factory.clone();
+    /// The model's actor, started if this is its first use; must run inside an actix
+    /// system.
+    fn actor<K: Served>(&self, started: &Started<K>, name: &str) -> Addr<ModelActor<K>> {
+        let mut started = started.lock().unwrap_or_else(|p| p.into_inner());
         started
             .entry(name.to_owned())
             .or_insert_with(|| {
-                let name = name.to_owned();
-                SyncArbiter::start(1, move || PolicyActor {
-                    name: name.clone(),
-                    factory: factory.clone(),
-                    backend: None,
-                })
-            })
-            .clone()
-    }
-
-    fn value(&self, name: &str) -> Addr<ValueActor> {
-        let mut started = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let factory = self.factory.clone();
-        started
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                let name = name.to_owned();
-                SyncArbiter::start(1, move || ValueActor {
+                let (name, factory) = (name.to_owned(), self.factory.clone());
+                SyncArbiter::start(1, move || ModelActor {
                     name: name.clone(),
                     factory: factory.clone(),
                     backend: None,
@@ -220,9 +215,31 @@ impl Models {
     }
 }
 
-fn gone(model: &str, e: actix::MailboxError) -> BackendError {
-    BackendError {
-        backend: format!("model `{model}`"),
-        reason: format!("its actor is gone: {e}"),
+/// Sends the batch, trying it again in place after a backend error. An actor that is
+/// gone (its thread died) is a backend error too.
+async fn ask<A, M, T>(addr: &Addr<A>, model: &str, msg: M) -> Result<T, BackendError>
+where
+    A: Actor<Context = SyncContext<A>> + Handler<M>,
+    M: Message<Result = Result<T, BackendError>> + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let mut wait = LOCAL_BACKOFF;
+    for attempt in 1.. {
+        let result = match addr.send(msg.clone()).await {
+            Ok(result) => result,
+            Err(e) => Err(BackendError {
+                backend: format!("model `{model}`"),
+                reason: format!("its actor is gone: {e}"),
+            }),
+        };
+        match result {
+            Err(e) if attempt < LOCAL_TRIES => {
+                tracing::warn!(model, attempt, error = %e, "backend failed; trying the batch again here");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            done => return done,
+        }
     }
+    unreachable!("the loop returns by its last try")
 }

@@ -95,12 +95,26 @@ struct RoleActor<W, B: Broker> {
     restarts: u32,
     /// The consumer ended while a batch was in flight: restart once it is settled.
     restart_when_idle: bool,
-    /// Set by `Drain`: answered when idle.
-    draining: Option<oneshot::Sender<()>>,
-    drained: bool,
-    /// The role met an error no retry can mend: reported once, then idle.
+    life: Life,
+    /// Where an error no retry can mend is reported.
     fatal: mpsc::UnboundedSender<String>,
-    dead: bool,
+}
+
+/// Where a role actor is in its life.
+enum Life {
+    Working,
+    /// Asked to drain: the sender is answered once idle.
+    Draining(oneshot::Sender<()>),
+    /// Drained; stopped for good.
+    Drained,
+    /// The role met an error no retry can mend: reported once, then idle.
+    Dead,
+}
+
+impl Life {
+    fn working(&self) -> bool {
+        matches!(self, Life::Working)
+    }
 }
 
 type Item<B> = Result<DeliveryOf<B>, BrokerError>;
@@ -113,8 +127,12 @@ where
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if self.dead || self.drained {
-            return;
+        match self.life {
+            Life::Working => {}
+            // Restarted in the middle of a drain (its batch panicked): nothing is
+            // in flight any more.
+            Life::Draining(_) => return self.finish_drain(ctx),
+            Life::Drained | Life::Dead => return,
         }
         let wait = if self.restarts == 0 {
             Duration::ZERO
@@ -159,7 +177,7 @@ where
             broker.consume(role, prefetch).await
         };
         ctx.spawn(fut.into_actor(self).map(move |consumer, actor, ctx| {
-            if actor.draining.is_some() || actor.dead {
+            if !actor.life.working() {
                 return;
             }
             match consumer {
@@ -181,7 +199,7 @@ where
     /// Starts the next batch if one may start: nothing in flight, and either a full
     /// batch pending or `full_only` false.
     fn dispatch(&mut self, full_only: bool, ctx: &mut actix::Context<Self>) {
-        if self.busy || self.pending.is_empty() || self.draining.is_some() || self.dead {
+        if self.busy || self.pending.is_empty() || !self.life.working() {
             return;
         }
         if full_only && self.pending.len() < self.batch.max_size {
@@ -218,7 +236,9 @@ where
             }
             Err(Failed { error, held }) if error.is_fatal() => {
                 tracing::error!(%role, %error, "the role stops: no retry can mend this");
-                self.dead = true;
+                if let Life::Draining(tx) = std::mem::replace(&mut self.life, Life::Dead) {
+                    let _ = tx.send(());
+                }
                 self.busy = false;
                 let _ = self.fatal.send(format!("{role}: {error}"));
                 let pending = std::mem::take(&mut self.pending);
@@ -247,7 +267,7 @@ where
                     if held.is_empty() {
                         actor.busy = false;
                         actor.after_batch(ctx);
-                    } else if actor.draining.is_some() {
+                    } else if matches!(actor.life, Life::Draining(_)) {
                         ctx.spawn(requeue_all(held).into_actor(actor).map(|(), actor, ctx| {
                             actor.busy = false;
                             actor.after_batch(ctx);
@@ -268,7 +288,7 @@ where
         if self.busy {
             return;
         }
-        if self.draining.is_some() {
+        if matches!(self.life, Life::Draining(_)) {
             self.finish_drain(ctx);
         } else if self.restart_when_idle {
             ctx.stop();
@@ -281,8 +301,7 @@ where
     fn finish_drain(&mut self, ctx: &mut actix::Context<Self>) {
         let pending = std::mem::take(&mut self.pending);
         ctx.spawn(requeue_all(pending).into_actor(self).map(|(), actor, ctx| {
-            actor.drained = true;
-            if let Some(tx) = actor.draining.take() {
+            if let Life::Draining(tx) = std::mem::replace(&mut actor.life, Life::Drained) {
                 let _ = tx.send(());
             }
             // The worker dropped its address before asking: stopping now does not
@@ -305,7 +324,7 @@ where
                 return;
             }
         };
-        if self.dead || self.draining.is_some() {
+        if !self.life.working() {
             // Back to the queue, for another worker or a later life of this one.
             ctx.spawn(requeue_all([delivery]).into_actor(self));
             return;
@@ -324,7 +343,7 @@ where
     /// The consumer ended (the broker was closed, or its subscription is gone for
     /// good): restart, which subscribes again, once no batch is in flight.
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if self.draining.is_some() || self.dead {
+        if !self.life.working() {
             return;
         }
         tracing::warn!(role = %self.role, "consumer closed; the actor restarts");
@@ -348,9 +367,14 @@ where
         if let Some(timer) = self.flush.take() {
             ctx.cancel_future(timer);
         }
-        self.draining = Some(tx);
-        if !self.busy {
-            self.finish_drain(ctx);
+        if self.life.working() {
+            self.life = Life::Draining(tx);
+            if !self.busy {
+                self.finish_drain(ctx);
+            }
+        } else {
+            // Dead or drained already: nothing left to settle.
+            let _ = tx.send(());
         }
         Box::pin(
             async move {
@@ -444,10 +468,8 @@ where
         backoff: FIRST_BACKOFF,
         restarts: 0,
         restart_when_idle: false,
-        draining: None,
-        drained: false,
+        life: Life::Working,
         fatal: fatal.clone(),
-        dead: false,
     };
     let addr: Addr<RoleActor<W, B>> = Supervisor::start(|_| actor);
     addr.recipient()

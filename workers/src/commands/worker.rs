@@ -26,13 +26,25 @@ pub fn batch_settings(config: &WorkerConfig, batch: Option<u32>) -> BatchSetting
     }
 }
 
+/// A name no other worker has (it holds the relay's lease): the host, the process and
+/// a random part, since in containers every worker may be pid 1 on a shared hostname.
+fn default_name() -> String {
+    use std::hash::BuildHasher;
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let pid = std::process::id();
+    let random = std::collections::hash_map::RandomState::new().hash_one(pid) as u32;
+    format!("tsst-worker-{host}-{pid}-{random:08x}")
+}
+
 pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let config = services::worker_config(args.config.as_deref(), args.device.as_deref())?;
     let services = &services.or_config(&config);
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("tsst-worker-{}", std::process::id()));
+    let name = args.name.clone().unwrap_or_else(default_name);
     let Some(d) = services::wait_for(services, &name, shutdown_signal()).await? else {
         return Ok(());
     };
