@@ -7,6 +7,9 @@ use std::path::Path;
 /// The worker config's device type, so a config value reaches the sessions as is.
 pub use tsst_config::Device;
 
+/// Caps each CUDA session's memory arena (MiB).
+pub const MEM_LIMIT_ENV: &str = "TSST_CUDA_MEM_LIMIT_MB";
+
 /// Opens `file` on `device`. CUDA is registered with `error_on_failure`: asking for a
 /// GPU where none works is an error, never a silent CPU fallback.
 pub fn open_session(env: &Environment, device: Device, file: &Path) -> Result<Session, ModelError> {
@@ -93,11 +96,21 @@ fn with_cuda(
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     // TF32 matmuls move fp32 results by ~1e-3, enough to break parity with the
     // exported model; fp16 exports are unaffected.
-    let cuda = ort::ep::CUDA::default()
+    // Arenas grow by what is asked, not to the next power of two: a batch's caches
+    // are a few large buffers, and doubling would strand gigabytes per session.
+    let mut cuda = ort::ep::CUDA::default()
         .with_device_id(ordinal(id)?)
         .with_tf32(false)
-        .build()
-        .error_on_failure();
+        .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
+    // A cap per session's arena (MiB): to try a smaller card, or to make a device run
+    // out of memory on purpose.
+    if let Some(mb) = std::env::var(MEM_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        cuda = cuda.with_memory_limit(mb << 20);
+    }
+    let cuda = cuda.build().error_on_failure();
     builder
         .with_execution_providers([cuda])
         .map_err(ort::Error::<()>::from)

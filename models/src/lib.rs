@@ -7,6 +7,7 @@ pub mod error;
 pub mod factory;
 pub mod llava;
 pub mod manifest;
+pub mod memory;
 pub mod ops;
 pub mod ort_lib;
 pub mod policy;

@@ -22,6 +22,7 @@ use crate::device::Device;
 use crate::error::ModelError;
 use crate::llava::{Cache, Embeds, KvMode, Llava, Prompt, Want};
 use crate::manifest::{Kind, Route};
+use crate::memory::{self, KvBudget};
 use crate::sampling::{choose, Choice, Rng};
 use crate::stop::Step;
 use crate::tensor;
@@ -36,7 +37,11 @@ const PREFILL_BATCH: usize = 8;
 
 pub struct OnnxPolicy {
     model: Llava,
+    budget: KvBudget,
 }
+
+/// A request that decodes: its index in the batch, its prompt, its step budget.
+type Live = (usize, Prompt, usize);
 
 /// A sampled step with the token ids the model generated for it (including an
 /// end-of-sequence token, and tokens past a "Step k:" cut).
@@ -63,9 +68,24 @@ struct Row {
 
 impl OnnxPolicy {
     pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
-        Ok(OnnxPolicy {
-            model: Llava::load(dir, Kind::Policy, device, ort_lib)?,
-        })
+        let model = Llava::load(dir, Kind::Policy, device, ort_lib)?;
+        let budget = KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device);
+        tracing::info!(
+            model = %model.label(),
+            budget_mib = budget.limit >> 20,
+            kib_per_position = budget.per_position >> 10,
+            "cache budget per batch"
+        );
+        Ok(OnnxPolicy { model, budget })
+    }
+
+    /// The cache bytes one batch may hold; a larger batch is decoded in parts.
+    pub fn set_kv_budget(&mut self, limit: u64) {
+        self.budget.limit = limit;
+    }
+
+    pub fn kv_budget(&self) -> KvBudget {
+        self.budget
     }
 
     pub fn model(&mut self) -> &mut Llava {
@@ -95,7 +115,7 @@ impl OnnxPolicy {
         let prompts = self.model.prompts(&items)?;
         let max_length = self.model.manifest.decoder.max_length;
         let mut out: Vec<Option<GeneratedOutput>> = vec![None; batch.len()];
-        let mut live: Vec<(usize, Prompt, usize)> = Vec::new();
+        let mut live: Vec<Live> = Vec::new();
         for (i, (req, prompt)) in batch.iter().zip(prompts).enumerate() {
             let prompt = match prompt {
                 Ok(p) => p,
@@ -119,6 +139,67 @@ impl OnnxPolicy {
             live.push((i, prompt, budget));
         }
 
+        // As many requests together as their caches fit in the budget.
+        let shapes = self.shapes(batch, &live);
+        let groups = self.budget.groups(&shapes);
+        if groups.len() > 1 {
+            tracing::debug!(
+                groups = groups.len(),
+                requests = live.len(),
+                "batch decoded in parts to fit the cache budget"
+            );
+        }
+        for group in groups {
+            self.decode_fitting(batch, &live[group], &mut out)?;
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(RequestError("not generated".into()))))
+            .collect())
+    }
+
+    /// `(prompt positions, step budget, samples)` of each live request.
+    fn shapes(&self, batch: &[ExpandRequest<'_>], live: &[Live]) -> Vec<(usize, usize, usize)> {
+        live.iter()
+            .map(|(i, p, budget)| (self.model.embedded_len(p), *budget, batch[*i].seeds.len()))
+            .collect()
+    }
+
+    /// Decodes `live` together; if the device runs out of memory all the same, in
+    /// halves (and later batches get a smaller budget), so that no request fails for
+    /// want of memory while it fits alone.
+    fn decode_fitting(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: &[Live],
+        out: &mut [Option<GeneratedOutput>],
+    ) -> Result<(), ModelError> {
+        match self.decode_together(batch, live, out) {
+            Err(e) if live.len() > 1 && memory::is_out_of_memory(&e.to_string()) => {
+                let cost = self.budget.cost(&self.shapes(batch, live));
+                self.budget.limit = self.budget.limit.min(cost / 4 * 3);
+                tracing::warn!(
+                    requests = live.len(),
+                    budget_mib = self.budget.limit >> 20,
+                    error = %e,
+                    "out of device memory; decoding the batch in halves"
+                );
+                let (a, b) = live.split_at(live.len() / 2);
+                self.decode_fitting(batch, a, out)?;
+                self.decode_fitting(batch, b, out)
+            }
+            result => result,
+        }
+    }
+
+    /// Prefills the requests' prompts, forks each for its samples and decodes all
+    /// rows together until every step has ended; writes each request's samples.
+    fn decode_together(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: &[Live],
+        out: &mut [Option<GeneratedOutput>],
+    ) -> Result<(), ModelError> {
         let mode = self.model.kv_mode();
         let mut samples: Vec<Vec<Option<Generated>>> =
             batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
@@ -284,17 +365,14 @@ impl OnnxPolicy {
             }
         }
 
-        for (request, _, _) in &live {
+        for (request, _, _) in live {
             let done: Option<Vec<Generated>> = samples[*request].drain(..).collect();
             out[*request] = Some(match done {
                 Some(s) => Ok(s),
                 None => Err(RequestError("a sample did not finish".into())),
             });
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(RequestError("not generated".into()))))
-            .collect())
+        Ok(())
     }
 
     /// Draws the row's next token from `logits` and updates its step.

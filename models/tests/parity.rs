@@ -158,6 +158,49 @@ fn a_mixed_batch_generates_what_single_requests_do() {
     assert_ne!(sampled[0].ids, sampled[1].ids);
 }
 
+#[test]
+fn a_batch_split_by_the_cache_budget_generates_the_same() {
+    if !ort_available() {
+        return;
+    }
+    let dir = fixture("tiny-policy");
+    let g = goldens("tiny-policy");
+    let q = golden_question(&g, &dir);
+    let t = text_only();
+    let seeds: Vec<Vec<u64>> = (0..6).map(|k| vec![k, k + 10, k + 20]).collect();
+    let prefixes: Vec<String> = (0..6)
+        .map(|k| "Step 1: I see a shape. ".repeat(k))
+        .collect();
+    let batch: Vec<ExpandRequest> = (0..6)
+        .map(|k| {
+            let question = if k % 2 == 0 { &q } else { &t };
+            request(question, &prefixes[k], &seeds[k], 0.8)
+        })
+        .collect();
+    let mut p = policy();
+    let budget = p.kv_budget();
+    assert!(budget.per_position > 0 && budget.limit > 0);
+    let together = p.generate(&batch).unwrap();
+    // Room for about two requests at a time: three or more parts.
+    let one = budget.per_position * 2 * 3 * 400;
+    p.set_kv_budget(2 * one);
+    let parts = p.generate(&batch).unwrap();
+    // Less than any one request: each alone.
+    p.set_kv_budget(1);
+    let alone = p.generate(&batch).unwrap();
+    for (i, ((a, b), c)) in together.iter().zip(&parts).zip(&alone).enumerate() {
+        let (a, b, c) = (
+            a.as_ref().unwrap(),
+            b.as_ref().unwrap(),
+            c.as_ref().unwrap(),
+        );
+        for ((x, y), z) in a.iter().zip(b).zip(c) {
+            assert_eq!(x.ids, y.ids, "request {i} in parts");
+            assert_eq!(x.ids, z.ids, "request {i} alone");
+        }
+    }
+}
+
 /// Eight samples at temperature 1 from the root of the text-only question.
 fn eight_samples(
     p: &mut OnnxPolicy,

@@ -324,6 +324,9 @@ where
                 return;
             }
         };
+        // One line per delivery the role took: an exact count of the work's
+        // deliveries that survives a SIGKILL (the soak counts these).
+        tracing::debug!(role = %self.role, attempt = crate::broker::Delivery::attempt(&delivery), "delivery taken");
         if !self.life.working() {
             // Back to the queue, for another worker or a later life of this one.
             ctx.spawn(requeue_all([delivery]).into_actor(self));
