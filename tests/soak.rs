@@ -6,7 +6,8 @@
 //! deliveries the roles took (counted exactly from the workers' logs) must stay within
 //! 10% of the undisturbed run's. The broker's own sampled count is printed beside it.
 //!
-//! `SOAK_QUESTIONS` (default 2000) and `SOAK_KILLS` (default 50) size it.
+//! `SOAK_QUESTIONS` (default 2000) and `SOAK_KILLS` (default 50) size it; `SOAK_FAULTS`
+//! (`kill,broker,redis,rollback`) keeps only some kinds of fault.
 use std::time::{Duration, Instant};
 use tsst_actors::pipeline::enqueue;
 use tsst_actors::store::{RedisStore, Store};
@@ -43,9 +44,36 @@ fn cluster(ns: &str, node: &common::RabbitNode, redis: &common::RedisNode) -> Cl
     c
 }
 
-/// Deliveries the cluster's roles took, from their logs (exact, kills included).
-fn taken(cluster: &Cluster) -> u64 {
-    cluster.full_logs().matches("delivery taken").count() as u64
+/// Deliveries the cluster's roles took, from their logs (exact, kills included): all,
+/// and those that were a message's first delivery (the rest are redeliveries).
+fn taken(cluster: &Cluster) -> (u64, u64) {
+    let logs = cluster.full_logs();
+    let lines = logs.lines().filter(|l| l.contains("delivery taken"));
+    let (mut all, mut first) = (0, 0);
+    for line in lines {
+        all += 1;
+        first += u64::from(line.contains("attempt=1 ") || line.ends_with("attempt=1"));
+    }
+    (all, first)
+}
+
+/// Deliveries taken per role: (all, first deliveries).
+fn by_role(cluster: &Cluster) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut roles = std::collections::BTreeMap::new();
+    for line in cluster
+        .full_logs()
+        .lines()
+        .filter(|l| l.contains("delivery taken"))
+    {
+        let role = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("role="))
+            .unwrap_or("?");
+        let e: &mut (u64, u64) = roles.entry(role.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += u64::from(line.contains("attempt=1 ") || line.ends_with("attempt=1"));
+    }
+    roles
 }
 
 async fn done(store: &RedisStore, run: &str) -> u32 {
@@ -90,8 +118,8 @@ async fn soak() {
     let calm_secs = started.elapsed().as_secs_f64();
     calm.stop_gracefully();
     let baseline = settled_deliveries(&node, &ns0).await;
-    let baseline_taken = taken(&calm);
-    eprintln!("undisturbed: {n} questions in {calm_secs:.1}s, {baseline} deliveries ({baseline_taken} taken)");
+    let (baseline_taken, baseline_first) = taken(&calm);
+    eprintln!("undisturbed: {n} questions in {calm_secs:.1}s, {baseline} deliveries ({baseline_taken} taken, {baseline_first} first)");
 
     // The same run under faults.
     let (ns, run) = (format!("soak-storm-{pid}"), format!("soak-storm-{pid}"));
@@ -116,8 +144,14 @@ async fn soak() {
     ] {
         plan.insert((f64::from(kills) * at) as usize, fault);
     }
+    // SOAK_FAULTS (e.g. `kill,broker`) keeps only those kinds: to see what each costs.
+    if let Ok(only) = std::env::var("SOAK_FAULTS") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        plan.retain(|f| only.contains(f) || (*f == "snapshot" && only.contains(&"rollback")));
+    }
     let mut rng = SplitMix(pid.into());
     let (mut killed, mut rolled_back, mut counted_before_restarts) = (0, 0, 0);
+    let (mut broker_restarts, mut redis_restarts) = (0, 0);
     for fault in plan {
         tokio::time::sleep(gap).await;
         if done(&store, &run).await >= n as u32 {
@@ -133,8 +167,12 @@ async fn soak() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 counted_before_restarts += node.delivered(&ns);
                 node.restart(Duration::from_secs(1));
+                broker_restarts += 1;
             }
-            "redis" => redis.restart(Duration::from_secs(1)),
+            "redis" => {
+                redis.restart(Duration::from_secs(1));
+                redis_restarts += 1;
+            }
             "snapshot" => redis.snapshot(),
             "rollback" => {
                 redis.crash_to_snapshot();
@@ -166,13 +204,30 @@ async fn soak() {
     storm.stop_gracefully();
     let deliveries = counted_before_restarts + settled_deliveries(&node, &ns).await;
     let ratio = deliveries as f64 / baseline as f64;
-    let storm_taken = taken(&storm);
+    let (storm_taken, storm_first) = taken(&storm);
+    let logs = storm.full_logs();
+    let redriven: u64 = logs
+        .lines()
+        .filter(|l| l.contains("re-driving trees from their stored state"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("tasks="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    eprintln!(
+        "taken by role: undisturbed {:?}, storm {:?}; re-drives published {redriven} tasks, {} stale tasks seen",
+        by_role(&calm),
+        by_role(&storm),
+        logs.matches("re-driving the tree").count()
+    );
     let taken_ratio = storm_taken as f64 / baseline_taken as f64;
     println!(
-        "SOAK questions={n} kills={killed} broker_restarts=2 redis_restarts=1 redis_rollbacks={rolled_back} \
+        "SOAK questions={n} kills={killed} broker_restarts={broker_restarts} redis_restarts={redis_restarts} redis_rollbacks={rolled_back} \
          done={} failed={} trees_differing={differ} dead_letters={dead} calm_s={calm_secs:.1} storm_s={storm_secs:.1} \
          deliveries={deliveries} baseline={baseline} ratio={ratio:.3} \
-         taken={storm_taken} taken_baseline={baseline_taken} taken_ratio={taken_ratio:.3}",
+         taken={storm_taken} taken_first={storm_first} taken_baseline={baseline_taken} taken_baseline_first={baseline_first} \
+         taken_ratio={taken_ratio:.3}",
         p.done, p.failed
     );
     assert_eq!((p.done, p.failed), (n as u32, 0));

@@ -362,3 +362,28 @@ async fn redis_rounds() {
     store.delete_run(&run).await.unwrap();
     assert!(!store.runs().await.unwrap().contains(&run));
 }
+
+/// A lease is its holder's until it runs out; its holder renews it; once it has run
+/// out another takes it. Re-driving stale trees claims each tree once this way.
+async fn leases_are_exclusive_and_run_out<S: Store>(store: S, name: &str) {
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(store.lease(name, "a", ttl).await.unwrap());
+    assert!(!store.lease(name, "b", ttl).await.unwrap());
+    assert!(store.lease(name, "a", ttl).await.unwrap(), "renewed");
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert!(
+        store.lease(name, "b", ttl).await.unwrap(),
+        "taken once run out"
+    );
+    assert!(!store.lease(name, "a", ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn memory_leases() {
+    leases_are_exclusive_and_run_out(MemoryStore::new(), "mem-lease").await;
+}
+
+#[tokio::test]
+async fn redis_leases() {
+    leases_are_exclusive_and_run_out(redis().await, &run_id("lease")).await;
+}

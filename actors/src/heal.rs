@@ -13,6 +13,35 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tsst_messages::{Envelope, ExpandTask, Task, TreeStatus, VerifyTask};
 
+/// How long one stale task's re-drive of a tree keeps other stale tasks of that tree
+/// from re-driving it again.
+pub const REDRIVE_CLAIM: Duration = Duration::from_secs(30);
+
+/// Re-drives the trees that tasks found stale, `(tree, the task's id)`, each once.
+/// When the store loses writes, every task in flight for a tree finds it stale, and
+/// one re-drive publishes what all of them would: the first claims the tree (a lease
+/// held by its task id, so that its own redelivery may re-drive again), the others
+/// leave it. A claimer that dies before publishing is redelivered and re-drives.
+pub async fn redrive_stale<S: Store>(
+    store: &S,
+    stale: &[(TreeRef, String)],
+) -> Result<Vec<Envelope<Task>>, StoreError> {
+    let mut claimed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (tree, task) in stale {
+        if !seen.insert(tree) {
+            continue;
+        }
+        let name = format!("redrive:{}/{}", tree.run, tree.question);
+        if store.lease(&name, task, REDRIVE_CLAIM).await? {
+            claimed.push(tree.clone());
+        } else {
+            tracing::debug!(run = %tree.run, question = %tree.question, "another task re-drives this tree");
+        }
+    }
+    redrive(store, &claimed).await
+}
+
 /// The tasks that drive each tree on from where the store says it stands, and only
 /// those: for a searching tree, the expansion of each frontier node not expanded yet,
 /// the score task of each one expanded but not scored, and when all are scored (the

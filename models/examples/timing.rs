@@ -11,7 +11,7 @@
 //! ```text
 //! cargo run --release --example timing -p tsst-models -- MODEL_DIR [--device cuda:0]
 //!     [--batch 1,16,64] [--steps 32] [--warmup 4] [--prefill-reps 5]
-//!     [--kv MODE[:B1/B2..][,..]] [--bandwidth-tbs 3.0] [--json FILE] [--temperature 0]
+//!     [--kv MODE[:B1/B2..][,..]] [--bandwidth-tbs TBS] [--json FILE] [--temperature 0]
 //!     [--prealloc-presents]
 //! ```
 //! MODE is `default` (the model's: shared for float16 genai decoders on CUDA), `host`,
@@ -35,14 +35,16 @@ struct Args {
     prefill_reps: usize,
     /// KV modes (None: the model's default) with their own batch sizes, if given.
     modes: Vec<(Option<KvMode>, Option<Vec<usize>>)>,
-    bandwidth_tbs: f64,
+    /// The card's memory bandwidth, measured in the same call (bench/gpu/bandwidth.py):
+    /// without it there is no floor, never an assumed one.
+    bandwidth_tbs: Option<f64>,
     json: Option<PathBuf>,
     temperature: f32,
     prealloc: bool,
 }
 
 const USAGE: &str = "usage: timing MODEL_DIR [--device cpu|cuda:N] [--batch 1,16,64] [--steps 32] \
-[--warmup 4] [--prefill-reps 5] [--kv MODE[:B1/B2..][,...]] (MODE: default|host|bound|shared) [--bandwidth-tbs 3.0] [--json FILE] [--temperature 0] [--prealloc-presents]";
+[--warmup 4] [--prefill-reps 5] [--kv MODE[:B1/B2..][,...]] (MODE: default|host|bound|shared) [--bandwidth-tbs TBS] [--json FILE] [--temperature 0] [--prealloc-presents]";
 
 fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
@@ -54,7 +56,7 @@ fn parse() -> Result<Args, String> {
         warmup: 4,
         prefill_reps: 5,
         modes: vec![(None, None)],
-        bandwidth_tbs: 3.0,
+        bandwidth_tbs: None,
         json: None,
         temperature: 0.0,
         prealloc: false,
@@ -101,9 +103,11 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--bandwidth-tbs" => {
-                args.bandwidth_tbs = value("--bandwidth-tbs")?
-                    .parse()
-                    .map_err(|e| format!("{e}"))?
+                args.bandwidth_tbs = Some(
+                    value("--bandwidth-tbs")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
             }
             "--json" => args.json = Some(value("--json")?.into()),
             "--temperature" => {
@@ -356,7 +360,12 @@ fn decode(
         * 2.0
         * (d.num_kv_heads * d.head_dim * elem) as f64
         * past;
-    let floor_ms = (weights as f64 + kv) / (args.bandwidth_tbs * 1e12) * 1e3;
+    let floor_ms = args
+        .bandwidth_tbs
+        .map(|tbs| (weights as f64 + kv) / (tbs * 1e12) * 1e3);
+    let floor_text = floor_ms.map_or("n/a (no --bandwidth-tbs)".to_string(), |f| {
+        format!("{f:.3}")
+    });
     let step = median(&step_ms);
     let tok_s = batch as f64 / (step / 1e3);
     let name = format!("{mode:?}").to_lowercase();
@@ -367,12 +376,12 @@ fn decode(
     };
     println!(
         "DECODE  mode={name:<6} batch={batch:<3} past={}..{} step_median_ms={step:.3} tok_s={tok_s:.0} \
-embed_ms={:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:.2} floor_ms={floor_ms:.3} ratio={:.2}",
+embed_ms={:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:.2} floor_ms={floor_text} ratio={}",
         p.len + args.warmup,
         p.len + total_steps,
         median(&embed_ms),
         median(&argmax_ms),
-        step / floor_ms,
+        floor_ms.map_or("n/a".to_string(), |f| format!("{:.2}", step / f)),
     );
     println!("IDS     mode={name:<6} batch={batch:<3} row0={generated:?}");
     out.push(serde_json::json!({
@@ -384,7 +393,7 @@ embed_ms={:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:
         "host_choose_median_ms": if on_device { serde_json::Value::Null } else { median(&choose_ms).into() },
         "sampled_on_device": on_device, "temperature": args.temperature, "fork_ms": fork_ms,
         "weights_bytes": weights, "kv_bytes_mean": kv, "floor_ms": floor_ms,
-        "bandwidth_tbs": args.bandwidth_tbs, "ratio": step / floor_ms, "row0_ids": generated,
+        "bandwidth_tbs": args.bandwidth_tbs, "ratio": floor_ms.map(|f| step / f), "row0_ids": generated,
     }));
     Ok(generated)
 }

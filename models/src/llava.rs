@@ -148,6 +148,11 @@ pub struct Llava {
     /// KvMode::Bound: allocate each run's presents ourselves and bind them as outputs
     /// (else ONNX Runtime allocates them: `bind_output_to_device`).
     prealloc: bool,
+    /// On CUDA: run options that hand an arena's free regions back to the device when
+    /// the run ends. Used by prefills and cache gathers (a few runs per batch, not per
+    /// step): caches of every width come and go, and an arena that kept them all would
+    /// starve the other model on the device.
+    shrink: Option<Arc<ort::session::RunOptions>>,
     allocator: Option<ort::memory::Allocator>,
 }
 
@@ -240,6 +245,7 @@ impl Llava {
             ops: Vec::new(),
             prealloc: false,
             allocator: None,
+            shrink: shrink_options(device)?,
         })
     }
 
@@ -793,7 +799,14 @@ impl Llava {
             .bind_output_to_device(wanted, &self.memory)
             .map_err(err)?;
         let (value, presents) = {
-            let mut outputs = self.decoder.run_binding(&binding).map_err(err)?;
+            // A shared-buffer step keeps its arena; a prefill (or a bound-mode step)
+            // gives back what the last batch left free.
+            let shrink = self.shrink.clone().filter(|_| !shared);
+            let mut outputs = match &shrink {
+                Some(options) => self.decoder.run_binding_with_options(&binding, options),
+                None => self.decoder.run_binding(&binding),
+            }
+            .map_err(err)?;
             let value = outputs
                 .remove(wanted)
                 .ok_or_else(|| ModelError::run(&file, format!("no output `{wanted}`")))?;
@@ -1005,6 +1018,7 @@ impl Llava {
             sources: sources.len(),
         };
         let memory = self.memory.clone();
+        let shrink = self.shrink.clone();
         let session = self.op(key)?;
         let oe = |e: ort::Error| ModelError::run(&file, e);
         let mut binding = session.create_binding().map_err(oe)?;
@@ -1028,7 +1042,11 @@ impl Llava {
                 .bind_output_to_device(ops::gather_output(t), &memory)
                 .map_err(oe)?;
         }
-        let mut outputs = session.run_binding(&binding).map_err(oe)?;
+        let mut outputs = match &shrink {
+            Some(options) => session.run_binding_with_options(&binding, options),
+            None => session.run_binding(&binding),
+        }
+        .map_err(oe)?;
         let mut take = |t: usize| {
             outputs
                 .remove(ops::gather_output(t))
@@ -1089,6 +1107,21 @@ impl Llava {
 /// genai decoder, host memory (GroupQueryAttention has no float32 CUDA kernel, so it
 /// runs on the CPU and device-resident caches would cross to the host for it
 /// anyway: measured slower); for the torch route, bound to the device.
+fn shrink_options(device: Device) -> Result<Option<Arc<ort::session::RunOptions>>, ModelError> {
+    let Device::Cuda(id) = device else {
+        return Ok(None);
+    };
+    let fail = |e: ort::Error| ModelError::Device {
+        device: device.to_string(),
+        reason: e.to_string(),
+    };
+    let mut options = ort::session::RunOptions::new().map_err(fail)?;
+    options
+        .set("memory.enable_memory_arena_shrinkage", format!("gpu:{id}"))
+        .map_err(fail)?;
+    Ok(Some(Arc::new(options)))
+}
+
 pub fn default_kv_mode(device: Device, manifest: &Manifest) -> KvMode {
     match (device, manifest.decoder.route, manifest.dtype) {
         (Device::Cpu, _, _) => KvMode::Host,

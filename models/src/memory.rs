@@ -12,7 +12,7 @@ use crate::manifest::{Decoder, Dtype};
 pub const BUDGET_ENV: &str = "TSST_KV_BUDGET_MB";
 /// Share of the free memory at load a batch's caches may take: the rest is
 /// activations, the other model on the same device and ONNX Runtime's arenas.
-const FREE_SHARE_CUDA: f64 = 0.5;
+const FREE_SHARE_CUDA: f64 = 0.4;
 const FREE_SHARE_CPU: f64 = 0.25;
 /// Used when the free memory cannot be read.
 const FALLBACK: u64 = 8 << 30;

@@ -4,6 +4,7 @@ use crate::device::{open_session, Device};
 use crate::error::ModelError;
 use crate::llava::{Llava, Prompt};
 use crate::manifest::{Kind, ValueHead};
+use crate::memory;
 use crate::tensor;
 use ort::session::Session;
 use ort::value::TensorElementType;
@@ -87,11 +88,25 @@ impl OnnxValue {
                 Err(e) => out.push(Err(RequestError(e))),
             }
         }
-        for chunk in live.chunks(SCORE_BATCH) {
+        // Chunks of SCORE_BATCH texts; a chunk the device has no memory for is
+        // scored in halves (the policy on the same device may hold the memory for a
+        // moment), down to one text.
+        let (mut start, mut size) = (0, SCORE_BATCH);
+        while start < live.len() {
+            let chunk = &live[start..(start + size).min(live.len())];
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p)| p).collect();
-            let values = self.score_prompts(&refs)?;
-            for ((i, _), v) in chunk.iter().zip(values) {
-                out[*i] = Ok(v);
+            match self.score_prompts(&refs) {
+                Ok(values) => {
+                    for ((i, _), v) in chunk.iter().zip(values) {
+                        out[*i] = Ok(v);
+                    }
+                    start += chunk.len();
+                }
+                Err(e) if size > 1 && memory::is_out_of_memory(&e.to_string()) => {
+                    size /= 2;
+                    tracing::warn!(texts = size, error = %e, "out of device memory; scoring fewer texts at once");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

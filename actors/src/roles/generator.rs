@@ -80,7 +80,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 // The store lost the writes this task came from: drive the tree on
                 // from where the store has it.
                 tracing::warn!(run = %task.run, question = %task.question, node = %task.node, "task names a node the store does not have; re-driving the tree");
-                stale.push(trees[i].clone());
+                stale.push((trees[i].clone(), ids[i].clone()));
                 continue;
             };
             let spec = &run.record.search;
@@ -111,7 +111,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
         plan.publish
             .extend(super::unapplied(&ctx.store, replay).await?);
         plan.publish
-            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
+            .extend(crate::heal::redrive_stale(&ctx.store, &stale).await?);
         let mut commits = Vec::new();
         for (model, (group, jobs)) in groups {
             let outputs = match ctx.models.expand(&model, jobs).await {

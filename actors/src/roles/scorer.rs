@@ -94,7 +94,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             };
             let Some(children) = children.into_iter().collect::<Option<Vec<Node>>>() else {
                 tracing::warn!(run = %task.run, question = %task.question, "task names a node the store does not have; re-driving the tree");
-                stale.push(round_keys[i].0.clone());
+                stale.push((round_keys[i].0.clone(), Task::Score(task.clone()).id()));
                 commits.push(None);
                 continue;
             };
@@ -166,7 +166,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 }
                 Barrier::Behind => {
                     tracing::warn!(tree = ?commit.tree, round = commit.round, "the store is behind this task's round; re-driving the tree");
-                    stale.push(commit.tree.clone());
+                    stale.push((commit.tree.clone(), Task::Score(tasks[*i].clone()).id()));
                 }
             }
         }
@@ -188,7 +188,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         plan.publish
             .extend(super::unapplied(&ctx.store, earlier).await?);
         plan.publish
-            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
+            .extend(crate::heal::redrive_stale(&ctx.store, &stale).await?);
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

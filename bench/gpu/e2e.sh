@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On the GPU machine: one embedded `tsst run` on CUDA at the reference search settings
+# (num_beams 5, branch 5, n_consistency 7, max_length 1024, steps up to 256 tokens)
+# over N synthetic questions with the models export-7b.sh wrote, GPU memory and
+# utilisation sampled every 500 ms. Prints wall time, peak memory, question statuses
+# and how often a batch was split (budget) or halved (out of memory).
+#   bench/gpu/e2e.sh BATCH N LIMIT_S [VAR=VALUE...]   (TSST: the binary, TAG: a suffix)
+set -uo pipefail
+G=$(cd "$(dirname "$0")" && pwd)
+. "$G/env.sh"
+TSST=$(realpath "${TSST:-.gpu-carry/bin/tsst}")
+batch=$1 n=$2 limit=$3; shift 3
+for kv in "$@"; do export "$kv"; done
+W=/opt/work/run-b$batch-n$n
+rm -rf $W && mkdir -p $W && cd $W
+$TSST data synth --out synth --n $((n * 2)) --seed 3 > /dev/null
+cat > ref.yaml <<YAML
+task: multiple_choice_steps_beam
+dataset_name: aokvqa
+dataset_root: synth
+data_subset: train
+data_partition: '0_$((n-1))'
+seed: 5
+num_beams: 5
+branch: 5
+n_consistency: 7
+max_length: 1024
+step_max_tokens: 256
+temperature: 0.7
+models:
+  - policy_model: /opt/work/policy-L32
+    value_model: /opt/work/value-L32
+    tag: ref
+    run_flag: true
+    use_value: true
+YAML
+tag=b$batch-n$n${TAG:-}
+nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 500 > $OUT/smi-$tag.csv &
+smi=$!
+start=$(date +%s.%N)
+RUST_LOG=info,tsst_models=debug timeout $limit $TSST run --config ref.yaml --device cuda:0 --batch $batch --out runs --quiet > $OUT/run-$tag.out 2> $OUT/run-$tag.log
+rc=$?
+end=$(date +%s.%N)
+kill $smi
+echo "rc=$rc wall=$(awk "BEGIN{printf \"%.1f\", $end-$start}") s"
+peak=$(awk -F', ' '{gsub(/ MiB/,"",$2); if ($2>m) m=$2} END {print m}' $OUT/smi-$tag.csv)
+util=$(awk -F', ' '{gsub(/ %/,"",$3); s+=$3; n++} END {printf "%.0f", s/n}' $OUT/smi-$tag.csv)
+echo "peak_mib=$peak mean_util=$util%"
+f=$(ls runs/*/results.jsonl 2>/dev/null | head -1)
+if [ -n "$f" ]; then
+  echo "results: $(wc -l < $f) lines; status counts:"; python3 -c "
+import json,collections,sys
+c=collections.Counter(); r=collections.Counter()
+for l in open('$f'):
+    d=json.loads(l); c[d.get('status')]+=1
+    if d.get('status')!='done': r[str(d.get('reason') or d.get('error'))[:160]]+=1
+print(dict(c)); [print(' ',k,v) for k,v in r.items()]"
+  cp runs/*/metrics.json $OUT/metrics-$tag.json 2>/dev/null
+fi
+grep -c "decoded in parts" $OUT/run-$tag.log | sed 's/^/split_batches=/'
+grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_splits=/'
+grep -m2 "cache budget" $OUT/run-$tag.log
+tail -5 $OUT/run-$tag.out
