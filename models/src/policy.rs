@@ -73,7 +73,7 @@ impl OnnxPolicy {
         tracing::info!(
             model = %model.label(),
             budget_mib = budget.limit >> 20,
-            kib_per_position = budget.per_position >> 10,
+            bytes_per_position = budget.per_position,
             "cache budget per batch"
         );
         Ok(OnnxPolicy { model, budget })
