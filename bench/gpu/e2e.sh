@@ -57,6 +57,8 @@ for l in open('$f'):
 print(dict(c)); [print(' ',k,v) for k,v in r.items()]"
   cp runs/*/metrics.json $OUT/metrics-$tag.json 2>/dev/null
 fi
+grep -c "question failed" $OUT/run-$tag.log | sed "s/^/questions_failed_in_log=/"
+grep -c "backend failed" $OUT/run-$tag.log | sed "s/^/backend_failures=/"
 grep -c "decoded in parts" $OUT/run-$tag.log | sed 's/^/split_batches=/'
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_splits=/'
 grep -m2 "cache budget" $OUT/run-$tag.log
