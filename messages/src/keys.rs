@@ -126,6 +126,12 @@ impl TreeKeys {
         self.key("outbox")
     }
 
+    /// Hash: key of an applied effect → 1 once its follow-ups are with the broker, so
+    /// a duplicate that finds the effect applied need not publish them again.
+    pub fn published(&self) -> String {
+        self.key("published")
+    }
+
     /// List: finished node ids in the order they finished.
     pub fn finished(&self) -> String {
         self.key("finished")

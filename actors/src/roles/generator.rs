@@ -64,9 +64,9 @@ impl<S: Store, B: Broker> Generator<S, B> {
         let mut stale = Vec::new();
         for (i, (task, outbox)) in tasks.iter().zip(outboxes).enumerate() {
             if let Some(earlier) = outbox {
-                // Applied before (a redelivery): publish again what it published, as
-                // far as that is not applied yet.
-                replay.extend(earlier);
+                // Applied before (a redelivery or a duplicate): publish again what it
+                // published, unless the broker has it, as far as it is not applied.
+                replay.push(((trees[i].clone(), ids[i].clone()), earlier));
                 continue;
             }
             let (run, question) = match ctx.lookup(&task.run, &task.question).await? {
@@ -108,8 +108,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
             group.1.push(job);
         }
 
-        plan.publish
-            .extend(super::unapplied(&ctx.store, replay).await?);
+        super::replay(&ctx.store, replay, &mut plan).await?;
         plan.publish
             .extend(crate::heal::redrive_stale(&ctx.store, &stale).await?);
         let mut commits = Vec::new();
@@ -145,6 +144,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                         });
                         let outbox = vec![score.envelope()];
                         plan.publish.extend(outbox.iter().cloned());
+                        plan.published.push((trees[i].clone(), ids[i].clone()));
                         commits.push(ExpandCommit {
                             tree: trees[i].clone(),
                             task_id: ids[i].clone(),

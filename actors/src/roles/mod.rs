@@ -135,6 +135,31 @@ fn applied_marker(task: &Task) -> Option<(TreeRef, String)> {
 /// the rest of its tree (each duplicate republishing its own follow-ups in turn);
 /// a follow-up that was applied but whose own follow-ups were lost is redelivered by
 /// the broker anyway, since it is acked only after publishing them.
+/// An applied effect found again: (tree, outbox key) and the follow-ups it published.
+pub(crate) type Found = ((TreeRef, String), Vec<Envelope<Task>>);
+
+/// Replays effects a task found applied, `((tree, outbox key), follow-ups)`: those
+/// marked published publish nothing (their follow-ups are with the broker, so a
+/// duplicate cannot start a wave of duplicates); the others publish their follow-ups
+/// not applied yet, and are marked published with this batch.
+pub(crate) async fn replay<S: Store>(
+    store: &S,
+    found: Vec<Found>,
+    plan: &mut Plan,
+) -> Result<(), StoreError> {
+    let keys: Vec<(TreeRef, String)> = found.iter().map(|(k, _)| k.clone()).collect();
+    let marked = store.published(&keys).await?;
+    let mut tasks = Vec::new();
+    for ((key, outbox), marked) in found.into_iter().zip(marked) {
+        if !marked {
+            tasks.extend(outbox);
+            plan.published.push(key);
+        }
+    }
+    plan.publish.extend(unapplied(store, tasks).await?);
+    Ok(())
+}
+
 pub(crate) async fn unapplied<S: Store>(
     store: &S,
     tasks: Vec<Envelope<Task>>,

@@ -2,7 +2,7 @@
 use super::{reject, requeue_all, Failed, WorkError};
 use crate::broker::{Broker, Delivery};
 use crate::runtime::{Context, DeliveryOf};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TreeRef};
 use std::collections::BTreeMap;
 use tsst_messages::{Envelope, Event, Task};
 
@@ -27,6 +27,9 @@ pub const BACKEND_TRIES: u32 = 3;
 pub struct Plan {
     pub outcomes: Vec<Outcome>,
     pub publish: Vec<Envelope<Task>>,
+    /// The applied effects (tree, outbox key) whose follow-ups `publish` holds: marked
+    /// published once the broker has them.
+    pub published: Vec<(TreeRef, String)>,
     pub events: Vec<Event>,
     /// Questions that cannot be processed (an unreadable image, a model this worker
     /// cannot load), by run: they fail alone and the run goes on.
@@ -123,6 +126,11 @@ pub async fn settle<S: Store, B: Broker>(
             error,
             held: Vec::new(),
         });
+    }
+    // The follow-ups are with the broker: a duplicate of these tasks need not publish
+    // them again. Losing the mark costs only such a republish.
+    if let Err(err) = ctx.store.mark_published(&plan.published).await {
+        tracing::debug!(%err, "could not mark follow-ups published");
     }
     let mut acks = Vec::with_capacity(deliveries.len());
     let mut retries = Vec::new();

@@ -171,22 +171,21 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             }
         }
         for (task, applied) in self.conclude(&complete, &mut plan).await? {
-            if !applied {
+            let tree = TreeRef::new(&task.run, &task.question);
+            if applied {
+                plan.published.push((tree, round_outbox_key(task.round)));
+            } else {
                 // Another worker concluded it first: publish what it published.
-                let tree = TreeRef::new(&task.run, &task.question);
                 republish.push((tree, round_outbox_key(task.round)));
             }
         }
-        let earlier: Vec<_> = ctx
-            .store
-            .outboxes(&republish)
-            .await?
+        let earlier = ctx.store.outboxes(&republish).await?;
+        let found = republish
             .into_iter()
-            .flatten()
-            .flatten()
+            .zip(earlier)
+            .filter_map(|(key, outbox)| outbox.map(|o| (key, o)))
             .collect();
-        plan.publish
-            .extend(super::unapplied(&ctx.store, earlier).await?);
+        super::replay(&ctx.store, found, &mut plan).await?;
         plan.publish
             .extend(crate::heal::redrive_stale(&ctx.store, &stale).await?);
         plan.commit_failures(&ctx.store).await?;

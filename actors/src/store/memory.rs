@@ -44,6 +44,7 @@ struct Tree {
     finished: Vec<NodeId>,
     verdicts: HashMap<NodeId, Verdict>,
     outbox: HashMap<String, Vec<Envelope<Task>>>,
+    published: HashSet<String>,
 }
 
 impl Tree {
@@ -238,6 +239,7 @@ impl Store for MemoryStore {
                     finished: Vec::new(),
                     verdicts: HashMap::new(),
                     outbox: HashMap::new(),
+                    published: HashSet::new(),
                 }
             });
             if !tree.enqueued {
@@ -262,6 +264,21 @@ impl Store for MemoryStore {
         let inner = self.lock();
         keys.iter()
             .map(|(t, key)| Ok(inner.tree(t)?.outbox.get(key).cloned()))
+            .collect()
+    }
+
+    async fn mark_published(&self, keys: &[(TreeRef, String)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (t, key) in keys {
+            inner.tree_mut(t)?.published.insert(key.clone());
+        }
+        Ok(())
+    }
+
+    async fn published(&self, keys: &[(TreeRef, String)]) -> Result<Vec<bool>, StoreError> {
+        let inner = self.lock();
+        keys.iter()
+            .map(|(t, key)| Ok(inner.tree(t)?.published.contains(key)))
             .collect()
     }
 

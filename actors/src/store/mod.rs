@@ -233,6 +233,19 @@ pub trait Store: Clone + Send + Sync + 'static {
         keys: &[(TreeRef, String)],
     ) -> impl Future<Output = Result<Vec<Option<Vec<Envelope<Task>>>>, StoreError>> + Send;
 
+    /// Marks applied effects (tree, key) whose follow-up tasks the broker has
+    /// confirmed: a task that finds its effect applied and marked publishes nothing.
+    fn mark_published(
+        &self,
+        keys: &[(TreeRef, String)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether each effect (tree, key) is marked published.
+    fn published(
+        &self,
+        keys: &[(TreeRef, String)],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
     /// Nodes with their values and finish reasons, `None` where missing.
     fn nodes(
         &self,

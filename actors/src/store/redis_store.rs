@@ -143,6 +143,7 @@ impl RedisStore {
                 t.finished(),
                 t.verdicts(),
                 t.outbox(),
+                t.published(),
             ];
             for r in 0..=rounds + 1 {
                 doomed.extend([t.frontier(r), t.children(r), t.barrier(r)]);
@@ -301,6 +302,28 @@ impl Store for RedisStore {
                     .transpose()
             })
             .collect()
+    }
+
+    async fn mark_published(&self, keys: &[(TreeRef, String)]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (t, key) in keys {
+            pipe.hset(tree_keys(t).published(), key, 1).ignore();
+        }
+        self.query::<()>(&pipe).await
+    }
+
+    async fn published(&self, keys: &[(TreeRef, String)]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (t, key) in keys {
+            pipe.hexists(tree_keys(t).published(), key);
+        }
+        self.query(&pipe).await
     }
 
     async fn nodes(&self, wanted: &[(TreeRef, NodeId)]) -> Result<Vec<Option<Node>>, StoreError> {
