@@ -47,14 +47,9 @@ fn cluster(ns: &str, node: &common::RabbitNode, redis: &common::RedisNode) -> Cl
 /// Deliveries the cluster's roles took, from their logs (exact, kills included): all,
 /// and those that were a message's first delivery (the rest are redeliveries).
 fn taken(cluster: &Cluster) -> (u64, u64) {
-    let logs = cluster.full_logs();
-    let lines = logs.lines().filter(|l| l.contains("delivery taken"));
-    let (mut all, mut first) = (0, 0);
-    for line in lines {
-        all += 1;
-        first += u64::from(line.contains("attempt=1 ") || line.ends_with("attempt=1"));
-    }
-    (all, first)
+    by_role(cluster)
+        .values()
+        .fold((0, 0), |(all, first), (a, f)| (all + a, first + f))
 }
 
 /// Deliveries taken per role: (all, first deliveries).

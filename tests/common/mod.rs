@@ -238,12 +238,12 @@ pub struct RedisNode {
 
 impl RedisNode {
     pub fn start() -> RedisNode {
-        Self::with(true)
+        Self::with(true, None)
     }
 
     /// Persists only what `snapshot` saves.
     pub fn start_with_snapshots() -> RedisNode {
-        Self::with(false)
+        Self::with(false, None)
     }
 
     /// With a TLS port too (`tls_url`), serving `tls`'s certificate.
@@ -258,24 +258,16 @@ impl RedisNode {
             args.push(path.into_os_string());
         }
         args.extend(["--tls-auth-clients".into(), "no".into()]);
-        let mut node = RedisNode {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            append_only: true,
-            tls: Some((free_port(), args)),
-        };
-        node.up();
-        node
+        Self::with(true, Some((free_port(), args)))
     }
 
-    fn with(append_only: bool) -> RedisNode {
+    fn with(append_only: bool, tls: Option<(u16, Vec<std::ffi::OsString>)>) -> RedisNode {
         let mut node = RedisNode {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
             append_only,
-            tls: None,
+            tls,
         };
         node.up();
         node

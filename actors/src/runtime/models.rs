@@ -223,8 +223,8 @@ where
     M: Message<Result = Result<T, BackendError>> + Clone + Send + 'static,
     T: Send + 'static,
 {
-    let mut wait = LOCAL_BACKOFF;
-    for attempt in 1.. {
+    let (mut attempt, mut wait) = (1, LOCAL_BACKOFF);
+    loop {
         let result = match addr.send(msg.clone()).await {
             Ok(result) => result,
             Err(e) => Err(BackendError {
@@ -237,9 +237,9 @@ where
                 tracing::warn!(model, attempt, error = %e, "backend failed; trying the batch again here");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
+                attempt += 1;
             }
             done => return done,
         }
     }
-    unreachable!("the loop returns by its last try")
 }
