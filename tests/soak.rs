@@ -33,7 +33,7 @@ fn cluster(ns: &str, node: &common::RabbitNode, redis: &common::RedisNode) -> Cl
         "info,lapin=warn,tsst_actors::runtime::worker=debug".into(),
     ));
     // Longer than a broker restart, so that an outage alone re-drives nothing.
-    c.relay_stall = 20;
+    c.relay_stall = env("SOAK_STALL", 20).into();
     let config = c.logs.path().join("worker.yaml");
     std::fs::write(&config, "prefetch: 8\n").unwrap();
     c.batch = 8;
@@ -201,17 +201,25 @@ async fn soak() {
     let ratio = deliveries as f64 / baseline as f64;
     let (storm_taken, storm_first) = taken(&storm);
     let logs = storm.full_logs();
-    let redriven: u64 = logs
+    // Tasks the re-drives published, by cause (a stalled tree or a stale task).
+    let mut redriven = std::collections::BTreeMap::<String, u64>::new();
+    for line in logs
         .lines()
         .filter(|l| l.contains("re-driving trees from their stored state"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("tasks="))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum();
+    {
+        let tasks = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tasks="))
+            .and_then(|n| n.parse::<u64>().ok());
+        let cause = line
+            .split("cause=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?");
+        *redriven.entry(cause.to_owned()).or_default() += tasks.unwrap_or(0);
+    }
     eprintln!(
-        "taken by role: undisturbed {:?}, storm {:?}; re-drives published {redriven} tasks, {} stale tasks seen",
+        "taken by role: undisturbed {:?}, storm {:?}; re-drives published {redriven:?} tasks, {} stale tasks seen",
         by_role(&calm),
         by_role(&storm),
         logs.matches("re-driving the tree").count()

@@ -13,6 +13,11 @@ pub fn lease(name: &str) -> String {
     format!("{PREFIX}:lease:{name}")
 }
 
+/// Hash: role → the last probe of the relay `relay` that role's queue gave up.
+pub fn probes(relay: &str) -> String {
+    format!("{PREFIX}:probes:{relay}")
+}
+
 /// Hash: extracted answer → verdict JSON, for one question of one dataset, shared by
 /// every run: the same answer to the same question is decided once.
 pub fn verdict_cache(source: crate::DataSource, question: &str) -> String {

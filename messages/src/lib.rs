@@ -23,7 +23,7 @@ pub use question::{DataSource, Question};
 pub use spec::{
     DatasetSpec, LabelSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter,
 };
-pub use tasks::{ExpandTask, LabelTask, ScoreTask, Task, TrainTask, VerifyTask};
+pub use tasks::{ExpandTask, LabelTask, ProbeTask, ScoreTask, Task, TrainTask, VerifyTask};
 pub use topology::*;
 pub use tree::{FinishReason, Node, TreeState, TreeStatus};
 pub use verdict::{Verdict, VerdictSource};

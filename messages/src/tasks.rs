@@ -48,6 +48,18 @@ pub struct TrainTask {
     pub value_data: PathBuf,
 }
 
+/// A relay's marker through one role's queue: once a role has taken it, every task
+/// queued there before it has been taken too (queues are first in, first out), so a
+/// tree that has not moved since before it was sent is not waiting in that queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeTask {
+    /// The relay that sent it (a worker's name).
+    pub relay: String,
+    /// The relay's count of probes sent, the same for each queue's probe of a round.
+    pub seq: u64,
+    pub role: Role,
+}
+
 /// Any task; the `kind` tag tells which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -57,6 +69,7 @@ pub enum Task {
     Verify(VerifyTask),
     Label(LabelTask),
     Train(TrainTask),
+    Probe(ProbeTask),
 }
 
 impl Task {
@@ -68,17 +81,7 @@ impl Task {
             Task::Verify(_) => Role::Verifier,
             Task::Label(_) => Role::Labeler,
             Task::Train(_) => Role::Trainer,
-        }
-    }
-
-    /// The run this task belongs to.
-    pub fn run(&self) -> &str {
-        match self {
-            Task::Expand(t) => &t.run,
-            Task::Score(t) => &t.run,
-            Task::Verify(t) => &t.run,
-            Task::Label(t) => &t.run,
-            Task::Train(t) => &t.run,
+            Task::Probe(t) => t.role,
         }
     }
 
@@ -91,6 +94,7 @@ impl Task {
             Task::Verify(t) => format!("verify/{}/{}", t.run, t.question),
             Task::Label(t) => format!("label/{}/{}", t.run, t.question),
             Task::Train(t) => format!("train/{}/{}", t.run, t.round),
+            Task::Probe(t) => format!("probe/{}/{}/{}", t.relay, t.seq, t.role),
         }
     }
 

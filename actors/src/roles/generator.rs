@@ -3,6 +3,7 @@
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::{Broker, Delivery};
+use crate::heal::Stale;
 use crate::runtime::{Context, DeliveryOf, ExpandJob};
 use crate::search;
 use crate::store::{ExpandCommit, Store, TreeRef};
@@ -28,7 +29,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Generator<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
-        let (deliveries, tasks) = take(batch, Role::Generator, |t| match t {
+        let (deliveries, tasks) = take(&self.ctx.store, batch, Role::Generator, |t| match t {
             Task::Expand(t) => Some(t),
             _ => None,
         })
@@ -80,7 +81,11 @@ impl<S: Store, B: Broker> Generator<S, B> {
                 // The store lost the writes this task came from: drive the tree on
                 // from where the store has it.
                 tracing::warn!(run = %task.run, question = %task.question, node = %task.node, "task names a node the store does not have; re-driving the tree");
-                stale.push((trees[i].clone(), ids[i].clone()));
+                stale.push(Stale {
+                    tree: trees[i].clone(),
+                    task: ids[i].clone(),
+                    lost: None,
+                });
                 continue;
             };
             let spec = &run.record.search;

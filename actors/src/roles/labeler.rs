@@ -30,7 +30,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Labeler<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
-        let (deliveries, tasks) = take(batch, Role::Labeler, |t| match t {
+        let (deliveries, tasks) = take(&self.ctx.store, batch, Role::Labeler, |t| match t {
             Task::Label(t) => Some(t),
             _ => None,
         })
@@ -99,8 +99,9 @@ impl<S: Store, B: Broker> Labeler<S, B> {
                 });
             }
         }
-        plan.publish
-            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
+        plan.publish.extend(
+            crate::heal::redrive(&ctx.store, &stale, "label task ahead of the store").await?,
+        );
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

@@ -84,17 +84,39 @@ pub(crate) async fn decode<D: Delivery>(batch: Vec<D>, role: Role) -> Vec<(D, Ta
     out
 }
 
-/// Decodes a batch into its deliveries and their tasks of the role's kind.
-pub(crate) async fn take<D: Delivery, T>(
+/// Decodes a batch into its deliveries and their tasks of the role's kind. Probes
+/// are marked in the store as taken from this role's queue and acked (one that
+/// cannot be marked goes back to the queue).
+pub(crate) async fn take<S: Store, D: Delivery, T>(
+    store: &S,
     batch: Vec<D>,
     role: Role,
     kind: fn(Task) -> Option<T>,
 ) -> (Vec<D>, Vec<T>) {
-    decode(batch, role)
-        .await
-        .into_iter()
-        .filter_map(|(d, t)| kind(t).map(|t| (d, t)))
-        .unzip()
+    let mut taken = (Vec::new(), Vec::new());
+    for (d, task) in decode(batch, role).await {
+        match task {
+            Task::Probe(probe) => {
+                let settled = match store.mark_probe(&probe).await {
+                    Ok(()) => d.ack().await,
+                    Err(err) => {
+                        tracing::debug!(%err, "could not mark a probe; it goes back");
+                        d.requeue().await
+                    }
+                };
+                if let Err(err) = settled {
+                    tracing::debug!(%err, "could not settle a probe");
+                }
+            }
+            task => {
+                if let Some(t) = kind(task) {
+                    taken.0.push(d);
+                    taken.1.push(t);
+                }
+            }
+        }
+    }
+    taken
 }
 
 /// Puts deliveries back after a failure that may pass (store or broker unreachable).
@@ -126,7 +148,7 @@ fn applied_marker(task: &Task) -> Option<(TreeRef, String)> {
             TreeRef::new(&t.run, &t.question),
             VERIFY_OUTBOX_KEY.to_owned(),
         ),
-        Task::Label(_) | Task::Train(_) => return None,
+        Task::Label(_) | Task::Train(_) | Task::Probe(_) => return None,
     })
 }
 

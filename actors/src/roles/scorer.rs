@@ -4,6 +4,7 @@
 use super::plan::{settle, Plan};
 use super::{take, Failed, RoleWork, WorkError};
 use crate::broker::{Broker, Delivery};
+use crate::heal::Stale;
 use crate::runtime::{Context, DeliveryOf};
 use crate::search;
 use crate::store::{round_outbox_key, Barrier, RoundCommit, ScoreCommit, Store, TreeRef};
@@ -27,7 +28,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Scorer<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
-        let (deliveries, tasks) = take(batch, Role::Scorer, |t| match t {
+        let (deliveries, tasks) = take(&self.ctx.store, batch, Role::Scorer, |t| match t {
             Task::Score(t) => Some(t),
             _ => None,
         })
@@ -94,7 +95,11 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             };
             let Some(children) = children.into_iter().collect::<Option<Vec<Node>>>() else {
                 tracing::warn!(run = %task.run, question = %task.question, "task names a node the store does not have; re-driving the tree");
-                stale.push((round_keys[i].0.clone(), Task::Score(task.clone()).id()));
+                stale.push(Stale {
+                    tree: round_keys[i].0.clone(),
+                    task: Task::Score(task.clone()).id(),
+                    lost: Some((task.round, task.parent)),
+                });
                 commits.push(None);
                 continue;
             };
@@ -166,7 +171,11 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 }
                 Barrier::Behind => {
                     tracing::warn!(tree = ?commit.tree, round = commit.round, "the store is behind this task's round; re-driving the tree");
-                    stale.push((commit.tree.clone(), Task::Score(tasks[*i].clone()).id()));
+                    stale.push(Stale {
+                        tree: commit.tree.clone(),
+                        task: Task::Score(tasks[*i].clone()).id(),
+                        lost: None,
+                    });
                 }
             }
         }

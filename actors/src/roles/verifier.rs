@@ -38,7 +38,7 @@ impl<S: Store, B: Broker> RoleWork<DeliveryOf<B>> for Verifier<S, B> {
     }
 
     async fn process(&self, batch: Vec<DeliveryOf<B>>) -> Result<(), Failed<DeliveryOf<B>>> {
-        let (deliveries, tasks) = take(batch, Role::Verifier, |t| match t {
+        let (deliveries, tasks) = take(&self.ctx.store, batch, Role::Verifier, |t| match t {
             Task::Verify(t) => Some(t),
             _ => None,
         })
@@ -142,8 +142,9 @@ impl<S: Store, B: Broker> Verifier<S, B> {
 
         plan.publish
             .extend(super::unapplied(&ctx.store, replay).await?);
-        plan.publish
-            .extend(crate::heal::redrive(&ctx.store, &stale).await?);
+        plan.publish.extend(
+            crate::heal::redrive(&ctx.store, &stale, "verify task ahead of the store").await?,
+        );
         let postponed = self.decide_open(open, &mut decided).await?;
         let mut commits = Vec::new();
         for (i, verdicts) in decided {

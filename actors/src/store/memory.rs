@@ -7,7 +7,8 @@ use super::{
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tsst_messages::{
-    Envelope, FinishReason, Node, NodeId, Question, RunRecord, Task, TreeState, TreeStatus, Verdict,
+    Envelope, FinishReason, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
+    TreeStatus, Verdict,
 };
 
 #[derive(Clone, Default)]
@@ -22,6 +23,8 @@ struct Inner {
     verdicts: HashMap<VerdictKey, Verdict>,
     /// Lease name → holder and when the lease ends.
     leases: HashMap<String, (String, std::time::Instant)>,
+    /// Relay → role → the last probe sequence number that role took.
+    probes: HashMap<String, HashMap<Role, u64>>,
 }
 
 struct RunData {
@@ -207,6 +210,19 @@ impl Store for MemoryStore {
         }
         *lease = (holder.to_owned(), now + ttl);
         Ok(true)
+    }
+
+    async fn mark_probe(&self, probe: &ProbeTask) -> Result<(), StoreError> {
+        self.lock()
+            .probes
+            .entry(probe.relay.clone())
+            .or_default()
+            .insert(probe.role, probe.seq);
+        Ok(())
+    }
+
+    async fn probes(&self, relay: &str) -> Result<HashMap<Role, u64>, StoreError> {
+        Ok(self.lock().probes.get(relay).cloned().unwrap_or_default())
     }
 
     async fn runs(&self) -> Result<Vec<String>, StoreError> {

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use thiserror::Error;
 use tsst_messages::{
-    DataSource, Envelope, Node, NodeId, Question, RunRecord, Task, TreeState, Verdict,
+    DataSource, Envelope, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
+    Verdict,
 };
 
 #[derive(Debug, Error)]
@@ -331,4 +332,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         holder: &str,
         ttl: std::time::Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that a role took `probe` from its queue.
+    fn mark_probe(&self, probe: &ProbeTask) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// For each role, the last probe sequence number of the relay `relay` it took.
+    fn probes(
+        &self,
+        relay: &str,
+    ) -> impl Future<Output = Result<HashMap<Role, u64>, StoreError>> + Send;
 }

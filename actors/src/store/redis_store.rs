@@ -12,8 +12,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tsst_messages::keys::{self, RunKeys, TreeKeys};
 use tsst_messages::{
-    Envelope, FinishReason, Node, NodeId, Question, RunRecord, Task, TreeState, TreeStatus, Verdict,
+    Envelope, FinishReason, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
+    TreeStatus, Verdict,
 };
+
+/// How long a relay's probe marks outlive their last write: the relay is gone by then.
+const PROBES_TTL_SECS: i64 = 3600;
 
 const INIT_TREE: &str = include_str!("lua/init_tree.lua");
 const COMMIT_SCORES: &str = include_str!("lua/commit_scores.lua");
@@ -625,6 +629,26 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await?;
         Ok(held == 1)
+    }
+
+    async fn mark_probe(&self, probe: &ProbeTask) -> Result<(), StoreError> {
+        let key = keys::probes(&probe.relay);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, probe.role.name(), probe.seq)
+            .ignore()
+            .expire(&key, PROBES_TTL_SECS)
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+
+    async fn probes(&self, relay: &str) -> Result<HashMap<Role, u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = keys::probes(relay);
+        let marks: HashMap<String, u64> = conn.hgetall(&key).await?;
+        Ok(Role::ALL
+            .into_iter()
+            .filter_map(|r| marks.get(r.name()).map(|&seq| (r, seq)))
+            .collect())
     }
 
     async fn positions(&self, trees: &[TreeRef]) -> Result<Vec<Option<Position>>, StoreError> {

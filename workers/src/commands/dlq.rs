@@ -98,6 +98,7 @@ fn names(task: &Task) -> (String, String) {
         Task::Score(t) => (t.run.clone(), t.question.clone()),
         Task::Verify(t) => (t.run.clone(), t.question.clone()),
         Task::Label(t) => (t.run.clone(), t.question.clone()),
+        Task::Probe(_) => ("-".to_owned(), "-".to_owned()),
         Task::Train(t) => (t.run.clone(), "-".to_owned()),
     }
 }
