@@ -53,6 +53,17 @@ def parse_args(argv=None):
     ap.add_argument("--builder", help="path of onnxruntime-genai's models/builder.py (default: the installed wheel's)")
     ap.add_argument("--builder-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --extra_options for the builder (repeatable)")
+    ap.add_argument("--logit-bias", action="append", default=[], metavar="TOKEN=VALUE",
+                    help="add VALUE to TOKEN's logit (a token of the tokenizer, or #ID), repeatable: "
+                    "random weights then end steps after drawn lengths (e.g. '.=6'), identically "
+                    "in the ONNX decoder and in PyTorch (lm_head gets the bias)")
+    ap.add_argument("--text-only", action="store_true",
+                    help="bias the ids the tokenizer does not have (a random-shape model's vocabulary "
+                    "is larger than the tiny tokenizer's) by -10000, so that random weights write text")
+    ap.add_argument("--token-rate", action="append", default=[], metavar="TOKEN=P",
+                    help="like --logit-bias, but the bias is calibrated so that TOKEN is drawn with "
+                    "probability about P per position at --rate-temperature (measured over a prompt)")
+    ap.add_argument("--rate-temperature", type=float, default=0.7)
     ap.add_argument("--max-length", type=int, help="manifest decoder.max_length (default: max_position_embeddings)")
     ap.add_argument("--torch-device", default="cpu", help="device for the PyTorch goldens (cpu, cuda)")
     ap.add_argument("--no-goldens", action="store_true", help="skip goldens.json (and the ORT check)")
@@ -92,6 +103,60 @@ def special_ids_from_checkpoint(ckpt, tok, config):
     if image is None:
         image = tok_id(P.IMAGE_TOKEN)
     return {"bos": bos, "eos": eos, "pad": pad, "image": image}
+
+
+def parse_logit_bias(specs, tok):
+    """`TOKEN=VALUE` specs -> {token id: value}; a TOKEN of `#N` is the id N."""
+    bias = {}
+    for spec in specs:
+        token, sep, value = spec.rpartition("=")
+        if not sep or not token:
+            raise SystemExit(f"--logit-bias {spec!r}: expected TOKEN=VALUE")
+        tid = int(token[1:]) if token.startswith("#") and token[1:].isdigit() else tok.token_to_id(token)
+        if tid is None:
+            raise SystemExit(f"--logit-bias {spec!r}: {token!r} is not a token of the tokenizer")
+        bias[tid] = bias.get(tid, 0.0) + float(value)
+    return bias
+
+
+@torch.no_grad()
+def calibrate_rates(model, tok, rates, temperature):
+    """Biases ({token id: b}) that make each token of `rates` ({id: P}) drawn with about
+    probability P per position at `temperature`: b = T (log P - log(1 - sum P) +
+    logsumexp of the other logits / T) - the token's logit, averaged over the positions
+    of a text prompt (on a GPU when there is one)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    home = next(model.parameters()).device
+    model.to(device)
+    ids = torch.tensor([tok.encode(G.golden_prompt("Step 1: The shape on the left is red.")).ids], device=device)
+    hidden = model.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    logits = model.lm_head(hidden)[0].float() / temperature
+    model.to(home)
+    targets = torch.tensor(list(rates), device=device)
+    others = logits.clone()
+    others[:, targets] = float("-inf")
+    lse = torch.logsumexp(others, dim=-1)
+    rest = 1.0 - sum(rates.values())
+    if rest <= 0:
+        raise SystemExit("--token-rate: the rates must sum to less than 1")
+    return {tid: float((temperature * (torch.log(torch.tensor(p)) - torch.log(torch.tensor(rest)) + lse)
+                        - logits[:, tid] * temperature).mean())
+            for tid, p in rates.items()}
+
+
+def add_logit_bias_(model, bias):
+    """Give `model.lm_head` a bias vector: `bias` ({token id: value}) on those logits."""
+    old = model.lm_head
+    new = torch.nn.Linear(old.in_features, old.out_features, bias=True, dtype=old.weight.dtype,
+                          device=old.weight.device)
+    with torch.no_grad():
+        new.weight.copy_(old.weight)
+        new.bias.zero_()
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+        for tid, value in bias.items():
+            new.bias[tid] += value
+    model.lm_head = new
 
 
 def load(args, torch_dtype):
@@ -209,7 +274,7 @@ def graph_io(path):
     return [i.name for i in m.graph.input], [o.name for o in m.graph.output]
 
 
-def make_manifest(args, cfg, special, route, out, dtype_name, max_length, tokenizer_adds_bos):
+def make_manifest(args, cfg, special, route, out, dtype_name, max_length, tokenizer_adds_bos, logit_bias):
     vc, tc = cfg.vision_config, cfg.text_config
     strategy = getattr(cfg, "vision_feature_select_strategy", "default")
     n_img = (vc.image_size // vc.patch_size) ** 2 + (0 if strategy == "default" else 1)
@@ -244,6 +309,9 @@ def make_manifest(args, cfg, special, route, out, dtype_name, max_length, tokeni
                     "num_layers": tc.num_hidden_layers, "num_kv_heads": tc.num_key_value_heads,
                     "head_dim": head_dim, "hidden_size": tc.hidden_size, "vocab_size": tc.vocab_size,
                     "max_length": max_length},
+        # Informational (the bias is in the decoder graph, initializer `logits_bias`).
+        "logit_bias": ({"tokens": {str(k): v for k, v in sorted(logit_bias.items())},
+                        "text_only": args.text_only} if logit_bias or args.text_only else None),
         "value_head": ({"file": "value_head.onnx", "input": "hidden_states", "output": "value"}
                        if args.kind == "value" else None),
     }
@@ -367,6 +435,18 @@ def main(argv=None):
 
     model, tok, special, save_tok, head = load(args, torch_dtype)
     cfg = model.config
+    logit_bias = parse_logit_bias(args.logit_bias, tok)
+    beyond = range(tok.get_vocab_size(), cfg.text_config.vocab_size) if args.text_only else range(0)
+    if logit_bias or beyond:
+        add_logit_bias_(model, {**logit_bias, **{i: -10000.0 for i in beyond}})
+    rates = parse_logit_bias(args.token_rate, tok)
+    if rates:
+        calibrated = calibrate_rates(model, tok, rates, args.rate_temperature)
+        add_logit_bias_(model, calibrated)
+        for tid, b in calibrated.items():
+            logit_bias[tid] = logit_bias.get(tid, 0.0) + b
+    if logit_bias or beyond:
+        print(f"logit bias {logit_bias}; {len(beyond)} ids beyond the tokenizer at -10000", flush=True)
     vision, projector, lm, lm_head, embed = llava_parts(model)
     print(f"loaded in {time.time() - t0:.1f}s; special tokens {special}", flush=True)
 
@@ -400,7 +480,8 @@ def main(argv=None):
             export_value_head(head, cfg.text_config.hidden_size, torch_dtype, os.path.join(out, "value_head.onnx"), work)
 
     max_length = args.max_length or cfg.text_config.max_position_embeddings
-    manifest = make_manifest(args, cfg, special, args.decoder_route, out, dtype_name, max_length, tokenizer_adds_bos)
+    manifest = make_manifest(args, cfg, special, args.decoder_route, out, dtype_name, max_length, tokenizer_adds_bos,
+                             logit_bias)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

@@ -36,7 +36,11 @@ def save_language_model(language_model, lm_head, text_config, out_dir, save_toke
     with torch.device("meta"):
         lm = LlamaForCausalLM(cfg)
     lm.model = language_model
-    lm.lm_head = lm_head
+    # The builder reads a LlamaForCausalLM, whose lm_head has no bias: a bias is added
+    # to the built graph instead (add_logits_bias).
+    lm.lm_head = torch.nn.Linear(lm_head.in_features, lm_head.out_features, bias=False,
+                                 dtype=lm_head.weight.dtype, device="meta")
+    lm.lm_head.weight = lm_head.weight
     lm.save_pretrained(out_dir, safe_serialization=True)
     save_tokenizer(out_dir)
 
@@ -97,6 +101,24 @@ def move_onnx(model_path_in, model_path_out, max_inline_bytes=1_800_000_000):
     onnx.save_model(model, model_path_out)
 
 
+def add_logits_bias(path, bias):
+    """Add `bias` ([vocab]) to the graph output `logits` of the ONNX model at `path`,
+    rewriting only the graph (external weights stay where they are)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    model = onnx.load(path, load_external_data=False)
+    graph = model.graph
+    out = next(o for o in graph.output if o.name == "logits")
+    elem = out.type.tensor_type.elem_type
+    np_dtype = np.float16 if elem == onnx.TensorProto.FLOAT16 else np.float32
+    producer = next(n for n in graph.node if "logits" in n.output)
+    producer.output[list(producer.output).index("logits")] = "logits_unbiased"
+    graph.initializer.append(numpy_helper.from_array(bias.astype(np_dtype), "logits_bias"))
+    graph.node.append(helper.make_node("Add", ["logits_unbiased", "logits_bias"], ["logits"],
+                                       name="/lm_head/logits_bias/Add"))
+    onnx.save_model(model, path)
+
+
 def build_decoder(language_model, lm_head, text_config, dtype, out_dir, work_dir, save_tokenizer,
                   precision, ep, kind, builder=None, extra=None):
     """Build `out_dir/decoder.onnx` (+ genai_config.json); returns the builder log."""
@@ -115,6 +137,8 @@ def build_decoder(language_model, lm_head, text_config, dtype, out_dir, work_dir
     options.update(extra or {})
     log = run_builder(builder, hf_dir, build_dir, cache_dir, precision, ep, options)
     move_onnx(os.path.join(build_dir, "model.onnx"), os.path.join(out_dir, "decoder.onnx"))
+    if lm_head.bias is not None:
+        add_logits_bias(os.path.join(out_dir, "decoder.onnx"), lm_head.bias.detach().float().cpu().numpy())
     cfg_path = os.path.join(build_dir, "genai_config.json")
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
