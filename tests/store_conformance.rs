@@ -387,3 +387,66 @@ async fn memory_leases() {
 async fn redis_leases() {
     leases_are_exclusive_and_run_out(redis().await, &run_id("lease")).await;
 }
+
+/// The model registry keeps one record per version, replaced as it changes, listed
+/// oldest first.
+async fn model_versions_are_kept_per_version<S: Store>(store: S, run: &str) {
+    assert!(store.model_versions(run).await.unwrap().is_empty());
+    let version = |v: u32, status: VersionStatus| ModelVersion {
+        run: run.into(),
+        version: v,
+        parent: v.checked_sub(1),
+        data: vec![DataFile {
+            path: "dplus.json".into(),
+            records: 3,
+        }],
+        policy: format!("m/v{v}/policy").into(),
+        value: format!("m/v{v}/value").into(),
+        status,
+        stages: vec![StageReport {
+            name: "train".into(),
+            seconds: 1.5,
+            exit_code: Some(0),
+        }],
+        started_at: 10,
+        finished_at: None,
+    };
+    store
+        .put_model_version(&version(1, VersionStatus::Training))
+        .await
+        .unwrap();
+    store
+        .put_model_version(&version(0, VersionStatus::Ready))
+        .await
+        .unwrap();
+    let failed = VersionStatus::Failed {
+        reason: "stage train: stopped".into(),
+    };
+    store
+        .put_model_version(&version(1, failed.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.model_versions(run).await.unwrap(),
+        vec![version(0, VersionStatus::Ready), version(1, failed)]
+    );
+}
+
+#[tokio::test]
+async fn memory_model_versions() {
+    model_versions_are_kept_per_version(MemoryStore::new(), "mem-models").await;
+}
+
+#[tokio::test]
+async fn redis_model_versions() {
+    let run = run_id("models");
+    model_versions_are_kept_per_version(redis().await, &run).await;
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, tsst_messages::keys::models(&run))
+        .await
+        .unwrap();
+}

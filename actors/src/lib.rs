@@ -9,4 +9,5 @@ pub mod roles;
 pub mod runtime;
 pub mod search;
 pub mod store;
+pub mod train;
 pub mod warmup;

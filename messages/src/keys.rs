@@ -18,6 +18,12 @@ pub fn probes(relay: &str) -> String {
     format!("{PREFIX}:probes:{relay}")
 }
 
+/// Hash: version number → `ModelVersion` JSON, the model registry of one
+/// self-training run.
+pub fn models(run: &str) -> String {
+    format!("{PREFIX}:models:{run}")
+}
+
 /// Hash: extracted answer → verdict JSON, for one question of one dataset, shared by
 /// every run: the same answer to the same question is decided once.
 pub fn verdict_cache(source: crate::DataSource, question: &str) -> String {

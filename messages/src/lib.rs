@@ -6,6 +6,7 @@ mod envelope;
 mod events;
 mod ids;
 pub mod keys;
+mod models;
 mod partition;
 mod question;
 pub mod results;
@@ -18,6 +19,7 @@ mod verdict;
 pub use envelope::{DecodeError, EncodeError, Envelope, SCHEMA_VERSION};
 pub use events::{Event, ModelKind};
 pub use ids::{splitmix64, stable_hash, validate_run_id, NodeId};
+pub use models::{DataFile, ModelVersion, StageReport, VersionStatus};
 pub use partition::Partition;
 pub use question::{DataSource, Question};
 pub use spec::{

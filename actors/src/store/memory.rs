@@ -4,11 +4,11 @@ use super::{
     ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey,
     VERIFY_OUTBOX_KEY,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tsst_messages::{
-    Envelope, FinishReason, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
-    TreeStatus, Verdict,
+    Envelope, FinishReason, ModelVersion, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task,
+    TreeState, TreeStatus, Verdict,
 };
 
 #[derive(Clone, Default)]
@@ -25,6 +25,8 @@ struct Inner {
     leases: HashMap<String, (String, std::time::Instant)>,
     /// Relay → role → the last probe sequence number that role took.
     probes: HashMap<String, HashMap<Role, u64>>,
+    /// Run → version → model version.
+    models: HashMap<String, BTreeMap<u32, ModelVersion>>,
 }
 
 struct RunData {
@@ -223,6 +225,24 @@ impl Store for MemoryStore {
 
     async fn probes(&self, relay: &str) -> Result<HashMap<Role, u64>, StoreError> {
         Ok(self.lock().probes.get(relay).cloned().unwrap_or_default())
+    }
+
+    async fn put_model_version(&self, version: &ModelVersion) -> Result<(), StoreError> {
+        self.lock()
+            .models
+            .entry(version.run.clone())
+            .or_default()
+            .insert(version.version, version.clone());
+        Ok(())
+    }
+
+    async fn model_versions(&self, run: &str) -> Result<Vec<ModelVersion>, StoreError> {
+        Ok(self
+            .lock()
+            .models
+            .get(run)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn runs(&self) -> Result<Vec<String>, StoreError> {

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use thiserror::Error;
 use tsst_messages::{
-    DataSource, Envelope, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
-    Verdict,
+    DataSource, Envelope, ModelVersion, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task,
+    TreeState, Verdict,
 };
 
 #[derive(Debug, Error)]
@@ -341,4 +341,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         relay: &str,
     ) -> impl Future<Output = Result<HashMap<Role, u64>, StoreError>> + Send;
+
+    /// Records (or replaces) a model version in its run's registry.
+    fn put_model_version(
+        &self,
+        version: &ModelVersion,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The run's model versions, oldest first.
+    fn model_versions(
+        &self,
+        run: &str,
+    ) -> impl Future<Output = Result<Vec<ModelVersion>, StoreError>> + Send;
 }

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tsst_messages::keys::{self, RunKeys, TreeKeys};
 use tsst_messages::{
-    Envelope, FinishReason, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task, TreeState,
-    TreeStatus, Verdict,
+    Envelope, FinishReason, ModelVersion, Node, NodeId, ProbeTask, Question, Role, RunRecord, Task,
+    TreeState, TreeStatus, Verdict,
 };
 
 /// How long a relay's probe marks outlive their last write: the relay is gone by then.
@@ -649,6 +649,32 @@ impl Store for RedisStore {
             .into_iter()
             .filter_map(|r| marks.get(r.name()).map(|&seq| (r, seq)))
             .collect())
+    }
+
+    async fn put_model_version(&self, version: &ModelVersion) -> Result<(), StoreError> {
+        let json = serde_json::to_string(version).expect("a model version serialises");
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .hset(keys::models(&version.run), version.version, json)
+            .await?;
+        Ok(())
+    }
+
+    async fn model_versions(&self, run: &str) -> Result<Vec<ModelVersion>, StoreError> {
+        let key = keys::models(run);
+        let mut conn = self.conn.clone();
+        let all: HashMap<u32, String> = conn.hgetall(&key).await?;
+        let mut versions = all
+            .into_iter()
+            .map(|(v, json)| {
+                serde_json::from_str::<ModelVersion>(&json).map_err(|e| StoreError::Corrupt {
+                    key: format!("{key} field {v}"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
     }
 
     async fn positions(&self, trees: &[TreeRef]) -> Result<Vec<Option<Position>>, StoreError> {

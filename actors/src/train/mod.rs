@@ -1,0 +1,189 @@
+//! The trainer: one self-training round's training as configured commands (train the
+//! policy, train the value model, export both), each model version recorded in the
+//! store's registry with what it came from, and a model-published event for the
+//! workers once it is ready.
+pub mod command;
+
+use crate::broker::{Broker, BrokerError};
+use crate::store::{Store, StoreError};
+pub use command::{CommandError, Placeholders, Stage};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tsst_messages::{
+    DataFile, Event, ModelKind, ModelVersion, StageReport, TrainTask, VersionStatus,
+};
+
+/// What a round's training runs and where its models land. Arguments and the two
+/// directories may name `{run}`, `{round}`, `{version}`, `{out}` (this version's
+/// folder), `{policy_data}`, `{value_data}`, `{parent_policy}` and `{parent_value}`
+/// (the models the round starts from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Each version's folder is `<models_root>/<run>/v<version>`.
+    pub models_root: PathBuf,
+    /// The models round 0 starts from.
+    pub base_policy: PathBuf,
+    pub base_value: PathBuf,
+    /// Run in order; the round fails at the first that fails.
+    pub stages: Vec<Stage>,
+    /// Where the stages leave the exported model directories.
+    pub policy_dir: String,
+    pub value_dir: String,
+}
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("training data {path}: {reason}")]
+    Data { path: PathBuf, reason: String },
+    #[error("the stages left no model at {0} (no manifest.json)")]
+    NoModel(PathBuf),
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Records in a training JSON file (an array of LLaVA records).
+fn count_records(path: &Path) -> Result<u64, TrainError> {
+    let err = |reason: String| TrainError::Data {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a JSON array: {e}")))?;
+    Ok(records.len() as u64)
+}
+
+/// Trains the round `task` names: version `task.round`, from the previous round's
+/// ready version (or the base models for round 0). A version already ready is
+/// returned as it is (a redelivered task trains nothing again). Failures are recorded
+/// in the registry with their reason before they are returned.
+pub async fn train_round<S: Store, B: Broker>(
+    store: &S,
+    broker: &B,
+    config: &TrainerConfig,
+    task: &TrainTask,
+) -> Result<ModelVersion, TrainError> {
+    let versions = store.model_versions(&task.run).await?;
+    if let Some(done) = versions
+        .iter()
+        .find(|v| v.version == task.round && v.status == VersionStatus::Ready)
+    {
+        return Ok(done.clone());
+    }
+    let parent = versions
+        .iter()
+        .rev()
+        .find(|v| v.version < task.round && v.status == VersionStatus::Ready);
+    let (parent_policy, parent_value) = parent.map_or(
+        (config.base_policy.clone(), config.base_value.clone()),
+        |p| (p.policy.clone(), p.value.clone()),
+    );
+    let out = config
+        .models_root
+        .join(&task.run)
+        .join(format!("v{}", task.round));
+    let values = Placeholders::from([
+        ("run", task.run.clone()),
+        ("round", task.round.to_string()),
+        ("version", task.round.to_string()),
+        ("out", out.display().to_string()),
+        ("policy_data", task.policy_data.display().to_string()),
+        ("value_data", task.value_data.display().to_string()),
+        ("parent_policy", parent_policy.display().to_string()),
+        ("parent_value", parent_value.display().to_string()),
+    ]);
+    let mut version = ModelVersion {
+        run: task.run.clone(),
+        version: task.round,
+        parent: parent.map(|p| p.version),
+        data: Vec::new(),
+        policy: command::expand("policy_dir", &config.policy_dir, &values)?.into(),
+        value: command::expand("value_dir", &config.value_dir, &values)?.into(),
+        status: VersionStatus::Training,
+        stages: Vec::new(),
+        started_at: now(),
+        finished_at: None,
+    };
+    let result = run_stages(store, config, task, &values, &out, &mut version).await;
+    version.finished_at = Some(now());
+    version.status = match &result {
+        Ok(()) => VersionStatus::Ready,
+        Err(e) => VersionStatus::Failed {
+            reason: e.to_string(),
+        },
+    };
+    store.put_model_version(&version).await?;
+    if let Err(e) = result {
+        tracing::error!(run = %task.run, version = task.round, error = %e, "training failed");
+        return Err(e);
+    }
+    let published = [
+        (ModelKind::Policy, &version.policy),
+        (ModelKind::Value, &version.value),
+    ]
+    .into_iter()
+    .map(|(model, path)| {
+        Event::ModelPublished {
+            model,
+            name: task.run.clone(),
+            version: version.version,
+            path: path.clone(),
+        }
+        .envelope()
+    })
+    .collect::<Vec<_>>();
+    broker.publish_events(&published).await?;
+    tracing::info!(run = %task.run, version = version.version, "model version ready");
+    Ok(version)
+}
+
+async fn run_stages<S: Store>(
+    store: &S,
+    config: &TrainerConfig,
+    task: &TrainTask,
+    values: &Placeholders,
+    out: &Path,
+    version: &mut ModelVersion,
+) -> Result<(), TrainError> {
+    for path in [&task.policy_data, &task.value_data] {
+        version.data.push(DataFile {
+            path: path.clone(),
+            records: count_records(path)?,
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::Data {
+        path: out.to_owned(),
+        reason: format!("cannot create the version's folder: {e}"),
+    })?;
+    store.put_model_version(version).await?;
+    for stage in &config.stages {
+        let started = std::time::Instant::now();
+        let result = command::run(stage, values).await;
+        version.stages.push(StageReport {
+            name: stage.name.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            exit_code: result.as_ref().ok().and_then(|f| f.exit_code),
+        });
+        result?;
+        store.put_model_version(version).await?;
+    }
+    for dir in [&version.policy, &version.value] {
+        if !dir.join("manifest.json").is_file() {
+            return Err(TrainError::NoModel(dir.clone()));
+        }
+    }
+    Ok(())
+}

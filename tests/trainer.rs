@@ -1,0 +1,192 @@
+//! The trainer's round against the real store and broker: its commands run as
+//! argument lists (no shell), a hanging one is stopped at its timeout, and every
+//! version lands in the registry with what it came from and how it ended.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tsst_actors::store::Store;
+use tsst_actors::train::{train_round, CommandError, Stage, TrainError, TrainerConfig};
+use tsst_messages::*;
+
+mod common;
+use common::cluster::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+/// Removes a test run's registry from the shared Redis.
+async fn forget(run: &str) {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, keys::models(run))
+        .await
+        .unwrap();
+}
+
+fn stage(name: &str, program: &str, args: &[&str], timeout_secs: u64) -> Stage {
+    Stage {
+        name: name.into(),
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        timeout_secs,
+    }
+}
+
+/// A config whose "training" copies the parent models into the version's folder,
+/// after `extra` stages.
+fn config(root: &Path, extra: Vec<Stage>) -> TrainerConfig {
+    let mut stages = extra;
+    stages.push(stage(
+        "policy",
+        "cp",
+        &["-r", "{parent_policy}", "{out}/policy"],
+        30,
+    ));
+    stages.push(stage(
+        "value",
+        "cp",
+        &["-r", "{parent_value}", "{out}/value"],
+        30,
+    ));
+    TrainerConfig {
+        models_root: root.join("models"),
+        base_policy: fixtures().join("tiny-policy"),
+        base_value: fixtures().join("tiny-value"),
+        stages,
+        policy_dir: "{out}/policy".into(),
+        value_dir: "{out}/value".into(),
+    }
+}
+
+fn task(root: &Path, run: &str, round: u32) -> TrainTask {
+    let policy_data = root.join(format!("dplus-{round}.json"));
+    let value_data = root.join(format!("dv-{round}.json"));
+    std::fs::write(
+        &policy_data,
+        r#"[{"id": "a", "conversations": []}, {"id": "b", "conversations": []}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &value_data,
+        r#"[{"id": "c", "conversations": [], "value": 0.5}]"#,
+    )
+    .unwrap();
+    TrainTask {
+        run: run.into(),
+        round,
+        policy_data,
+        value_data,
+    }
+}
+
+#[actix_rt::test]
+async fn rounds_run_their_commands_without_a_shell_and_register_each_version() {
+    let ns = format!("tsst-test-trainer-{}", std::process::id());
+    let run = format!("train-{}", std::process::id());
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    let root = tempfile::tempdir().unwrap();
+    let injected = root.path().join("injected");
+    // Shell syntax in an argument reaches the program as it is.
+    let hostile = format!("$(touch {0}) `touch {0}`; touch {0}", injected.display());
+    let cfg = config(
+        root.path(),
+        vec![stage(
+            "echo",
+            "printf",
+            &["%s\\n", &hostile, "{run}/{round}"],
+            10,
+        )],
+    );
+
+    let v0 = train_round(&store, &broker, &cfg, &task(root.path(), &run, 0))
+        .await
+        .unwrap();
+    assert!(!injected.exists(), "an argument went through a shell");
+    assert_eq!(v0.status, VersionStatus::Ready);
+    assert_eq!(v0.parent, None);
+    assert_eq!(
+        v0.data.iter().map(|d| d.records).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        v0.stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.exit_code))
+            .collect::<Vec<_>>(),
+        [("echo", Some(0)), ("policy", Some(0)), ("value", Some(0))]
+    );
+    assert!(v0.policy.join("manifest.json").is_file());
+    assert!(v0.finished_at.is_some());
+
+    // Round 1 starts from version 0's models; a redelivered round trains nothing again.
+    let v1 = train_round(&store, &broker, &cfg, &task(root.path(), &run, 1))
+        .await
+        .unwrap();
+    assert_eq!(v1.parent, Some(0));
+    assert!(v1
+        .policy
+        .starts_with(root.path().join("models").join(&run).join("v1")));
+    let again = train_round(&store, &broker, &cfg, &task(root.path(), &run, 1))
+        .await
+        .unwrap();
+    assert_eq!(again, v1);
+
+    let registry = store.model_versions(&run).await.unwrap();
+    assert_eq!(registry, vec![v0, v1]);
+    forget(&run).await;
+    broker.delete_topology().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_registry() {
+    let ns = format!("tsst-test-trainer-hang-{}", std::process::id());
+    let run = format!("train-hang-{}", std::process::id());
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), vec![stage("hang", "sleep", &["600"], 1)]);
+
+    let started = Instant::now();
+    let err = train_round(&store, &broker, &cfg, &task(root.path(), &run, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not stopped in time"
+    );
+    assert!(
+        matches!(&err, TrainError::Command(CommandError::Timeout { stage, secs: 1 }) if stage == "hang"),
+        "{err}"
+    );
+    let registry = store.model_versions(&run).await.unwrap();
+    assert_eq!(registry.len(), 1);
+    assert_eq!(
+        registry[0].status,
+        VersionStatus::Failed {
+            reason: "stage hang: stopped after its timeout of 1 s".into()
+        }
+    );
+    assert_eq!(registry[0].stages[0].exit_code, None);
+
+    // A program that does not exist, and one that fails, are failures with reasons too.
+    let missing = config(root.path(), vec![stage("x", "/nonexistent/train", &[], 5)]);
+    let err = train_round(&store, &broker, &missing, &task(root.path(), &run, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot start /nonexistent/train"),
+        "{err}"
+    );
+    let failing = config(root.path(), vec![stage("x", "false", &[], 5)]);
+    let err = train_round(&store, &broker, &failing, &task(root.path(), &run, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stage x: exited with exit status: 1"),
+        "{err}"
+    );
+    broker.delete_topology().await.unwrap();
+}
