@@ -1,6 +1,7 @@
 //! `tsst config check FILE...`: tell the three kinds of file apart and validate one.
 use crate::error::ConfigError;
 use crate::eval::EvalConfig;
+use crate::trainer::TrainerConfig;
 use crate::verifier::VerifierConfig;
 use crate::worker::WorkerConfig;
 use crate::yaml;
@@ -16,6 +17,8 @@ pub enum ConfigKind {
     Verifier,
     /// `config/worker.yaml`.
     Worker,
+    /// `config/trainer.yaml`.
+    Trainer,
 }
 
 impl ConfigKind {
@@ -24,6 +27,7 @@ impl ConfigKind {
             ConfigKind::Eval => "eval",
             ConfigKind::Verifier => "verifier",
             ConfigKind::Worker => "worker",
+            ConfigKind::Trainer => "trainer",
         }
     }
 }
@@ -35,8 +39,9 @@ impl fmt::Display for ConfigKind {
 }
 
 /// Decides the kind of a file: by its name first (`llm_verifier_config*` is a
-/// verifier file, `worker*` a worker file), then by its top-level keys (`temp_llm`,
-/// `max_new_tokens` or `config` mean verifier; `amqp_url`, `redis_url`, `roles`,
+/// verifier file, `worker*` a worker file, `trainer*` a trainer file), then by its
+/// top-level keys (`temp_llm`, `max_new_tokens` or `config` mean verifier; `stages`
+/// or `models_root` trainer; `amqp_url`, `redis_url`, `roles`,
 /// `pool`, `prefetch`, `device` or `ort_dylib_path` mean worker), else eval. The name
 /// wins so that a broken file is still checked against the schema the user meant.
 pub fn detect_kind(path: &Path, text: &str) -> ConfigKind {
@@ -50,10 +55,15 @@ pub fn detect_kind(path: &Path, text: &str) -> ConfigKind {
     if name.starts_with("worker") {
         return ConfigKind::Worker;
     }
+    if name.starts_with("trainer") {
+        return ConfigKind::Trainer;
+    }
     let keys = yaml::top_level_keys(text);
     let has = |names: &[&str]| keys.iter().any(|k| names.contains(&k.as_str()));
     if has(&["temp_llm", "max_new_tokens", "config"]) {
         ConfigKind::Verifier
+    } else if has(&["stages", "models_root"]) {
+        ConfigKind::Trainer
     } else if has(&[
         "amqp_url",
         "redis_url",
@@ -86,6 +96,10 @@ pub fn check_file_with_warnings(path: &Path) -> Result<(ConfigKind, Vec<String>)
         }
         ConfigKind::Worker => {
             WorkerConfig::from_yaml_str(&text, path)?;
+            Vec::new()
+        }
+        ConfigKind::Trainer => {
+            TrainerConfig::from_yaml_str(&text, path)?;
             Vec::new()
         }
     };

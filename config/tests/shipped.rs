@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use tsst_config::{
     check_file, check_file_with_warnings, ConfigKind, EvalConfig, ModelRef, Partition, Task,
-    VerifierConfig, WorkerConfig,
+    TrainerConfig, VerifierConfig, WorkerConfig,
 };
 
 fn config_dir() -> PathBuf {
@@ -126,4 +126,17 @@ fn missing_file_is_named() {
     );
     let msg = check_file(dir.path()).unwrap_err().to_string();
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn the_trainer_config_passes_check_and_trains_from_each_parent() {
+    let t = config_dir().join("trainer.yaml");
+    assert_eq!(
+        check_file(&t).unwrap_or_else(|e| panic!("{e}")),
+        ConfigKind::Trainer
+    );
+    let c = TrainerConfig::load(&t).unwrap_or_else(|e| panic!("{e}"));
+    // Each round trains from the models the round starts from, not from the base.
+    assert!(c.stages[0].args.iter().any(|a| a == "{parent_policy}"));
+    assert!(c.stages[1].args.iter().any(|a| a == "{parent_value}"));
 }

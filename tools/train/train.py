@@ -23,7 +23,8 @@ Hugging Face checkpoint (with `value_head.safetensors` for a value model) that
 `tools/export/export_llava.py --checkpoint OUT/hf` exports; `--export` runs that export
 into `OUT/onnx`.
 
-`--base tiny-random` starts from the tiny random LLaVA of the committed fixtures (its
+`--base` may also be a model directory this tool exported (`OUT/onnx`, what the
+registry names): its checkpoint `OUT/hf` is trained on. `--base tiny-random` starts from the tiny random LLaVA of the committed fixtures (its
 seed and tokenizer), so the loop runs on the CPU with no checkpoint.
 """
 import argparse
@@ -92,6 +93,12 @@ def load_base(base, kind):
                                     unk_token="<unk>", pad_token="<unk>").save_pretrained(d)
         return model, tok, special, head, save_tok
     import export_llava
+    if os.path.exists(os.path.join(base, "manifest.json")):
+        # A model directory this tool exported (OUT/onnx): train from its checkpoint.
+        hf = os.path.join(os.path.dirname(os.path.abspath(base)), "hf")
+        if not os.path.exists(os.path.join(hf, "config.json")):
+            raise SystemExit(f"{base} is an exported model without its checkpoint at {hf}")
+        base = hf
     model = LlavaForConditionalGeneration.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     tok = Tokenizer.from_file(os.path.join(base, "tokenizer.json"))
     special = export_llava.special_ids_from_checkpoint(base, tok, model.config)

@@ -64,6 +64,40 @@ pub enum Command {
     /// Round 0's data: step-by-step chains for the training questions (policy SFT)
     /// and their linearly scored prefixes (value SFT).
     Warmup(WarmupArgs),
+    /// Train one self-training round's models with the trainer config's commands and
+    /// record the version in the model registry (distributed mode: the registry is in
+    /// Redis, the model-published events go to the broker).
+    Train(TrainArgs),
+    /// List a self-training run's model versions from the registry (distributed mode).
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The trainer config (commands, model folders).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The self-training run.
+    #[arg(long)]
+    pub run: String,
+    /// The round to train; its version number.
+    #[arg(long)]
+    pub round: u32,
+    /// D+: the policy's training data.
+    #[arg(long)]
+    pub policy_data: PathBuf,
+    /// Dv: the value model's training data.
+    #[arg(long)]
+    pub value_data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// The self-training run.
+    pub run: String,
+    /// Print the registry's records as JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

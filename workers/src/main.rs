@@ -7,7 +7,7 @@ mod services;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{cluster, dlq, local, run, worker};
+use commands::{cluster, dlq, local, run, train, worker};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -48,6 +48,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Results(args) => cluster::results(args, &services).await,
             Command::Status(args) => cluster::status(args, &services).await,
             Command::Dlq(command) => dlq::dlq(command, &services).await,
+            Command::Train(args) => train::train(args, &services).await,
+            Command::Models(args) => train::models(args, &services).await,
         }
     })
 }

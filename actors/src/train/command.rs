@@ -1,27 +1,13 @@
 //! Runs one training-round command: an argument list (never a shell, so nothing in a
 //! path or a data file name is interpreted), its output lines streamed into tracing,
 //! stopped at its timeout.
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-
-/// One stage of a round: a program and its arguments. `{name}` in an argument is
-/// replaced by the round's value of `name` (`Placeholders`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stage {
-    pub name: String,
-    pub program: PathBuf,
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Seconds before the command is stopped.
-    pub timeout_secs: u64,
-}
+use tsst_config::Stage;
 
 /// The values a stage's arguments may name.
 pub type Placeholders = BTreeMap<&'static str, String>;

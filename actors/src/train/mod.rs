@@ -6,33 +6,14 @@ pub mod command;
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{Store, StoreError};
-pub use command::{CommandError, Placeholders, Stage};
-use serde::{Deserialize, Serialize};
+pub use command::{CommandError, Placeholders};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+pub use tsst_config::{Stage, TrainerConfig};
 use tsst_messages::{
     DataFile, Event, ModelKind, ModelVersion, StageReport, TrainTask, VersionStatus,
 };
-
-/// What a round's training runs and where its models land. Arguments and the two
-/// directories may name `{run}`, `{round}`, `{version}`, `{out}` (this version's
-/// folder), `{policy_data}`, `{value_data}`, `{parent_policy}` and `{parent_value}`
-/// (the models the round starts from).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerConfig {
-    /// Each version's folder is `<models_root>/<run>/v<version>`.
-    pub models_root: PathBuf,
-    /// The models round 0 starts from.
-    pub base_policy: PathBuf,
-    pub base_value: PathBuf,
-    /// Run in order; the round fails at the first that fails.
-    pub stages: Vec<Stage>,
-    /// Where the stages leave the exported model directories.
-    pub policy_dir: String,
-    pub value_dir: String,
-}
 
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -68,8 +49,9 @@ fn count_records(path: &Path) -> Result<u64, TrainError> {
 
 /// Trains the round `task` names: version `task.round`, from the previous round's
 /// ready version (or the base models for round 0). A version already ready is
-/// returned as it is (a redelivered task trains nothing again). Failures are recorded
-/// in the registry with their reason before they are returned.
+/// published again and returned as it is (a redelivered task trains nothing again,
+/// and workers that missed the events of a publish that failed hear of it). Failures
+/// are recorded in the registry with their reason before they are returned.
 pub async fn train_round<S: Store, B: Broker>(
     store: &S,
     broker: &B,
@@ -81,6 +63,7 @@ pub async fn train_round<S: Store, B: Broker>(
         .iter()
         .find(|v| v.version == task.round && v.status == VersionStatus::Ready)
     {
+        publish(broker, done).await?;
         return Ok(done.clone());
     }
     let parent = versions
@@ -130,7 +113,14 @@ pub async fn train_round<S: Store, B: Broker>(
         tracing::error!(run = %task.run, version = task.round, error = %e, "training failed");
         return Err(e);
     }
-    let published = [
+    publish(broker, &version).await?;
+    tracing::info!(run = %task.run, version = version.version, "model version ready");
+    Ok(version)
+}
+
+/// The model-published events of a ready version, one per model.
+async fn publish<B: Broker>(broker: &B, version: &ModelVersion) -> Result<(), TrainError> {
+    let events: Vec<_> = [
         (ModelKind::Policy, &version.policy),
         (ModelKind::Value, &version.value),
     ]
@@ -138,16 +128,15 @@ pub async fn train_round<S: Store, B: Broker>(
     .map(|(model, path)| {
         Event::ModelPublished {
             model,
-            name: task.run.clone(),
+            name: version.run.clone(),
             version: version.version,
             path: path.clone(),
         }
         .envelope()
     })
-    .collect::<Vec<_>>();
-    broker.publish_events(&published).await?;
-    tracing::info!(run = %task.run, version = version.version, "model version ready");
-    Ok(version)
+    .collect();
+    broker.publish_events(&events).await?;
+    Ok(())
 }
 
 async fn run_stages<S: Store>(

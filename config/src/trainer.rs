@@ -1,0 +1,159 @@
+//! The trainer (`config/trainer.yaml`): the commands one self-training round runs and
+//! where they leave the models. Arguments and the two model directories may name
+//! `{run}`, `{round}`, `{version}`, `{out}` (the version's folder), `{policy_data}`,
+//! `{value_data}`, `{parent_policy}` and `{parent_value}` (the models the round
+//! starts from). Commands are argument lists run without a shell.
+use crate::error::{ConfigError, Issue};
+use crate::yaml;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The names a command's arguments may use.
+pub const PLACEHOLDERS: [&str; 8] = [
+    "run",
+    "round",
+    "version",
+    "out",
+    "policy_data",
+    "value_data",
+    "parent_policy",
+    "parent_value",
+];
+
+/// One stage of a round: a program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Seconds before the command is stopped.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Each version's folder is `<models_root>/<run>/v<version>`.
+    pub models_root: PathBuf,
+    /// The models round 0 starts from.
+    pub base_policy: PathBuf,
+    pub base_value: PathBuf,
+    /// Run in order; a round fails at the first that fails.
+    pub stages: Vec<Stage>,
+    /// Where the stages leave the exported model directories.
+    pub policy_dir: String,
+    pub value_dir: String,
+}
+
+impl TrainerConfig {
+    /// Reads, parses and validates a trainer config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = yaml::read_text(path)?;
+        Self::from_yaml_str(&text, path)
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: TrainerConfig = yaml::parse(text, origin)?;
+        let issues = config.issues();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::invalid(origin, issues))
+        }
+    }
+
+    fn issues(&self) -> Vec<Issue> {
+        let mut v = Vec::new();
+        if self.stages.is_empty() {
+            v.push(Issue::new("stages", "must list at least one command"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                v.push(Issue::new(
+                    format!("stages[{i}].name"),
+                    format!("`{}` names an earlier stage too", s.name),
+                ));
+            }
+            if s.program.as_os_str().is_empty() {
+                v.push(Issue::new(
+                    format!("stages[{i}].program"),
+                    "must not be empty",
+                ));
+            }
+            if s.timeout_secs == 0 {
+                v.push(Issue::new(
+                    format!("stages[{i}].timeout_secs"),
+                    "must be >= 1 (got 0)",
+                ));
+            }
+            for (j, arg) in s.args.iter().enumerate() {
+                unknown(&mut v, &format!("stages[{i}].args[{j}]"), arg);
+            }
+        }
+        unknown(&mut v, "policy_dir", &self.policy_dir);
+        unknown(&mut v, "value_dir", &self.value_dir);
+        v
+    }
+}
+
+/// An issue for each `{name}` in `text` that is not a placeholder.
+fn unknown(issues: &mut Vec<Issue>, field: &str, text: &str) {
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return;
+        };
+        let name = &rest[open + 1..open + close];
+        if !PLACEHOLDERS.contains(&name) {
+            issues.push(Issue::new(
+                field,
+                format!(
+                    "`{{{name}}}` is not a placeholder (known: {})",
+                    PLACEHOLDERS.join(", ")
+                ),
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "models_root: runs/models\nbase_policy: m/p\nbase_value: m/v\n\
+        stages:\n  - name: policy\n    program: python3\n    args: [train.py, --out, '{out}/p']\n    timeout_secs: 60\n\
+        policy_dir: '{out}/p/onnx'\nvalue_dir: '{out}/v/onnx'\n";
+
+    #[test]
+    fn a_good_file_loads() {
+        let c = TrainerConfig::from_yaml_str(GOOD, Path::new("t.yaml")).unwrap();
+        assert_eq!(c.stages[0].args[2], "{out}/p");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let bad = GOOD
+            .replace("timeout_secs: 60", "timeout_secs: 0")
+            .replace("'{out}/p/onnx'", "'{ouut}/p'");
+        let err = TrainerConfig::from_yaml_str(&bad, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.yaml"), "{err}");
+        assert!(err.contains("stages[0].timeout_secs"), "{err}");
+        assert!(
+            err.contains("policy_dir") && err.contains("{ouut}"),
+            "{err}"
+        );
+        let unknown_field = GOOD.replace("stages:", "stagez: []\nstages:");
+        let err = TrainerConfig::from_yaml_str(&unknown_field, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stagez"), "{err}");
+    }
+}
