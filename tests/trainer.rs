@@ -190,3 +190,88 @@ async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_regi
     );
     broker.delete_topology().await.unwrap();
 }
+
+/// Waits until the registry holds version `v` of `run` in a final state.
+async fn settled_version(
+    store: &tsst_actors::store::RedisStore,
+    run: &str,
+    v: u32,
+    cluster: &Cluster,
+) -> ModelVersion {
+    let started = Instant::now();
+    loop {
+        let versions = store.model_versions(run).await.unwrap();
+        if let Some(found) = versions
+            .into_iter()
+            .find(|x| x.version == v && x.status != VersionStatus::Training)
+        {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "version {v} did not settle\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_trainer_worker_trains_each_round_sent_and_dead_letters_one_that_fails() {
+    use tsst_actors::broker::Broker;
+    let ns = format!("tsst-test-trainer-worker-{}", std::process::id());
+    let run = format!("train-worker-{}", std::process::id());
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    let root = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "models_root: {root}/models\nbase_policy: {fx}/tiny-policy\nbase_value: {fx}/tiny-value\n\
+         stages:\n\
+         \x20 - {{name: policy, program: cp, args: [-r, '{{parent_policy}}', '{{out}}/policy'], timeout_secs: 30}}\n\
+         \x20 - {{name: value, program: cp, args: [-r, '{{parent_value}}', '{{out}}/value'], timeout_secs: 30}}\n\
+         policy_dir: '{{out}}/policy'\nvalue_dir: '{{out}}/value'\n",
+        root = root.path().display(),
+        fx = fixtures().display()
+    );
+    let config = root.path().join("trainer.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut cluster = Cluster::new(&ns);
+    cluster.roles = "trainer".into();
+    cluster.worker_args = vec!["--trainer".into(), config.display().to_string()];
+    cluster.spawn_worker();
+
+    let round0 = task(root.path(), &run, 0);
+    broker
+        .publish(&[Task::Train(round0).envelope()])
+        .await
+        .unwrap();
+    let v0 = settled_version(&store, &run, 0, &cluster).await;
+    assert_eq!(v0.status, VersionStatus::Ready, "{}", cluster.logs());
+    assert!(v0.value.join("manifest.json").is_file());
+
+    // Data that is not a JSON array fails the round for good: recorded, then
+    // dead-lettered with the same reason (replayable once the data is fixed).
+    let round1 = task(root.path(), &run, 1);
+    std::fs::write(&round1.value_data, "not json").unwrap();
+    broker
+        .publish(&[Task::Train(round1).envelope()])
+        .await
+        .unwrap();
+    let v1 = settled_version(&store, &run, 1, &cluster).await;
+    let VersionStatus::Failed { reason } = &v1.status else {
+        panic!("{v1:?}");
+    };
+    assert!(reason.contains("not a JSON array"), "{reason}");
+    let dlq = broker.topology().dead_letter_queue(Role::Trainer);
+    let started = Instant::now();
+    while broker.queue_depth(&dlq).await.unwrap() != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.all_running();
+    cluster.stop_gracefully();
+    forget(&run).await;
+    broker.delete_topology().await.unwrap();
+}

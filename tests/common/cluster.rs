@@ -41,6 +41,8 @@ pub struct Cluster {
     pub redis: String,
     /// The workers' relay (re-driving stalled trees), in seconds.
     pub relay_stall: u64,
+    /// The roles the workers serve (`--roles`).
+    pub roles: String,
     /// More arguments for `tsst worker` (e.g. `--config`).
     pub worker_args: Vec<String>,
     /// The workers' `--batch`.
@@ -58,6 +60,7 @@ impl Cluster {
             amqp: amqp_url(),
             redis: redis_url(),
             relay_stall: 120,
+            roles: "generator,scorer,verifier,labeler".into(),
             worker_args: Vec::new(),
             batch: 16,
             env: Vec::new(),
@@ -103,7 +106,7 @@ impl Cluster {
             .open(self.logs.path().join(format!("worker{i}.log")))
             .unwrap();
         Command::new(tsst_bin())
-            .args(["worker", "--roles", "generator,scorer,verifier,labeler"])
+            .args(["worker", "--roles", &self.roles])
             .args(["--batch", &self.batch.to_string()])
             .args(["--name", &format!("{}-w{i}", self.ns)])
             .args(&self.worker_args)

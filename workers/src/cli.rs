@@ -209,6 +209,10 @@ pub struct WorkerArgs {
     /// Where ONNX models run: cpu or cuda:N (overrides the worker config).
     #[arg(long)]
     pub device: Option<String>,
+    /// Trainer config (e.g. config/trainer.yaml): serve the trainer role, one
+    /// self-training round per train task.
+    #[arg(long)]
+    pub trainer: Option<PathBuf>,
     /// Re-drive unfinished trees whose state has not changed for this many seconds
     /// (trees whose tasks a store rollback lost); 0 turns the relay off.
     #[arg(long, default_value_t = 120, env = "TSST_RELAY_STALL_SECS")]

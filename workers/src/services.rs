@@ -2,7 +2,6 @@
 use crate::cli::ServiceArgs;
 use anyhow::{bail, Context as _, Result};
 use std::path::Path;
-use std::sync::Arc;
 use tsst_actors::broker::AmqpBroker;
 use tsst_actors::llm::{LlmClient, LlmSettings};
 use tsst_actors::runtime::{Context, Models};
@@ -112,8 +111,8 @@ pub fn context<S: tsst_actors::store::Store, B: tsst_actors::broker::Broker>(
     broker: B,
     worker: &WorkerConfig,
     llm: Option<LlmClient>,
-) -> Arc<Context<S, B>> {
-    Arc::new(Context::new(store, broker, models(worker)).with_llm(llm))
+) -> Context<S, B> {
+    Context::new(store, broker, models(worker)).with_llm(llm)
 }
 
 /// The worker config, from a file or the defaults, with `--device` applied.

@@ -5,12 +5,14 @@ mod generator;
 mod labeler;
 mod plan;
 mod scorer;
+mod trainer;
 mod verifier;
 
 pub use generator::Generator;
 pub use labeler::Labeler;
 pub use plan::{settle, Outcome, Plan};
 pub use scorer::Scorer;
+pub use trainer::Trainer;
 pub use verifier::Verifier;
 
 use crate::broker::{BrokerError, Delivery};

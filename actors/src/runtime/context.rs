@@ -23,6 +23,8 @@ pub struct Context<S: Store, B: Broker> {
     /// The LLM verifier; without one, answers the rule cannot decide are recorded as
     /// not correct, with a note.
     pub llm: Option<LlmClient>,
+    /// What the trainer role runs; without it the role cannot be served.
+    pub trainer: Option<Arc<tsst_config::TrainerConfig>>,
     runs: Mutex<HashMap<String, Arc<RunInfo>>>,
 }
 
@@ -33,12 +35,18 @@ impl<S: Store, B: Broker> Context<S, B> {
             broker,
             models,
             llm: None,
+            trainer: None,
             runs: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn with_llm(mut self, llm: Option<LlmClient>) -> Self {
         self.llm = llm;
+        self
+    }
+
+    pub fn with_trainer(mut self, trainer: Option<tsst_config::TrainerConfig>) -> Self {
+        self.trainer = trainer.map(Arc::new);
         self
     }
 

@@ -10,7 +10,7 @@
 //! why. Shutdown (`Drain`) lets every actor finish and settle the batch in flight.
 use super::context::{Context, DeliveryOf};
 use crate::broker::{Broker, BrokerError, Consumer};
-use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Verifier};
+use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Trainer, Verifier};
 use crate::store::Store;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Handler, Message, Recipient,
@@ -406,8 +406,8 @@ impl Worker {
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let mut actors = Vec::new();
         for spec in roles {
-            if spec.role == Role::Trainer {
-                tracing::warn!("the trainer role is not available in this build; skipped");
+            if spec.role == Role::Trainer && ctx.trainer.is_none() {
+                tracing::warn!("the trainer role needs a trainer config; skipped");
                 continue;
             }
             for _ in 0..spec.instances {
@@ -416,7 +416,10 @@ impl Worker {
                     Role::Scorer => start(Scorer::new(ctx.clone()), &ctx, batch, &fatal_tx),
                     Role::Verifier => start(Verifier::new(ctx.clone()), &ctx, batch, &fatal_tx),
                     Role::Labeler => start(Labeler::new(ctx.clone()), &ctx, batch, &fatal_tx),
-                    Role::Trainer => unreachable!("skipped above"),
+                    Role::Trainer => {
+                        let config = ctx.trainer.clone().expect("checked above");
+                        start(Trainer::new(ctx.clone(), config), &ctx, batch, &fatal_tx)
+                    }
                 };
                 actors.push(recipient);
             }

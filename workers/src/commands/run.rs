@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tsst_actors::broker::{Broker, MemoryBroker};
 use tsst_actors::pipeline::{enqueue_with_failures, follow, results, training_records};
@@ -37,7 +38,12 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
         }
         let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
         let llm = services::llm(args.verifier.as_deref())?;
-        let ctx = services::context(store.clone(), broker.clone(), &worker_config, llm);
+        let ctx = Arc::new(services::context(
+            store.clone(),
+            broker.clone(),
+            &worker_config,
+            llm,
+        ));
         let roles = role_specs(
             &worker_config,
             &[Role::Generator, Role::Scorer, Role::Verifier, Role::Labeler],

@@ -2,9 +2,10 @@
 use crate::cli::{ServiceArgs, WorkerArgs};
 use crate::services;
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::Duration;
 use tsst_actors::runtime::{BatchSettings, RoleSpec, Worker};
-use tsst_config::WorkerConfig;
+use tsst_config::{TrainerConfig, WorkerConfig};
 use tsst_messages::Role;
 
 /// The roles to run, with their pool sizes from the worker config.
@@ -48,18 +49,35 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let Some(d) = services::wait_for(services, &name, shutdown_signal()).await? else {
         return Ok(());
     };
+    let trainer = args
+        .trainer
+        .as_deref()
+        .map(TrainerConfig::load)
+        .transpose()?;
+    if trainer.is_none()
+        && args
+            .roles
+            .as_ref()
+            .is_some_and(|r| r.contains(&Role::Trainer))
+    {
+        anyhow::bail!("--roles trainer needs --trainer FILE (the trainer config)");
+    }
+    // The trainer runs where its config is given (a machine set up to train).
     let roles: Vec<Role> = args
         .roles
         .clone()
         .unwrap_or_else(|| config.roles.clone())
         .into_iter()
-        .filter(|r| *r != Role::Trainer)
+        .filter(|r| *r != Role::Trainer || trainer.is_some())
         .collect();
-    let ctx = services::context(
-        d.store.clone(),
-        d.broker.clone(),
-        &config,
-        services::llm(args.verifier.as_deref())?,
+    let ctx = Arc::new(
+        services::context(
+            d.store.clone(),
+            d.broker.clone(),
+            &config,
+            services::llm(args.verifier.as_deref())?,
+        )
+        .with_trainer(trainer),
     );
     let mut worker = Worker::start(
         ctx,
