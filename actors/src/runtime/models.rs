@@ -10,7 +10,6 @@
 //! failure counts against its tasks' delivery budget: a transient fault (a device
 //! hiccup, a panic and a reload) costs a moment, not a redelivery.
 use actix::{Actor, ActorContext, Addr, Handler, Message, SyncArbiter, SyncContext};
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,23 +159,48 @@ impl Handler<Score> for ValueActor {
     }
 }
 
-type Started<K> = Mutex<HashMap<String, Addr<ModelActor<K>>>>;
+/// How many models of each kind (policy, value) a worker keeps loaded by default:
+/// the version a run uses and the next, so that a self-training round's switch to a
+/// new version does not unload the one whose batches are still finishing.
+pub const DEFAULT_LOADED: usize = 2;
+
+/// The model actors of one kind, least recently used first.
+struct Started<K: Served> {
+    actors: Vec<(String, Addr<ModelActor<K>>)>,
+}
+
+impl<K: Served> Default for Started<K> {
+    fn default() -> Self {
+        Started { actors: Vec::new() }
+    }
+}
 
 /// The model actors of a worker, started on first use of each model name and shared
-/// by every role instance that uses it.
+/// by every role instance that uses it. At most `limit` of each kind stay loaded: a
+/// new name unloads the least recently used one. Unloading drops the cache's address
+/// only; batches in flight hold their own, so the actor (and its ONNX session) stops
+/// once they are answered: a switch never drops or fails a batch.
 pub struct Models {
     factory: Arc<dyn ModelFactory>,
-    policies: Started<Policy>,
-    values: Started<Value>,
+    limit: usize,
+    policies: Mutex<Started<Policy>>,
+    values: Mutex<Started<Value>>,
 }
 
 impl Models {
     pub fn new(factory: impl ModelFactory) -> Self {
         Models {
             factory: Arc::new(factory),
-            policies: Mutex::new(HashMap::new()),
-            values: Mutex::new(HashMap::new()),
+            limit: DEFAULT_LOADED,
+            policies: Mutex::default(),
+            values: Mutex::default(),
         }
+    }
+
+    /// At most `limit` (at least 1) models of each kind loaded at once.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit.max(1);
+        self
     }
 
     /// Expands a batch with the named policy.
@@ -197,21 +221,39 @@ impl Models {
         ask(&self.actor(&self.values, model), model, Score(jobs)).await
     }
 
-    /// The model's actor, started if this is its first use; must run inside an actix
+    /// The names of the loaded models of each kind, least recently used first.
+    pub fn loaded(&self) -> (Vec<String>, Vec<String>) {
+        fn names<K: Served>(started: &Mutex<Started<K>>) -> Vec<String> {
+            let started = started.lock().unwrap_or_else(|p| p.into_inner());
+            started.actors.iter().map(|(n, _)| n.clone()).collect()
+        }
+        (names(&self.policies), names(&self.values))
+    }
+
+    /// The model's actor, started if it is not loaded; must run inside an actix
     /// system.
-    fn actor<K: Served>(&self, started: &Started<K>, name: &str) -> Addr<ModelActor<K>> {
+    fn actor<K: Served>(&self, started: &Mutex<Started<K>>, name: &str) -> Addr<ModelActor<K>> {
         let mut started = started.lock().unwrap_or_else(|p| p.into_inner());
-        started
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                let (name, factory) = (name.to_owned(), self.factory.clone());
-                SyncArbiter::start(1, move || ModelActor {
-                    name: name.clone(),
+        let actors = &mut started.actors;
+        let entry = match actors.iter().position(|(n, _)| n == name) {
+            Some(i) => actors.remove(i),
+            None => {
+                let (owned, factory) = (name.to_owned(), self.factory.clone());
+                let addr = SyncArbiter::start(1, move || ModelActor {
+                    name: owned.clone(),
                     factory: factory.clone(),
                     backend: None,
-                })
-            })
-            .clone()
+                });
+                (name.to_owned(), addr)
+            }
+        };
+        let addr = entry.1.clone();
+        actors.push(entry);
+        while actors.len() > self.limit {
+            let (unloaded, _) = actors.remove(0);
+            tracing::info!(model = %unloaded, "unloading the least recently used model");
+        }
+        addr
     }
 }
 
