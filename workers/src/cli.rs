@@ -70,6 +70,50 @@ pub enum Command {
     Train(TrainArgs),
     /// List a self-training run's model versions from the registry (distributed mode).
     Models(ModelsArgs),
+    /// Self-training: warm-up data and round 0's training, then each round samples the
+    /// training split with beam search, verifies, labels, trains both models and
+    /// evaluates them; resumable (run it again and it continues where it stopped).
+    Selftrain(SelftrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelftrainArgs {
+    /// The beam-search config: dataset, search settings and round 0's models; each
+    /// round samples its training split with the previous round's models.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The trainer config (the training and export commands).
+    #[arg(long)]
+    pub trainer: PathBuf,
+    /// Rounds after round 0 (the warm-up's training).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// Configs every model version is evaluated with (e.g. the dataset's direct and
+    /// beam configs, on their own splits); repeatable.
+    #[arg(long = "eval")]
+    pub evals: Vec<PathBuf>,
+    /// The self-training run's folder: its state, each round's data and runs, the report.
+    #[arg(long, default_value = "runs/selftrain")]
+    pub out: PathBuf,
+    /// Names the run and its model versions (default: the config's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Worker config for the in-process workers of embedded mode.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
+    /// Largest batch a role processes at once (embedded mode).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Where ONNX models run in embedded mode: cpu or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// LLM verifier config (embedded mode), also the warm-up's chain writer when the
+    /// dataset has no grounded chains.
+    #[arg(long)]
+    pub verifier: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ mod services;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{cluster, dlq, local, run, train, worker};
+use commands::{cluster, dlq, local, run, selftrain, train, worker};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -50,6 +50,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Dlq(command) => dlq::dlq(command, &services).await,
             Command::Train(args) => train::train(args, &services).await,
             Command::Models(args) => train::models(args, &services).await,
+            Command::Selftrain(args) => selftrain::selftrain(args, &services).await,
         }
     })
 }

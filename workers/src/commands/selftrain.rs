@@ -1,0 +1,352 @@
+//! `tsst selftrain`: the whole TSST loop as one resumable command.
+//!
+//! Round 0: warm-up data (`tsst warmup`) and training from the trainer config's base
+//! models. Round r >= 1: beam search over the training split with version r-1 (a
+//! `tsst run` of a config written for that round), whose D+ and Dv train version r.
+//! Every version is evaluated with each `--eval` config. Stages are recorded in
+//! `<out>/selftrain.json` as they finish (written atomically, with the model
+//! registry's records), so a command killed anywhere and started again repeats only
+//! the stage it was in. `<out>/report.json` and `<out>/report.md` hold the metrics of
+//! every round.
+use crate::cli::{RunArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
+use crate::commands::{local, run};
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tsst_actors::broker::{Broker, MemoryBroker};
+use tsst_actors::store::{MemoryStore, Store};
+use tsst_actors::train::{train_round, TrainerConfig};
+use tsst_config::{EvalConfig, ModelRef};
+use tsst_messages::{ModelVersion, TrainTask};
+
+/// What `<out>/selftrain.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// Finished stages, in order (`r0/warmup`, `r0/train`, `r0/eval/<config>`, ...).
+    done: Vec<String>,
+    /// The model registry of an embedded run (a cluster's is in Redis).
+    versions: Vec<ModelVersion>,
+}
+
+impl State {
+    fn load(path: &Path) -> Result<State> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a self-training state file", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn is_done(&self, stage: &str) -> bool {
+        self.done.iter().any(|s| s == stage)
+    }
+}
+
+struct Loop<'a> {
+    args: &'a SelftrainArgs,
+    services: &'a ServiceArgs,
+    name: String,
+    config: EvalConfig,
+    trainer: TrainerConfig,
+    state_path: PathBuf,
+    state: State,
+}
+
+pub async fn selftrain(args: SelftrainArgs, services: &ServiceArgs) -> Result<()> {
+    let config = EvalConfig::load(&args.config)?;
+    if config.active_models().count() != 1 {
+        bail!(
+            "{}: self-training needs exactly one model with run_flag: true",
+            args.config.display()
+        );
+    }
+    for eval in &args.evals {
+        EvalConfig::load(eval)?;
+    }
+    let trainer = TrainerConfig::load(&args.trainer)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let state_path = args.out.join("selftrain.json");
+    let name = args.name.clone().unwrap_or_else(|| stem(&args.config));
+    let mut l = Loop {
+        args: &args,
+        services,
+        name,
+        config,
+        trainer,
+        state: State::load(&state_path)?,
+        state_path,
+    };
+    if !l.state.done.is_empty() {
+        println!(
+            "resuming {}: {} stages done before",
+            l.name,
+            l.state.done.len()
+        );
+    }
+    for round in 0..=args.rounds {
+        let (policy_data, value_data) = if round == 0 {
+            l.warmup().await?
+        } else {
+            l.search(round).await?
+        };
+        l.train(round, policy_data, value_data).await?;
+        for eval in &args.evals {
+            l.evaluate(round, eval).await?;
+        }
+        l.report()?;
+    }
+    println!(
+        "{}: {} rounds done; report in {}",
+        l.name,
+        args.rounds,
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "selftrain".into())
+}
+
+impl Loop<'_> {
+    fn round_dir(&self, round: u32) -> PathBuf {
+        self.args.out.join(format!("r{round}"))
+    }
+
+    /// Whether `stage` was done before (then it is skipped).
+    fn skip(&self, stage: &str) -> bool {
+        let done = self.state.is_done(stage);
+        if done {
+            tracing::info!(stage, "done before; skipped");
+        } else {
+            tracing::info!(stage, "starting");
+        }
+        done
+    }
+
+    /// Records `stage` as done.
+    fn finish(&mut self, stage: &str) -> Result<()> {
+        self.state.done.push(stage.to_owned());
+        self.state.save(&self.state_path)
+    }
+
+    async fn warmup(&mut self) -> Result<(PathBuf, PathBuf)> {
+        let out = self.round_dir(0);
+        let stage = "r0/warmup";
+        if !self.skip(stage) {
+            local::warmup(WarmupArgs {
+                config: self.args.config.clone(),
+                split: "train".into(),
+                llm: self.args.verifier.clone(),
+                samples: 1,
+                max_new_tokens: 768,
+                temperature: None,
+                out: out.clone(),
+            })
+            .await
+            .with_context(|| format!("stage {stage}"))?;
+            self.finish(stage)?;
+        }
+        Ok((
+            out.join("warmup_policy.json"),
+            out.join("warmup_value.json"),
+        ))
+    }
+
+    /// Beam search over the training split with the previous version.
+    async fn search(&mut self, round: u32) -> Result<(PathBuf, PathBuf)> {
+        let run = format!("{}-r{round}-search", self.name);
+        let out = self.round_dir(round).join("search");
+        let stage = format!("r{round}/search");
+        if !self.skip(&stage) {
+            let mut config = self.config.clone();
+            config.data_subset = "train".into();
+            let config_path = self.with_version(config, round - 1, round, &run)?;
+            self.run(config_path, run.clone(), out.clone())
+                .await
+                .with_context(|| format!("stage {stage}"))?;
+            self.finish(&stage)?;
+        }
+        let folder = out.join(&run);
+        Ok((folder.join("dplus.json"), folder.join("dv.json")))
+    }
+
+    async fn evaluate(&mut self, round: u32, eval: &Path) -> Result<()> {
+        let run = format!("{}-r{round}-{}", self.name, stem(eval));
+        let stage = format!("r{round}/eval/{}", stem(eval));
+        if self.skip(&stage) {
+            return Ok(());
+        }
+        let config = EvalConfig::load(eval)?;
+        let config_path = self.with_version(config, round, round, &run)?;
+        self.run(config_path, run, self.round_dir(round).join("eval"))
+            .await
+            .with_context(|| format!("stage {stage}"))?;
+        self.finish(&stage)
+    }
+
+    /// Writes `config` with its one active model replaced by version `version`'s, as
+    /// `<round dir>/<run>.yaml` (kept: what each round ran is there to read).
+    fn with_version(
+        &self,
+        mut config: EvalConfig,
+        version: u32,
+        round: u32,
+        run: &str,
+    ) -> Result<PathBuf> {
+        let v = self
+            .state_version(version)
+            .with_context(|| format!("model version {version} is not ready"))?;
+        for m in config.models.iter_mut().filter(|m| m.run_flag) {
+            m.policy_model = ModelRef::Path(absolute(&v.policy));
+            if m.use_value {
+                m.value_model = Some(ModelRef::Path(absolute(&v.value)));
+            }
+        }
+        config.dataset_root = absolute(&config.dataset_root);
+        let dir = self.round_dir(round);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{run}.yaml"));
+        std::fs::write(&path, config.to_yaml()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn state_version(&self, version: u32) -> Option<&ModelVersion> {
+        self.state
+            .versions
+            .iter()
+            .find(|v| v.version == version && v.status == tsst_messages::VersionStatus::Ready)
+    }
+
+    fn run(
+        &self,
+        config: PathBuf,
+        run: String,
+        out: PathBuf,
+    ) -> impl std::future::Future<Output = Result<()>> + '_ {
+        run::run(
+            RunArgs {
+                config,
+                run: Some(run),
+                out,
+                worker_config: self.args.worker_config.clone(),
+                batch: self.args.batch,
+                quiet: self.args.quiet,
+                verifier: self.args.verifier.clone(),
+                device: self.args.device.clone(),
+                ort_lib: None,
+                dry_run: false,
+            },
+            self.services,
+        )
+    }
+
+    /// Trains version `round` on the data; the registry is the cluster's (Redis) or,
+    /// embedded, the state file's.
+    async fn train(&mut self, round: u32, policy_data: PathBuf, value_data: PathBuf) -> Result<()> {
+        let stage = format!("r{round}/train");
+        if self.skip(&stage) {
+            return Ok(());
+        }
+        let task = TrainTask {
+            run: self.name.clone(),
+            round,
+            policy_data,
+            value_data,
+        };
+        let (trained, versions) = if self.services.embedded() {
+            let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+            broker.declare().await?;
+            for v in &self.state.versions {
+                store.put_model_version(v).await?;
+            }
+            let trained = train_round(&store, &broker, &self.trainer, &task).await;
+            (trained, store.model_versions(&self.name).await?)
+        } else {
+            let d = self.services.connect("tsst-selftrain").await?;
+            d.broker.declare().await?;
+            let trained = train_round(&d.store, &d.broker, &self.trainer, &task).await;
+            let versions = d.store.model_versions(&self.name).await?;
+            d.broker.close().await;
+            (trained, versions)
+        };
+        // A failed version is recorded too, with its reason.
+        self.state.versions = versions;
+        self.state.save(&self.state_path)?;
+        trained.with_context(|| format!("stage {stage}"))?;
+        self.finish(&stage)
+    }
+
+    /// `report.json` (every round's version, data counts and metrics) and `report.md`.
+    fn report(&self) -> Result<()> {
+        let mut rounds = Vec::new();
+        let mut md = format!(
+            "# Self-training {}\n\n| round | version | parent | D+ | Dv | metrics |\n|---|---|---|---|---|---|\n",
+            self.name
+        );
+        for v in &self.state.versions {
+            let mut metrics = serde_json::Map::new();
+            let mut cells = Vec::new();
+            for eval in &self.args.evals {
+                let run = format!("{}-r{}-{}", self.name, v.version, stem(eval));
+                let path = self
+                    .round_dir(v.version)
+                    .join("eval")
+                    .join(&run)
+                    .join("metrics.json");
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let m: serde_json::Value = serde_json::from_str(&text)?;
+                let overall = &m["overall"];
+                cells.push(format!(
+                    "{}: greedy {:.3}, voting {:.3}",
+                    stem(eval),
+                    overall["greedy"].as_f64().unwrap_or(f64::NAN),
+                    overall["voting"].as_f64().unwrap_or(f64::NAN)
+                ));
+                metrics.insert(stem(eval), m);
+            }
+            let records: Vec<u64> = v.data.iter().map(|d| d.records).collect();
+            md += &format!(
+                "| {} | v{} | {} | {} | {} | {} |\n",
+                v.version,
+                v.version,
+                v.parent.map_or("base".to_owned(), |p| format!("v{p}")),
+                records.first().copied().unwrap_or(0),
+                records.get(1).copied().unwrap_or(0),
+                if cells.is_empty() {
+                    "-".to_owned()
+                } else {
+                    cells.join("; ")
+                }
+            );
+            rounds.push(serde_json::json!({
+                "round": v.version, "version": v, "metrics": metrics,
+            }));
+        }
+        let json = serde_json::json!({ "name": self.name, "rounds": rounds });
+        std::fs::write(
+            self.args.out.join("report.json"),
+            serde_json::to_string_pretty(&json)?,
+        )?;
+        std::fs::write(self.args.out.join("report.md"), md)?;
+        Ok(())
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_owned())
+}

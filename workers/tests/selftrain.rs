@@ -1,0 +1,164 @@
+//! `tsst selftrain` embedded on the tiny models: two rounds after round 0, killed in
+//! the middle and started again, ends with every stage done once, three ready model
+//! versions chained by parent, and a report that parses. The trainer config "trains"
+//! by copying the parent models (tools/train needs torch, which CI does not install);
+//! what is under test is the loop: warm-up, search with the previous version, data,
+//! training, evaluation, state and resume.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models")
+}
+
+fn tsst(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tsst"));
+    c.current_dir(dir)
+        .env_remove("TSST_AMQP_URL")
+        .env_remove("TSST_REDIS_URL")
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn state(dir: &Path) -> serde_json::Value {
+    std::fs::read_to_string(dir.join("out/selftrain.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn done(dir: &Path) -> Vec<String> {
+    state(dir)["done"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let synth = tsst(dir)
+        .args([
+            "data", "synth", "--out", "synth", "--n", "16", "--seed", "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(synth.status.success(), "{synth:?}");
+    let search = "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: synth\n\
+        data_subset: train\ndata_partition: '0_3'\nseed: 5\nnum_beams: 2\nbranch: 2\n\
+        n_consistency: 2\nmax_length: 48\nstep_max_tokens: 12\ntemperature: 0.7\n\
+        models:\n  - {policy_model: scripted, value_model: scripted, tag: st, run_flag: true, use_value: true}\n";
+    std::fs::write(dir.join("search.yaml"), search).unwrap();
+    let direct = "task: multiple_choice_direct\nnum_beams: 1\nmax_length: 32\ndo_sample: false\n\
+        temperature: 0\ndataset_name: aokvqa\ndataset_root: synth\ndata_subset: val\n\
+        data_partition: '0_1'\nbranch: 1\nn_consistency: 1\n\
+        models:\n  - {policy_model: scripted, tag: st, run_flag: true, use_value: false}\n";
+    std::fs::write(dir.join("direct.yaml"), direct).unwrap();
+    let trainer = format!(
+        "models_root: models\nbase_policy: {fx}/tiny-policy\nbase_value: {fx}/tiny-value\n\
+         stages:\n\
+         \x20 - {{name: policy, program: cp, args: [-r, '{{parent_policy}}', '{{out}}/policy'], timeout_secs: 30}}\n\
+         \x20 - {{name: value, program: cp, args: [-r, '{{parent_value}}', '{{out}}/value'], timeout_secs: 30}}\n\
+         \x20 - {{name: pause, program: sleep, args: ['1'], timeout_secs: 30}}\n\
+         policy_dir: '{{out}}/policy'\nvalue_dir: '{{out}}/value'\n",
+        fx = fixtures().display()
+    );
+    std::fs::write(dir.join("trainer.yaml"), trainer).unwrap();
+    let args = [
+        "selftrain",
+        "--config",
+        "search.yaml",
+        "--trainer",
+        "trainer.yaml",
+        "--rounds",
+        "2",
+        "--eval",
+        "direct.yaml",
+        "--out",
+        "out",
+        "--name",
+        "st",
+        "--quiet",
+    ];
+
+    // Killed once round 1's search is done (in round 1's training, or later).
+    let mut first = tsst(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !done(dir).iter().any(|s| s == "r1/search") {
+        assert!(first.try_wait().unwrap().is_none(), "selftrain ended early");
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = done(dir);
+    assert!(
+        !at_kill.iter().any(|s| s == "r2/eval/direct"),
+        "the kill came after the end: {at_kill:?}"
+    );
+
+    let second = tsst(dir).args(args).output().unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    assert!(String::from_utf8_lossy(&second.stdout).contains("resuming st"));
+    for stage in &at_kill {
+        assert!(
+            log.contains(&format!("done before; skipped stage=\"{stage}\"")),
+            "{stage} ran again:\n{log}"
+        );
+    }
+    let all = done(dir);
+    let expected = [
+        "r0/warmup",
+        "r0/train",
+        "r0/eval/direct",
+        "r1/search",
+        "r1/train",
+        "r1/eval/direct",
+        "r2/search",
+        "r2/train",
+        "r2/eval/direct",
+    ];
+    assert_eq!(all, expected, "every stage once, in order");
+
+    let versions = state(dir)["versions"].as_array().cloned().unwrap();
+    let summary: Vec<(u64, Option<u64>, &str)> = versions
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["parent"].as_u64(),
+                v["status"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, None, "ready"),
+            (1, Some(0), "ready"),
+            (2, Some(1), "ready")
+        ]
+    );
+    // Round 1 searched with version 0's models.
+    let r1 = std::fs::read_to_string(dir.join("out/r1/st-r1-search.yaml")).unwrap();
+    assert!(r1.contains("models/st/v0/policy"), "{r1}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 3);
+    assert!(report["rounds"][2]["metrics"]["direct"]["overall"]["questions"].as_u64() == Some(2));
+    let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
+    assert!(md.contains("| 2 | v2 | v1 |"), "{md}");
+}
