@@ -74,6 +74,14 @@ pub enum Command {
     /// training split with beam search, verifies, labels, trains both models and
     /// evaluates them; resumable (run it again and it continues where it stopped).
     Selftrain(SelftrainArgs),
+    /// Print a self-training run's report (the table of `<out>/report.md`).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The self-training run's folder (`tsst selftrain --out`).
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Train(args) => train::train(args, &services).await,
             Command::Models(args) => train::models(args, &services).await,
             Command::Selftrain(args) => selftrain::selftrain(args, &services).await,
+            Command::Report(args) => selftrain::report(&args.out),
         }
     })
 }

@@ -161,4 +161,12 @@ fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
     assert!(report["rounds"][2]["metrics"]["direct"]["overall"]["questions"].as_u64() == Some(2));
     let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
     assert!(md.contains("| 2 | v2 | v1 |"), "{md}");
+    let svg = std::fs::read_to_string(dir.join("out/report.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert_eq!(svg.matches(',').count(), 3, "one point per version: {svg}");
+    let printed = tsst(dir).args(["report", "out"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), md);
 }

@@ -6,8 +6,8 @@
 //! Every version is evaluated with each `--eval` config. Stages are recorded in
 //! `<out>/selftrain.json` as they finish (written atomically, with the model
 //! registry's records), so a command killed anywhere and started again repeats only
-//! the stage it was in. `<out>/report.json` and `<out>/report.md` hold the metrics of
-//! every round.
+//! the stage it was in. `<out>/report.json`, `<out>/report.md` and `<out>/report.svg`
+//! hold the metrics of every round; `tsst report <out>` prints the table.
 use crate::cli::{RunArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
 use crate::commands::{local, run};
 use anyhow::{bail, Context as _, Result};
@@ -110,6 +110,20 @@ pub async fn selftrain(args: SelftrainArgs, services: &ServiceArgs) -> Result<()
         args.rounds,
         args.out.join("report.md").display()
     );
+    Ok(())
+}
+
+/// `tsst report`: the run's table.
+pub fn report(out: &Path) -> Result<()> {
+    let path = out.join("report.md");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is {} a tsst selftrain --out folder?)",
+            path.display(),
+            out.display()
+        )
+    })?;
+    print!("{text}");
     Ok(())
 }
 
@@ -289,7 +303,8 @@ impl Loop<'_> {
         self.finish(&stage)
     }
 
-    /// `report.json` (every round's version, data counts and metrics) and `report.md`.
+    /// `report.json` (every round's version, data counts and metrics), `report.md` and
+    /// `report.svg` (greedy accuracy per round, one line per evaluation config).
     fn report(&self) -> Result<()> {
         let mut rounds = Vec::new();
         let mut md = format!(
@@ -337,6 +352,7 @@ impl Loop<'_> {
                 "round": v.version, "version": v, "metrics": metrics,
             }));
         }
+        std::fs::write(self.args.out.join("report.svg"), self.plot())?;
         let json = serde_json::json!({ "name": self.name, "rounds": rounds });
         std::fs::write(
             self.args.out.join("report.json"),
@@ -344,6 +360,58 @@ impl Loop<'_> {
         )?;
         std::fs::write(self.args.out.join("report.md"), md)?;
         Ok(())
+    }
+}
+
+impl Loop<'_> {
+    /// An SVG line chart of each evaluation's greedy accuracy over the rounds.
+    fn plot(&self) -> String {
+        const W: f64 = 480.0;
+        const H: f64 = 300.0;
+        const PAD: f64 = 40.0;
+        const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+        let rounds = self.state.versions.len().max(2) - 1;
+        let x = |r: usize| PAD + (W - 2.0 * PAD) * r as f64 / rounds as f64;
+        let y = |acc: f64| H - PAD - (H - 2.0 * PAD) * acc;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <text x=\"{PAD}\" y=\"20\" font-size=\"14\">{} greedy accuracy per round</text>\n",
+            self.name,
+            b = H - PAD,
+            r = W - PAD
+        );
+        for (k, eval) in self.args.evals.iter().enumerate() {
+            let points: Vec<String> = self
+                .state
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    let run = format!("{}-r{}-{}", self.name, v.version, stem(eval));
+                    let path = self
+                        .round_dir(v.version)
+                        .join("eval")
+                        .join(run)
+                        .join("metrics.json");
+                    let m: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+                    let acc = m["overall"]["greedy"].as_f64()?;
+                    Some(format!("{:.1},{:.1}", x(v.version as usize), y(acc)))
+                })
+                .collect();
+            let colour = COLOURS[k % COLOURS.len()];
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
+                 <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{colour}\">{}</text>\n",
+                points.join(" "),
+                W - PAD - 100.0,
+                PAD + 16.0 * (k as f64 + 1.0),
+                stem(eval)
+            );
+        }
+        svg + "</svg>\n"
     }
 }
 
