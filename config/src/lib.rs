@@ -24,7 +24,7 @@ pub use eval::{
     DEFAULT_MAX_ROUNDS, DEFAULT_SEED, DEFAULT_SELECTION_TEMPERATURE, DEFAULT_STEP_MAX_TOKENS,
 };
 pub use secret::Secret;
-pub use trainer::{Stage, TrainerConfig, PLACEHOLDERS};
+pub use trainer::{expand_placeholders, Stage, TrainerConfig, PLACEHOLDERS};
 pub use url::{redact_url, ServiceUrl};
 pub use verifier::{EndpointConfig, VerifierConfig, DEFAULT_API_KEY_ENV};
 pub use worker::{BatchConfig, Device, WorkerConfig};

@@ -101,24 +101,38 @@ impl TrainerConfig {
     }
 }
 
-/// An issue for each `{name}` in `text` that is not a placeholder.
-fn unknown(issues: &mut Vec<Issue>, field: &str, text: &str) {
+/// `text` with each `{name}` replaced by `value(name)`; the first name `value` does
+/// not know is the error. Text after an unclosed `{` is kept as it is.
+pub fn expand_placeholders<'a>(
+    text: &'a str,
+    value: impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, String> {
+    let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
-            return;
+            break;
         };
         let name = &rest[open + 1..open + close];
-        if !PLACEHOLDERS.contains(&name) {
-            issues.push(Issue::new(
-                field,
-                format!(
-                    "`{{{name}}}` is not a placeholder (known: {})",
-                    PLACEHOLDERS.join(", ")
-                ),
-            ));
-        }
+        out.push_str(&rest[..open]);
+        out.push_str(value(name).ok_or_else(|| name.to_owned())?);
         rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An issue when `text` names something that is not a placeholder.
+fn unknown(issues: &mut Vec<Issue>, field: &str, text: &str) {
+    let known = |name: &str| PLACEHOLDERS.contains(&name).then_some("");
+    if let Err(name) = expand_placeholders(text, known) {
+        issues.push(Issue::new(
+            field,
+            format!(
+                "`{{{name}}}` is not a placeholder (known: {})",
+                PLACEHOLDERS.join(", ")
+            ),
+        ));
     }
 }
 

@@ -3,11 +3,11 @@
 //! stopped at its timeout.
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tsst_config::Stage;
+use tsst_config::{expand_placeholders, Stage};
 
 /// The values a stage's arguments may name.
 pub type Placeholders = BTreeMap<&'static str, String>;
@@ -37,34 +37,22 @@ pub enum CommandError {
     },
 }
 
-/// How a stage ended: its exit code and how long it ran.
+/// How a stage ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
     pub exit_code: Option<i32>,
-    pub elapsed: Duration,
 }
 
 /// `arg` with every `{name}` replaced; an unknown name is an error (a typo would
 /// otherwise reach the training command as a literal path).
 pub fn expand(stage: &str, arg: &str, values: &Placeholders) -> Result<String, CommandError> {
-    let mut out = String::new();
-    let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        let name = &rest[open + 1..open + close];
-        let value = values.get(name).ok_or_else(|| CommandError::Placeholder {
+    expand_placeholders(arg, |name| values.get(name).map(String::as_str)).map_err(|name| {
+        CommandError::Placeholder {
             stage: stage.to_owned(),
             arg: arg.to_owned(),
-            name: name.to_owned(),
-        })?;
-        out.push_str(&rest[..open]);
-        out.push_str(value);
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+            name,
+        }
+    })
 }
 
 /// Runs `stage` to its end or its timeout. Output lines go to tracing (stdout at
@@ -75,7 +63,6 @@ pub async fn run(stage: &Stage, values: &Placeholders) -> Result<Finished, Comma
         .iter()
         .map(|a| expand(&stage.name, a, values))
         .collect::<Result<Vec<_>, _>>()?;
-    let started = Instant::now();
     let mut child = Command::new(&stage.program)
         .args(&args)
         .stdin(Stdio::null())
@@ -117,7 +104,6 @@ pub async fn run(stage: &Stage, values: &Placeholders) -> Result<Finished, Comma
     }
     Ok(Finished {
         exit_code: status.code(),
-        elapsed: started.elapsed(),
     })
 }
 
