@@ -275,3 +275,68 @@ async fn a_trainer_worker_trains_each_round_sent_and_dead_letters_one_that_fails
     forget(&run).await;
     broker.delete_topology().await.unwrap();
 }
+
+/// Waits until the workers' logs hold `needle` `n` times.
+fn logged(cluster: &Cluster, needle: &str, n: usize) {
+    let started = Instant::now();
+    while cluster.full_logs().matches(needle).count() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not logged: {needle}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[actix_rt::test]
+async fn running_workers_load_a_published_version_and_switch_to_it_losing_nothing() {
+    use tsst_actors::pipeline::enqueue;
+    let ns = format!("tsst-test-publish-{}", std::process::id());
+    let (old_run, new_run) = (
+        format!("publish-old-{}", std::process::id()),
+        format!("publish-new-{}", std::process::id()),
+    );
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    let qs = questions(20);
+    let mut cluster = Cluster::new(&ns);
+    cluster.spawn_worker();
+    cluster.spawn_worker();
+    let old = record(&old_run, "scripted:30ms");
+    enqueue(&store, &broker, &old, &qs).await.unwrap();
+    // Events are not kept: publish once both workers listen.
+    logged(&cluster, "watching for published models", 2);
+
+    // A trainer publishes a new version while the old run is being searched.
+    let published = [ModelKind::Policy, ModelKind::Value].map(|model| {
+        Event::ModelPublished {
+            model,
+            name: "selftrain".into(),
+            version: 1,
+            path: "scripted:2ms".into(),
+        }
+        .envelope()
+    });
+    broker.publish_events(&published).await.unwrap();
+    logged(
+        &cluster,
+        "loaded a published model ahead of its first batch",
+        4,
+    );
+
+    let new = record(&new_run, "scripted:2ms");
+    enqueue(&store, &broker, &new, &qs).await.unwrap();
+    wait_done(&store, &old_run, &cluster, Duration::from_secs(120)).await;
+    wait_done(&store, &new_run, &cluster, Duration::from_secs(120)).await;
+    for (run, rec) in [(&old_run, &old), (&new_run, &new)] {
+        let mut reference = rec.clone();
+        reference.search = record(run, "scripted").search;
+        let expected = embedded_trees(&reference, &qs).await;
+        assert_same_trees(&store, run, &qs, &expected).await;
+    }
+    drained(&broker).await;
+    assert_eq!(dead_letters(&broker).await, 0, "dead letters");
+    cluster.all_running();
+    cluster.stop_gracefully();
+    broker.delete_topology().await.unwrap();
+}

@@ -275,6 +275,48 @@ impl AmqpBroker {
         Ok(())
     }
 
+    /// Subscribes to the events exchange: a queue of this subscriber's own (named by
+    /// the broker, gone with the channel), deliveries acked as they arrive. Events are
+    /// for watching: one published while no subscription stood is not seen.
+    pub async fn events(&self) -> Result<EventStream, BrokerError> {
+        let ch = self.channel().await?;
+        let queue = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let name = queue.name().as_str().to_owned();
+        ch.queue_bind(
+            name.as_str().into(),
+            self.shared.topology.events_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let stream = ch
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(EventStream {
+            stream,
+            _channel: ch,
+        })
+    }
+
     /// Consumes any queue of the namespace, e.g. a dead-letter queue to inspect it.
     pub async fn consume_queue(
         &self,
@@ -590,5 +632,25 @@ fn check_confirm(id: &str, confirmation: Confirmation) -> Result<(), BrokerError
         Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(id.to_owned())),
         Confirmation::Nack(_) => Err(BrokerError::Nacked(id.to_owned())),
         Confirmation::NotRequested => Err(BrokerError::Unconfirmed(id.to_owned())),
+    }
+}
+
+/// Events as they are published (`AmqpBroker::events`).
+pub struct EventStream {
+    stream: lapin::Consumer,
+    _channel: Channel,
+}
+
+impl EventStream {
+    /// The next event; `None` once the subscription is gone (the connection was lost:
+    /// subscribe again). Messages that are not events are skipped.
+    pub async fn next(&mut self) -> Option<Envelope<Event>> {
+        loop {
+            let delivery = self.stream.next().await?.ok()?;
+            match Envelope::<Event>::decode(&delivery.data) {
+                Ok(event) => return Some(event),
+                Err(e) => tracing::debug!(error = %e, "skipping a message that is not an event"),
+            }
+        }
     }
 }

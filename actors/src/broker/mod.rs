@@ -3,7 +3,7 @@
 mod amqp;
 mod memory;
 
-pub use amqp::{AmqpBroker, AmqpConsumer, AmqpDelivery};
+pub use amqp::{AmqpBroker, AmqpConsumer, AmqpDelivery, EventStream};
 pub use memory::{MemoryBroker, MemoryConsumer, MemoryDelivery};
 use std::future::Future;
 use thiserror::Error;

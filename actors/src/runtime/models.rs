@@ -146,6 +146,21 @@ impl Handler<Expand> for PolicyActor {
     }
 }
 
+/// Load the model now, ahead of its first batch (a new version was published).
+pub struct Warm;
+
+impl Message for Warm {
+    type Result = Result<(), BackendError>;
+}
+
+impl<K: Served> Handler<Warm> for ModelActor<K> {
+    type Result = Result<(), BackendError>;
+
+    fn handle(&mut self, _: Warm, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.serve(|_| Ok(()), ctx)
+    }
+}
+
 impl Handler<Score> for ValueActor {
     type Result = Result<Vec<Result<f64, RequestError>>, BackendError>;
 
@@ -219,6 +234,26 @@ impl Models {
         jobs: Vec<(Arc<Question>, String)>,
     ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
         ask(&self.actor(&self.values, model), model, Score(jobs)).await
+    }
+
+    /// Loads a model ahead of its first batch (it becomes the most recently used).
+    /// `policy` picks the kind.
+    pub async fn preload(&self, policy: bool, name: &str) -> Result<(), BackendError> {
+        let gone = |e: actix::MailboxError| BackendError {
+            backend: format!("model `{name}`"),
+            reason: format!("its actor is gone: {e}"),
+        };
+        if policy {
+            self.actor(&self.policies, name)
+                .send(Warm)
+                .await
+                .map_err(gone)?
+        } else {
+            self.actor(&self.values, name)
+                .send(Warm)
+                .await
+                .map_err(gone)?
+        }
     }
 
     /// The names of the loaded models of each kind, least recently used first.

@@ -101,6 +101,15 @@ pub async fn train_round<S: Store, B: Broker>(
         finished_at: None,
     };
     let result = run_stages(store, config, task, &values, &out, &mut version).await;
+    if result.is_ok() {
+        // Workers name models by path: one spelling for the registry, the events and
+        // the runs that use the version, wherever they were started.
+        for dir in [&mut version.policy, &mut version.value] {
+            if let Ok(absolute) = dir.canonicalize() {
+                *dir = absolute;
+            }
+        }
+    }
     version.finished_at = Some(now());
     version.status = match &result {
         Ok(()) => VersionStatus::Ready,

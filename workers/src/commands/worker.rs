@@ -79,6 +79,11 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         )
         .with_trainer(trainer),
     );
+    let (stop_preload, preload_stop) = tokio::sync::watch::channel(false);
+    let preload = actix_rt::spawn(tsst_actors::runtime::preload_published(
+        ctx.clone(),
+        preload_stop,
+    ));
     let mut worker = Worker::start(
         ctx,
         &role_specs(&config, &roles),
@@ -102,6 +107,8 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     };
     tracing::info!(worker = %name, "stopping: finishing the batches in flight");
     let _ = stop_relay.send(true);
+    let _ = stop_preload.send(true);
+    let _ = preload.await;
     if let Some(relay) = relay {
         let _ = relay.await;
     }
