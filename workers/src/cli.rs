@@ -76,6 +76,37 @@ pub enum Command {
     Selftrain(SelftrainArgs),
     /// Print a self-training run's report (the table of `<out>/report.md`).
     Report(ReportArgs),
+    /// Evaluate model versions of a self-training run with a config (direct or beam,
+    /// on the config's split) and print their metrics side by side.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The evaluation config; its one active model is replaced by each version's.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The self-training run's folder (`tsst selftrain --out`); runs go to its `eval/`.
+    #[arg(long)]
+    pub selftrain: PathBuf,
+    /// Versions to evaluate, comma separated (default: every ready one).
+    #[arg(long, value_delimiter = ',')]
+    pub versions: Vec<u32>,
+    /// Worker config for the in-process workers of embedded mode.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
+    /// Largest batch a role processes at once (embedded mode).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Where ONNX models run in embedded mode: cpu or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// LLM verifier config (embedded mode).
+    #[arg(long)]
+    pub verifier: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

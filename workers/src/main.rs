@@ -52,6 +52,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Models(args) => train::models(args, &services).await,
             Command::Selftrain(args) => selftrain::selftrain(args, &services).await,
             Command::Report(args) => selftrain::report(&args.out),
+            Command::Eval(args) => selftrain::eval(args, &services).await,
         }
     })
 }

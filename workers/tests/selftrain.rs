@@ -169,4 +169,34 @@ fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
     assert_eq!(svg.matches(',').count(), 3, "one point per version: {svg}");
     let printed = tsst(dir).args(["report", "out"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&printed.stdout), md);
+
+    // Versions evaluated side by side; an unknown version is named.
+    let eval = |versions: &str| {
+        tsst(dir)
+            .args([
+                "eval",
+                "--config",
+                "direct.yaml",
+                "--selftrain",
+                "out",
+                "--quiet",
+            ])
+            .args(["--versions", versions])
+            .output()
+            .unwrap()
+    };
+    let both = eval("0,2");
+    let table = String::from_utf8_lossy(&both.stdout);
+    assert!(
+        both.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    assert!(
+        table.contains("| v0 | 2 |") && table.contains("| v2 | 2 |"),
+        "{table}"
+    );
+    let missing = eval("7");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("version 7 is not a ready version"));
 }

@@ -8,7 +8,7 @@
 //! registry's records), so a command killed anywhere and started again repeats only
 //! the stage it was in. `<out>/report.json`, `<out>/report.md` and `<out>/report.svg`
 //! hold the metrics of every round; `tsst report <out>` prints the table.
-use crate::cli::{RunArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
+use crate::cli::{EvalArgs, RunArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
 use crate::commands::{local, run};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -210,11 +210,11 @@ impl Loop<'_> {
         self.finish(&stage)
     }
 
-    /// Writes `config` with its one active model replaced by version `version`'s, as
-    /// `<round dir>/<run>.yaml` (kept: what each round ran is there to read).
+    /// `config` with version `version`'s models, kept as `<round dir>/<run>.yaml`
+    /// (what each round ran is there to read).
     fn with_version(
         &self,
-        mut config: EvalConfig,
+        config: EvalConfig,
         version: u32,
         round: u32,
         run: &str,
@@ -222,19 +222,7 @@ impl Loop<'_> {
         let v = self
             .state_version(version)
             .with_context(|| format!("model version {version} is not ready"))?;
-        for m in config.models.iter_mut().filter(|m| m.run_flag) {
-            m.policy_model = ModelRef::Path(absolute(&v.policy));
-            if m.use_value {
-                m.value_model = Some(ModelRef::Path(absolute(&v.value)));
-            }
-        }
-        config.dataset_root = absolute(&config.dataset_root);
-        let dir = self.round_dir(round);
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{run}.yaml"));
-        std::fs::write(&path, config.to_yaml()?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        config_for(config, v, &self.round_dir(round), run)
     }
 
     fn state_version(&self, version: u32) -> Option<&ModelVersion> {
@@ -413,6 +401,101 @@ impl Loop<'_> {
         }
         svg + "</svg>\n"
     }
+}
+
+/// Writes `config` with its active model replaced by `v`'s models as `<dir>/<run>.yaml`.
+fn config_for(mut config: EvalConfig, v: &ModelVersion, dir: &Path, run: &str) -> Result<PathBuf> {
+    for m in config.models.iter_mut().filter(|m| m.run_flag) {
+        m.policy_model = ModelRef::Path(absolute(&v.policy));
+        if m.use_value {
+            m.value_model = Some(ModelRef::Path(absolute(&v.value)));
+        }
+    }
+    config.dataset_root = absolute(&config.dataset_root);
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{run}.yaml"));
+    std::fs::write(&path, config.to_yaml()?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// `tsst eval`: a config run with model versions of a self-training run, then a
+/// table of their metrics.
+pub async fn eval(args: EvalArgs, services: &ServiceArgs) -> Result<()> {
+    let config = EvalConfig::load(&args.config)?;
+    if config.active_models().count() != 1 {
+        bail!(
+            "{}: evaluating versions needs exactly one model with run_flag: true",
+            args.config.display()
+        );
+    }
+    let state = State::load(&args.selftrain.join("selftrain.json"))?;
+    let ready: Vec<&ModelVersion> = state
+        .versions
+        .iter()
+        .filter(|v| v.status == tsst_messages::VersionStatus::Ready)
+        .collect();
+    let chosen: Vec<&ModelVersion> = if args.versions.is_empty() {
+        ready
+    } else {
+        args.versions
+            .iter()
+            .map(|n| {
+                ready
+                    .iter()
+                    .copied()
+                    .find(|v| v.version == *n)
+                    .with_context(|| {
+                        format!(
+                            "version {n} is not a ready version of {}",
+                            args.selftrain.display()
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    if chosen.is_empty() {
+        bail!("{} has no ready model version", args.selftrain.display());
+    }
+    let out = args.selftrain.join("eval");
+    let mut table = String::from(
+        "| version | questions | greedy | absolute | voting |\n|---|---|---|---|---|\n",
+    );
+    for v in chosen {
+        let run = format!("{}-v{}", stem(&args.config), v.version);
+        let path = config_for(config.clone(), v, &out, &run)?;
+        run::run(
+            RunArgs {
+                config: path,
+                run: Some(run.clone()),
+                out: out.clone(),
+                worker_config: args.worker_config.clone(),
+                batch: args.batch,
+                quiet: args.quiet,
+                verifier: args.verifier.clone(),
+                device: args.device.clone(),
+                ort_lib: None,
+                dry_run: false,
+            },
+            services,
+        )
+        .await
+        .with_context(|| format!("evaluating version {}", v.version))?;
+        let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            out.join(&run).join("metrics.json"),
+        )?)?;
+        let o = &metrics["overall"];
+        table += &format!(
+            "| v{} | {} | {:.3} | {:.3} | {:.3} |\n",
+            v.version,
+            o["questions"],
+            o["greedy"].as_f64().unwrap_or(f64::NAN),
+            o["absolute"].as_f64().unwrap_or(f64::NAN),
+            o["voting"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    print!("{table}");
+    Ok(())
 }
 
 fn absolute(path: &Path) -> PathBuf {
