@@ -92,21 +92,8 @@ pub struct EvalArgs {
     /// Versions to evaluate, comma separated (default: every ready one).
     #[arg(long, value_delimiter = ',')]
     pub versions: Vec<u32>,
-    /// Worker config for the in-process workers of embedded mode.
-    #[arg(long)]
-    pub worker_config: Option<PathBuf>,
-    /// Largest batch a role processes at once (embedded mode).
-    #[arg(long)]
-    pub batch: Option<u32>,
-    /// Where ONNX models run in embedded mode: cpu or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// LLM verifier config (embedded mode).
-    #[arg(long)]
-    pub verifier: Option<PathBuf>,
-    /// No progress bars.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub runs: RunsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +124,13 @@ pub struct SelftrainArgs {
     /// Names the run and its model versions (default: the config's file name).
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub runs: RunsArgs,
+}
+
+/// How the `tsst run`s of `selftrain` and `eval` run.
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
     /// Worker config for the in-process workers of embedded mode.
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
@@ -146,8 +140,8 @@ pub struct SelftrainArgs {
     /// Where ONNX models run in embedded mode: cpu or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
-    /// LLM verifier config (embedded mode), also the warm-up's chain writer when the
-    /// dataset has no grounded chains.
+    /// LLM verifier config (embedded mode); for selftrain also the warm-up's chain
+    /// writer when the dataset has no grounded chains.
     #[arg(long)]
     pub verifier: Option<PathBuf>,
     /// No progress bars.

@@ -8,10 +8,11 @@
 //! registry's records), so a command killed anywhere and started again repeats only
 //! the stage it was in. `<out>/report.json`, `<out>/report.md` and `<out>/report.svg`
 //! hold the metrics of every round; `tsst report <out>` prints the table.
-use crate::cli::{EvalArgs, RunArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
+use crate::cli::{EvalArgs, RunArgs, RunsArgs, SelftrainArgs, ServiceArgs, WarmupArgs};
 use crate::commands::{local, run};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use tsst_actors::broker::{Broker, MemoryBroker};
 use tsst_actors::store::{MemoryStore, Store};
@@ -162,7 +163,7 @@ impl Loop<'_> {
             local::warmup(WarmupArgs {
                 config: self.args.config.clone(),
                 split: "train".into(),
-                llm: self.args.verifier.clone(),
+                llm: self.args.runs.verifier.clone(),
                 samples: 1,
                 max_new_tokens: 768,
                 temperature: None,
@@ -237,22 +238,8 @@ impl Loop<'_> {
         config: PathBuf,
         run: String,
         out: PathBuf,
-    ) -> impl std::future::Future<Output = Result<()>> + '_ {
-        run::run(
-            RunArgs {
-                config,
-                run: Some(run),
-                out,
-                worker_config: self.args.worker_config.clone(),
-                batch: self.args.batch,
-                quiet: self.args.quiet,
-                verifier: self.args.verifier.clone(),
-                device: self.args.device.clone(),
-                ort_lib: None,
-                dry_run: false,
-            },
-            self.services,
-        )
+    ) -> impl Future<Output = Result<()>> + '_ {
+        run::run(run_args(&self.args.runs, config, run, out), self.services)
     }
 
     /// Trains version `round` on the data; the registry is the cluster's (Redis) or,
@@ -465,18 +452,7 @@ pub async fn eval(args: EvalArgs, services: &ServiceArgs) -> Result<()> {
         let run = format!("{}-v{}", stem(&args.config), v.version);
         let path = config_for(config.clone(), v, &out, &run)?;
         run::run(
-            RunArgs {
-                config: path,
-                run: Some(run.clone()),
-                out: out.clone(),
-                worker_config: args.worker_config.clone(),
-                batch: args.batch,
-                quiet: args.quiet,
-                verifier: args.verifier.clone(),
-                device: args.device.clone(),
-                ort_lib: None,
-                dry_run: false,
-            },
+            run_args(&args.runs, path, run.clone(), out.clone()),
             services,
         )
         .await
@@ -496,6 +472,22 @@ pub async fn eval(args: EvalArgs, services: &ServiceArgs) -> Result<()> {
     }
     print!("{table}");
     Ok(())
+}
+
+/// The `tsst run` of `config` as `run`, writing under `out`.
+fn run_args(r: &RunsArgs, config: PathBuf, run: String, out: PathBuf) -> RunArgs {
+    RunArgs {
+        config,
+        run: Some(run),
+        out,
+        worker_config: r.worker_config.clone(),
+        batch: r.batch,
+        quiet: r.quiet,
+        verifier: r.verifier.clone(),
+        device: r.device.clone(),
+        ort_lib: None,
+        dry_run: false,
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {
