@@ -16,7 +16,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tsst_messages::{
@@ -25,6 +26,11 @@ use tsst_messages::{
 
 /// Persistent delivery, so a broker restart loses no task.
 const DELIVERY_MODE_PERSISTENT: u8 = 2;
+
+/// Numbers every subscription of the process. Delivery tags count per channel, and
+/// channel ids start again at 1 on a new connection, so neither tells the deliveries
+/// of a lost channel from those of its successor; this does.
+static SUBSCRIPTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// One connection with a confirm-mode channel for publishing. Consumers get channels
 /// of their own so a slow consumer never holds up publishing.
@@ -72,12 +78,15 @@ pub struct AmqpDelivery {
     inner: lapin::message::Delivery,
     broker: AmqpBroker,
     role: Option<Role>,
+    /// The subscription (channel) it came on: acks go per subscription.
+    subscription: u64,
 }
 
 /// A consumer on one queue; it subscribes again when its channel is lost.
 pub struct AmqpConsumer {
     stream: lapin::Consumer,
     _channel: Channel,
+    subscription: u64,
     broker: AmqpBroker,
     role: Option<Role>,
     queue: String,
@@ -323,10 +332,11 @@ impl AmqpBroker {
         queue: &str,
         prefetch: u16,
     ) -> Result<AmqpConsumer, BrokerError> {
-        let (stream, channel) = self.subscribe(queue, prefetch).await?;
+        let (stream, channel, subscription) = self.subscribe(queue, prefetch).await?;
         Ok(AmqpConsumer {
             stream,
             _channel: channel,
+            subscription,
             broker: self.clone(),
             role: None,
             queue: queue.to_owned(),
@@ -338,7 +348,7 @@ impl AmqpBroker {
         &self,
         queue: &str,
         prefetch: u16,
-    ) -> Result<(lapin::Consumer, Channel), BrokerError> {
+    ) -> Result<(lapin::Consumer, Channel, u64), BrokerError> {
         let ch = self.channel().await?;
         // Quorum queues refuse global QoS; this prefetch applies per consumer.
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
@@ -351,7 +361,7 @@ impl AmqpBroker {
                 FieldTable::default(),
             )
             .await?;
-        Ok((stream, ch))
+        Ok((stream, ch, SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// Number of ready messages in a queue. Uses a throwaway channel because a passive
@@ -417,6 +427,7 @@ impl Consumer for AmqpConsumer {
                         inner,
                         broker: self.broker.clone(),
                         role: self.role,
+                        subscription: self.subscription,
                     }))
                 }
                 Some(Err(err)) => {
@@ -431,9 +442,10 @@ impl Consumer for AmqpConsumer {
                 }
                 tokio::time::sleep(wait).await;
                 match self.broker.subscribe(&self.queue, self.prefetch).await {
-                    Ok((stream, channel)) => {
+                    Ok((stream, channel, subscription)) => {
                         self.stream = stream;
                         self._channel = channel;
+                        self.subscription = subscription;
                         tracing::info!(queue = %self.queue, "consuming again");
                         break;
                     }
@@ -479,15 +491,36 @@ impl Delivery for AmqpDelivery {
         Ok(())
     }
 
-    /// One frame for the whole batch: `multiple` on the highest delivery tag acks it
-    /// and every earlier one of the channel. A consumer takes batches in delivery
-    /// order, so the earlier ones are this batch's or already settled.
+    /// One frame per subscription the batch came on: `multiple` on its highest
+    /// delivery tag acks that delivery and every earlier one of the channel. A consumer
+    /// takes batches in delivery order, so the earlier ones are this batch's or already
+    /// settled. A batch holds deliveries of two subscriptions when its consumer lost
+    /// its channel and subscribed again: tags start again at 1 on the new channel, so
+    /// the highest tag of the whole batch may be a lost channel's, whose ack settles
+    /// nothing (lapin answers it without error), and acking only that one would leave
+    /// the new channel's deliveries unacked for as long as it lives.
     async fn ack_all(deliveries: Vec<Self>) -> Result<(), BrokerError> {
-        let Some(last) = deliveries.iter().max_by_key(|d| d.inner.delivery_tag) else {
-            return Ok(());
-        };
-        last.inner.ack(BasicAckOptions { multiple: true }).await?;
-        Ok(())
+        let mut last: BTreeMap<u64, &AmqpDelivery> = BTreeMap::new();
+        for d in &deliveries {
+            let entry = last.entry(d.subscription).or_insert(d);
+            if d.inner.delivery_tag > entry.inner.delivery_tag {
+                *entry = d;
+            }
+        }
+        let mut result = Ok(());
+        for d in last.values() {
+            // A lost channel's deliveries are back in the queue already; the others
+            // are still acked when one subscription's ack fails.
+            if let Err(err) = d.inner.ack(BasicAckOptions { multiple: true }).await {
+                result = Err(err.into());
+            }
+        }
+        result
+    }
+
+    /// Its channel is gone: the broker has requeued it, and settling it does nothing.
+    fn lost(&self) -> bool {
+        self.inner.acker.poisoned()
     }
 
     async fn requeue(&self) -> Result<(), BrokerError> {

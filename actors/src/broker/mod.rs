@@ -80,6 +80,12 @@ pub trait Delivery: Send + Sync + Unpin + 'static {
             Ok(())
         }
     }
+    /// Its consumer's channel is gone, so the broker has put it back already (another
+    /// consumer, or this one's next subscription, gets it again): processing it would
+    /// only repeat work.
+    fn lost(&self) -> bool {
+        false
+    }
     /// Puts it back for another consumer.
     fn requeue(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
     /// Moves it to the role's dead-letter queue with `reason`.

@@ -9,7 +9,7 @@
 //! error no retry can mend reports it and stays idle; the process then stops and says
 //! why. Shutdown (`Drain`) lets every actor finish and settle the batch in flight.
 use super::context::{Context, DeliveryOf};
-use crate::broker::{Broker, BrokerError, Consumer};
+use crate::broker::{Broker, BrokerError, Consumer, Delivery};
 use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Trainer, Verifier};
 use crate::store::Store;
 use actix::{
@@ -199,6 +199,13 @@ where
     /// Starts the next batch if one may start: nothing in flight, and either a full
     /// batch pending or `full_only` false.
     fn dispatch(&mut self, full_only: bool, ctx: &mut actix::Context<Self>) {
+        // Taken on a channel that has since been lost (a broker restart, a dropped
+        // connection): the broker gave them back to the queue when the channel died.
+        let before = self.pending.len();
+        self.pending.retain(|d| !d.lost());
+        if self.pending.len() < before {
+            tracing::debug!(role = %self.role, dropped = before - self.pending.len(), "deliveries of a lost channel left to their redelivery");
+        }
         if self.busy || self.pending.is_empty() || !self.life.working() {
             return;
         }
@@ -326,7 +333,7 @@ where
         };
         // One line per delivery the role took: an exact count of the work's
         // deliveries that survives a SIGKILL (the soak counts these).
-        tracing::debug!(role = %self.role, attempt = crate::broker::Delivery::attempt(&delivery), "delivery taken");
+        tracing::debug!(role = %self.role, attempt = delivery.attempt(), "delivery taken");
         if !self.life.working() {
             // Back to the queue, for another worker or a later life of this one.
             ctx.spawn(requeue_all([delivery]).into_actor(self));
