@@ -1,9 +1,11 @@
-//! `tsst selftrain` embedded on the tiny models: two rounds after round 0, killed in
-//! the middle and started again, ends with every stage done once, three ready model
-//! versions chained by parent, and a report that parses. The trainer config "trains"
-//! by copying the parent models (tools/train needs torch, which CI does not install);
-//! what is under test is the loop: warm-up, search with the previous version, data,
-//! training, evaluation, state and resume.
+//! `tsst selftrain` embedded on the tiny models.
+//! - Two rounds after round 0, killed in the middle and started again, end with every
+//!   stage done once, three ready model versions chained by parent, and a report that
+//!   parses. Its trainer config "trains" by copying the parent models: what is under
+//!   test is the loop (warm-up, search with the previous version, data, training,
+//!   evaluation, state and resume), quickly.
+//! - One round with the real trainer (tools/train: LoRA in PyTorch, merged and exported
+//!   to ONNX): the versions it makes are new weights that the next stages load.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,21 +30,42 @@ fn state(dir: &Path) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn done(dir: &Path) -> Vec<String> {
-    state(dir)["done"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The training tools' python: `TSST_TRAIN_PYTHON` (CI sets it, and then it must
+/// work), else `.venv-tools/bin/python` (`tools/train/setup.sh`); `None` skips.
+fn train_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TSST_TRAIN_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo().join(".venv-tools/bin/python");
+    let ok = Command::new(&venv)
+        .args(["-c", "import torch, peft, transformers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: no training tools (tools/train/setup.sh installs them)");
+    }
+    ok.then_some(venv)
 }
 
-#[test]
-fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A model directory's ONNX graphs and weights, in file-name order.
+fn weights(model: &Path) -> Vec<u8> {
+    let mut files: Vec<_> = std::fs::read_dir(model)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx" || e == "data"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn synth_and_configs(dir: &Path) {
     let synth = tsst(dir)
         .args([
             "data", "synth", "--out", "synth", "--n", "16", "--seed", "4",
@@ -60,6 +83,24 @@ fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
         data_partition: '0_1'\nbranch: 1\nn_consistency: 1\n\
         models:\n  - {policy_model: scripted, tag: st, run_flag: true, use_value: false}\n";
     std::fs::write(dir.join("direct.yaml"), direct).unwrap();
+}
+
+fn done(dir: &Path) -> Vec<String> {
+    state(dir)["done"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_and_configs(dir);
     let trainer = format!(
         "models_root: models\nbase_policy: {fx}/tiny-policy\nbase_value: {fx}/tiny-value\n\
          stages:\n\
@@ -199,4 +240,105 @@ fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
     let missing = eval("7");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("version 7 is not a ready version"));
+}
+
+#[test]
+fn a_round_with_the_real_trainer_makes_new_weights_that_the_loop_loads() {
+    let Some(python) = train_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_and_configs(dir);
+    let tools = repo().join("tools/train/train.py");
+    let stage = |kind: &str, data: &str| {
+        format!(
+            "  - {{name: train-{kind}, program: '{py}', args: ['{tools}', --kind, {kind}, --base, '{{parent_{kind}}}', \
+             --data, '{{{data}}}', --image-root, synth, --out, '{{out}}/{kind}', --lora-r, '8', --lora-alpha, '16', \
+             --epochs, '2', --export], timeout_secs: 600}}\n",
+            py = python.display(),
+            tools = tools.display(),
+        )
+    };
+    let trainer = format!(
+        "models_root: models\nbase_policy: tiny-random\nbase_value: tiny-random\nstages:\n{}{}\
+         policy_dir: '{{out}}/policy/onnx'\nvalue_dir: '{{out}}/value/onnx'\n",
+        stage("policy", "policy_data"),
+        stage("value", "value_data"),
+    );
+    std::fs::write(dir.join("trainer.yaml"), trainer).unwrap();
+    let out = tsst(dir)
+        .args([
+            "selftrain",
+            "--config",
+            "search.yaml",
+            "--trainer",
+            "trainer.yaml",
+            "--rounds",
+            "1",
+            "--eval",
+            "direct.yaml",
+            "--out",
+            "out",
+            "--name",
+            "real",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        done(dir),
+        [
+            "r0/warmup",
+            "r0/train",
+            "r0/eval/direct",
+            "r1/search",
+            "r1/train",
+            "r1/eval/direct"
+        ]
+    );
+    let versions = state(dir)["versions"].as_array().cloned().unwrap();
+    assert_eq!(versions.len(), 2);
+    for v in &versions {
+        assert_eq!(v["status"]["state"], "ready", "{v}");
+    }
+    assert_eq!(versions[1]["parent"].as_u64(), Some(0));
+
+    // Each version trained on records of its own, and its exported weights are new:
+    // not the random fixture's, not its parent's. The exception: round 1's D+ and Dv
+    // are empty when v0 (a tiny random model after one LoRA round on 12 warm-up
+    // records) finished no verified answer, and empty data leaves the parent as it was.
+    for kind in ["policy", "value"] {
+        let mut seen = vec![weights(&fixtures().join(format!("tiny-{kind}")))];
+        for v in 0..2 {
+            let root = dir.join(format!("models/real/v{v}/{kind}"));
+            let train: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(root.join("train.json")).unwrap())
+                    .unwrap();
+            let w = weights(&root.join("onnx"));
+            if v == 1 && train["records"] == 0 {
+                assert_eq!(&w, seen.last().unwrap(), "an empty D+ keeps the parent");
+                continue;
+            }
+            assert!(
+                train["records"].as_u64().unwrap() > 0,
+                "v{v} {kind}: {train}"
+            );
+            assert!(train["steps"].as_u64().unwrap() > 0, "v{v} {kind}: {train}");
+            assert!(
+                !seen.contains(&w),
+                "v{v} {kind}: the weights did not change"
+            );
+            seen.push(w);
+        }
+    }
+    // Round 1 searched and was evaluated with what round 0 trained.
+    let r1 = std::fs::read_to_string(dir.join("out/r1/real-r1-search.yaml")).unwrap();
+    assert!(r1.contains("models/real/v0/policy/onnx"), "{r1}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 2);
 }
