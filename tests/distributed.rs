@@ -276,6 +276,115 @@ async fn next_delivery<C: Consumer>(c: &mut C) -> C::Delivery {
         .expect("delivery ok")
 }
 
+/// A worker's `/metrics` scraped during a run and after it: the counters move, the
+/// finished questions are counted once each, and every name follows Prometheus
+/// conventions (a `tsst_` prefix, `_total` counters, `_seconds` durations).
+#[actix_rt::test]
+async fn a_worker_serves_metrics_that_move_during_a_run() {
+    let ns = format!("tsst-test-metrics-{}", std::process::id());
+    let run = format!("metrics-{}", std::process::id());
+    let qs = questions(30);
+    let rec = record(&run, "scripted:20ms");
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let port = common::free_port();
+    let mut cluster = Cluster::new(&ns);
+    cluster
+        .env
+        .push(("TSST_METRICS".into(), format!("127.0.0.1:{port}")));
+    cluster.spawn_worker();
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    progressed(&store, &run, 3, 30, &cluster).await;
+    let during = scrape(port);
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+    // Settled after the last commit: give the last acks a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = scrape(port);
+
+    for name in [
+        "tsst_messages_consumed_total",
+        "tsst_messages_acked_total",
+        "tsst_messages_published_total",
+        "tsst_nodes_expanded_total",
+        "tsst_tokens_generated_total",
+        "tsst_questions_finished_total",
+        "tsst_batch_duration_seconds_count",
+    ] {
+        assert!(
+            after.sum(name) > during.sum(name),
+            "{name} did not move: {} then {}",
+            during.sum(name),
+            after.sum(name)
+        );
+    }
+    assert_eq!(after.sum("tsst_questions_finished_total"), 30.0);
+    assert_eq!(after.sum("tsst_worker_up"), 1.0);
+    let generator = broker.topology().queue(Role::Generator);
+    assert!(after
+        .samples
+        .iter()
+        .any(|(n, labels, _)| n == "tsst_messages_acked_total" && labels.contains(&generator)));
+    for (name, kind) in &after.types {
+        assert!(name.starts_with("tsst_"), "{name}");
+        match kind.as_str() {
+            "counter" => assert!(name.ends_with("_total"), "counter {name}"),
+            "histogram" | "gauge" => assert!(!name.ends_with("_total"), "{kind} {name}"),
+            other => panic!("{name}: unexpected type {other}"),
+        }
+    }
+    assert!(after.types.contains_key("tsst_batch_duration_seconds"));
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+}
+
+/// One scrape of a Prometheus text endpoint.
+struct Scrape {
+    /// (name, labels as written, value)
+    samples: Vec<(String, String, f64)>,
+    /// `# TYPE` lines: name -> type.
+    types: std::collections::BTreeMap<String, String>,
+}
+
+impl Scrape {
+    fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, ..)| n == name)
+            .map(|(.., v)| v)
+            .sum()
+    }
+}
+
+fn scrape(port: u16) -> Scrape {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200"),
+        "{head}"
+    );
+    let mut out = Scrape {
+        samples: Vec::new(),
+        types: Default::default(),
+    };
+    for line in body.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').unwrap();
+            out.types.insert(name.into(), kind.into());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            out.samples
+                .push((name.into(), labels.into(), value.parse().unwrap()));
+        }
+    }
+    out
+}
+
 /// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
 /// no task uses up its delivery limit, nothing is dead-lettered.
 #[actix_rt::test]

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod heal;
 pub mod llm;
+pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod roles;

@@ -201,6 +201,13 @@ impl LlmClient {
                     .map_err(|e| LlmError::Client(e.to_string()))?;
                 self.attempt(&url, messages, generation).await
             };
+            let result = match &outcome {
+                Attempt::Reply(_) => "ok",
+                Attempt::Fail(LlmError::Rejected { .. }) => "rejected",
+                Attempt::Fail(_) => "unparsable",
+                Attempt::Retry { .. } => "error",
+            };
+            metrics::counter!(crate::metrics::VERIFIER_CALLS, "result" => result).increment(1);
             match outcome {
                 Attempt::Reply(reply) => return Ok(reply),
                 Attempt::Fail(e) => return Err(e),

@@ -209,6 +209,10 @@ impl OnnxPolicy {
         for chunk in live.chunks(PREFILL_BATCH) {
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
             let (lens, run) = self.model.prefill_last(&refs)?;
+            // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
+            // not depend on the actors'): prompt positions this policy prefilled.
+            metrics::counter!("tsst_tokens_prefilled_total")
+                .increment(lens.iter().sum::<usize>() as u64);
             let seq = lens.iter().copied().max().unwrap_or(0);
             let last = run.picked;
             let source = sources.len();

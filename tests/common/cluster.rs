@@ -115,6 +115,8 @@ impl Cluster {
             .env("TSST_NAMESPACE", &self.ns)
             .env("RUST_LOG", "info,lapin=warn")
             .env("TSST_RELAY_STALL_SECS", self.relay_stall.to_string())
+            // No metrics endpoint unless a test asks for one (`env`).
+            .env("TSST_METRICS", "off")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -294,6 +294,11 @@ pub struct WorkerArgs {
     /// (trees whose tasks a store rollback lost); 0 turns the relay off.
     #[arg(long, default_value_t = 120, env = "TSST_RELAY_STALL_SECS")]
     pub relay_stall_secs: u64,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. 0.0.0.0:9187 in a
+    /// container; `off` serves none. Default 127.0.0.1:9187, skipped with a warning
+    /// when another worker on the host holds that port.
+    #[arg(long, env = "TSST_METRICS")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `tsst`: Tree-Searched Self-Training for vision-language models.
 mod cli;
 mod commands;
+mod metrics;
 mod runs;
 mod services;
 

@@ -6,6 +6,7 @@
 //! on the lost channel cannot be settled any more; the broker requeued them when the
 //! channel died, and the outbox makes their second processing harmless.
 use super::{Broker, BrokerError, Consumer, Delivery};
+use crate::metrics::{ACKED, CONSUMED, DEAD_LETTERED, PUBLISHED, REQUEUED};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -223,6 +224,10 @@ impl AmqpBroker {
         for (id, confirm) in pending {
             check_confirm(id, confirm.await?)?;
         }
+        for env in tasks {
+            let queue = self.shared.topology.queue(env.body.role());
+            metrics::counter!(PUBLISHED, "queue" => queue).increment(1);
+        }
         Ok(())
     }
 
@@ -423,12 +428,15 @@ impl Consumer for AmqpConsumer {
         loop {
             match self.stream.next().await {
                 Some(Ok(inner)) => {
+                    let redelivered = if inner.redelivered { "true" } else { "false" };
+                    metrics::counter!(CONSUMED, "queue" => self.queue.clone(), "redelivered" => redelivered)
+                        .increment(1);
                     return Some(Ok(AmqpDelivery {
                         inner,
                         broker: self.broker.clone(),
                         role: self.role,
                         subscription: self.subscription,
-                    }))
+                    }));
                 }
                 Some(Err(err)) => {
                     tracing::warn!(queue = %self.queue, %err, "consumer lost its channel")
@@ -487,7 +495,9 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn ack(&self) -> Result<(), BrokerError> {
-        self.inner.ack(BasicAckOptions::default()).await?;
+        if self.inner.ack(BasicAckOptions::default()).await? {
+            self.count(ACKED, 1);
+        }
         Ok(())
     }
 
@@ -511,8 +521,15 @@ impl Delivery for AmqpDelivery {
         for d in last.values() {
             // A lost channel's deliveries are back in the queue already; the others
             // are still acked when one subscription's ack fails.
-            if let Err(err) = d.inner.ack(BasicAckOptions { multiple: true }).await {
-                result = Err(err.into());
+            match d.inner.ack(BasicAckOptions { multiple: true }).await {
+                Ok(true) => {
+                    let n = deliveries
+                        .iter()
+                        .filter(|o| o.subscription == d.subscription);
+                    d.count(ACKED, n.count() as u64);
+                }
+                Ok(false) => {}
+                Err(err) => result = Err(err.into()),
             }
         }
         result
@@ -524,12 +541,16 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn requeue(&self) -> Result<(), BrokerError> {
-        self.inner
+        let requeued = self
+            .inner
             .nack(BasicNackOptions {
                 requeue: true,
                 ..Default::default()
             })
             .await?;
+        if requeued {
+            self.count(REQUEUED, 1);
+        }
         Ok(())
     }
 
@@ -567,11 +588,23 @@ impl Delivery for AmqpDelivery {
                 props,
             )
             .await?;
-        self.ack().await
+        self.count(DEAD_LETTERED, 1);
+        // Settled, not "acked" in the counters' sense: its effect was never applied.
+        self.inner.ack(BasicAckOptions::default()).await?;
+        Ok(())
     }
 }
 
 impl AmqpDelivery {
+    /// Adds `n` to a per-queue counter, labelled with the queue it came from.
+    fn count(&self, name: &'static str, n: u64) {
+        let queue = match self.role {
+            Some(role) => self.broker.shared.topology.queue(role),
+            None => self.inner.routing_key.to_string(),
+        };
+        metrics::counter!(name, "queue" => queue).increment(n);
+    }
+
     /// The reason header of a dead-lettered message.
     pub fn error_header(&self) -> Option<String> {
         header_string(&self.inner.properties, HEADER_ERROR)

@@ -163,6 +163,9 @@ impl<S: Store, B: Broker> Generator<S, B> {
             }
         }
         ctx.store.commit_expand(&commits).await?;
+        let created: usize = commits.iter().map(|c| c.children.len()).sum();
+        metrics::counter!(crate::metrics::NODES_EXPANDED).increment(commits.len() as u64);
+        metrics::counter!(crate::metrics::NODES_CREATED).increment(created as u64);
         plan.commit_failures(&ctx.store).await?;
         Ok(plan)
     }

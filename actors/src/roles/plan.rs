@@ -151,6 +151,14 @@ pub async fn settle<S: Store, B: Broker>(
             held: Vec::new(),
         });
     }
+    for event in &plan.events {
+        let outcome = match event {
+            Event::QuestionDone { .. } => "done",
+            Event::QuestionFailed { .. } => "failed",
+            _ => continue,
+        };
+        metrics::counter!(crate::metrics::QUESTIONS_FINISHED, "outcome" => outcome).increment(1);
+    }
     ctx.announce(plan.events).await;
     Ok(())
 }

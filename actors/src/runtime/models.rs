@@ -9,6 +9,7 @@
 //! A batch whose backend failed is tried again in place a few times before the
 //! failure counts against its tasks' delivery budget: a transient fault (a device
 //! hiccup, a panic and a reload) costs a moment, not a redelivery.
+use crate::metrics::{BACKEND_ERRORS, BACKEND_RETRIES, MODEL_LOADED};
 use actix::{Actor, ActorContext, Addr, Handler, Message, SyncArbiter, SyncContext};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,8 @@ impl Message for Score {
 /// A kind of model the factory makes by name: [`Policy`] or [`Value`].
 pub trait Served: Unpin + 'static {
     type Backend: ?Sized;
+    /// The `model_kind` label of its metrics.
+    const KIND: &'static str;
     fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError>;
 }
 
@@ -62,6 +65,7 @@ pub struct Value;
 
 impl Served for Policy {
     type Backend = dyn PolicyBackend;
+    const KIND: &'static str = "policy";
     fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError> {
         factory.policy(name)
     }
@@ -69,6 +73,7 @@ impl Served for Policy {
 
 impl Served for Value {
     type Backend = dyn ValueBackend;
+    const KIND: &'static str = "value";
     fn load(factory: &dyn ModelFactory, name: &str) -> Result<Box<Self::Backend>, BackendError> {
         factory.value(name)
     }
@@ -87,9 +92,19 @@ pub type ValueActor = ModelActor<Value>;
 
 impl<K: Served> Actor for ModelActor<K> {
     type Context = SyncContext<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.backend.is_some() {
+            self.loaded_gauge().set(0.0);
+        }
+    }
 }
 
 impl<K: Served> ModelActor<K> {
+    fn loaded_gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(MODEL_LOADED, "model_kind" => K::KIND, "model" => self.name.clone())
+    }
+
     /// Runs `call` on the loaded backend, loading it first if needed; a panic becomes
     /// the batch's error and stops the actor, so that `SyncArbiter` starts a fresh one.
     fn serve<T>(
@@ -99,13 +114,17 @@ impl<K: Served> ModelActor<K> {
     ) -> Result<T, BackendError> {
         let loaded = match &mut self.backend {
             Some(b) => b,
-            None => self
-                .backend
-                .insert(K::load(self.factory.as_ref(), &self.name)?),
+            None => {
+                let backend = K::load(self.factory.as_ref(), &self.name)?;
+                self.loaded_gauge().set(1.0);
+                self.backend.insert(backend)
+            }
         };
         match catch_unwind(AssertUnwindSafe(|| call(loaded))) {
             Ok(result) => result,
             Err(panic) => {
+                self.loaded_gauge().set(0.0);
+                self.backend = None;
                 let reason = panic
                     .downcast_ref::<String>()
                     .map(String::as_str)
@@ -142,7 +161,15 @@ impl Handler<Expand> for PolicyActor {
                 delimiter: o.delimiter,
             })
             .collect();
-        self.serve(|b| b.expand(&requests), ctx)
+        let outputs = self.serve(|b| b.expand(&requests), ctx)?;
+        let tokens: u64 = outputs
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|s| u64::from(s.tokens))
+            .sum();
+        metrics::counter!(crate::metrics::TOKENS_GENERATED).increment(tokens);
+        Ok(outputs)
     }
 }
 
@@ -294,9 +321,10 @@ impl Models {
 
 /// Sends the batch, trying it again in place after a backend error. An actor that is
 /// gone (its thread died) is a backend error too.
-async fn ask<A, M, T>(addr: &Addr<A>, model: &str, msg: M) -> Result<T, BackendError>
+async fn ask<K, M, T>(addr: &Addr<ModelActor<K>>, model: &str, msg: M) -> Result<T, BackendError>
 where
-    A: Actor<Context = SyncContext<A>> + Handler<M>,
+    K: Served,
+    ModelActor<K>: Actor<Context = SyncContext<ModelActor<K>>> + Handler<M>,
     M: Message<Result = Result<T, BackendError>> + Clone + Send + 'static,
     T: Send + 'static,
 {
@@ -309,8 +337,12 @@ where
                 reason: format!("its actor is gone: {e}"),
             }),
         };
+        if result.is_err() {
+            metrics::counter!(BACKEND_ERRORS, "model_kind" => K::KIND).increment(1);
+        }
         match result {
             Err(e) if attempt < LOCAL_TRIES => {
+                metrics::counter!(BACKEND_RETRIES, "model_kind" => K::KIND).increment(1);
                 tracing::warn!(model, attempt, error = %e, "backend failed; trying the batch again here");
                 tokio::time::sleep(wait).await;
                 wait *= 2;

@@ -10,7 +10,10 @@
 //! why. Shutdown (`Drain`) lets every actor finish and settle the batch in flight.
 use super::context::{Context, DeliveryOf};
 use crate::broker::{Broker, BrokerError, Consumer, Delivery};
-use crate::roles::{requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Trainer, Verifier};
+use crate::metrics::{BATCH_FAILURES, BATCH_SECONDS, BATCH_SIZE};
+use crate::roles::{
+    requeue_all, Failed, Generator, Labeler, RoleWork, Scorer, Trainer, Verifier, WorkError,
+};
 use crate::store::Store;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Handler, Message, Recipient,
@@ -19,7 +22,7 @@ use actix::{
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tsst_messages::Role;
 
@@ -85,6 +88,8 @@ struct RoleActor<W, B: Broker> {
     pending: Vec<DeliveryOf<B>>,
     /// A batch is being processed (or waits to be tried again).
     busy: bool,
+    /// When the batch in flight started.
+    started: Instant,
     /// The consumer, attached as a stream.
     stream: Option<SpawnHandle>,
     /// The timer that sends a partial batch once `max_wait` has passed.
@@ -223,11 +228,14 @@ where
     /// Processes a batch; a panic in it stops the actor (its supervisor restarts it).
     fn run(&mut self, batch: Vec<DeliveryOf<B>>, ctx: &mut actix::Context<Self>) {
         self.busy = true;
+        self.started = Instant::now();
+        metrics::histogram!(BATCH_SIZE, "role" => self.role.name()).record(batch.len() as f64);
         let work = self.work.clone();
         let fut = AssertUnwindSafe(async move { work.process(batch).await }).catch_unwind();
         ctx.spawn(fut.into_actor(self).map(|result, actor, ctx| match result {
             Ok(done) => actor.done(Done(done), ctx),
             Err(_) => {
+                actor.failed("panic");
                 tracing::error!(role = %actor.role, "a batch panicked; the actor restarts and its deliveries go back to the queue");
                 ctx.stop();
             }
@@ -236,12 +244,15 @@ where
 
     fn done(&mut self, Done(result): Done<DeliveryOf<B>>, ctx: &mut actix::Context<Self>) {
         let role = self.role;
+        metrics::histogram!(BATCH_SECONDS, "role" => role.name())
+            .record(self.started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 self.backoff = FIRST_BACKOFF;
                 self.busy = false;
             }
             Err(Failed { error, held }) if error.is_fatal() => {
+                self.failed("fatal");
                 tracing::error!(%role, %error, "the role stops: no retry can mend this");
                 if let Life::Draining(tx) = std::mem::replace(&mut self.life, Life::Dead) {
                     let _ = tx.send(());
@@ -262,6 +273,10 @@ where
                 );
             }
             Err(Failed { error, held }) => {
+                self.failed(match &error {
+                    WorkError::Store(_) => "store",
+                    _ => "broker",
+                });
                 // Wait a little before trying again so an outage is not hammered.
                 if held.is_empty() {
                     tracing::error!(%role, %error, "batch failed and went back to the queue");
@@ -287,6 +302,10 @@ where
             }
         }
         self.after_batch(ctx);
+    }
+
+    fn failed(&self, kind: &'static str) {
+        metrics::counter!(BATCH_FAILURES, "role" => self.role.name(), "kind" => kind).increment(1);
     }
 
     /// What follows a settled batch: the next one (deliveries that arrived meanwhile
@@ -476,6 +495,7 @@ where
         batch,
         pending: Vec::new(),
         busy: false,
+        started: Instant::now(),
         stream: None,
         flush: None,
         backoff: FIRST_BACKOFF,

@@ -46,6 +46,9 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let config = services::worker_config(args.config.as_deref(), args.device.as_deref())?;
     let services = &services.or_config(&config);
     let name = args.name.clone().unwrap_or_else(default_name);
+    if let Some(addr) = crate::metrics::serve(args.metrics.as_deref())? {
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
     let Some(d) = services::wait_for(services, &name, shutdown_signal()).await? else {
         return Ok(());
     };
@@ -113,6 +116,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
         let _ = relay.await;
     }
     worker.shutdown().await;
+    metrics::gauge!(tsst_actors::metrics::WORKER_UP).set(0.0);
     d.broker.close().await;
     if let Some(reason) = failed {
         anyhow::bail!("a role stopped: {reason}");
