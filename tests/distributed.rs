@@ -385,6 +385,96 @@ fn scrape(port: u16) -> Scrape {
     out
 }
 
+/// `tsst status --json` during a run: every queue with its unacknowledged count and
+/// rates from the management API, the live workers with their roles (heartbeats),
+/// the run's progress with a rate; a stopped worker leaves the list.
+#[actix_rt::test]
+async fn status_shows_queues_workers_and_progress() {
+    let node = common::RabbitNode::with_management("status");
+    let ns = format!("tsst-test-status-{}", std::process::id());
+    let run = format!("status-{}", std::process::id());
+    let qs = questions(40);
+    let rec = record(&run, "scripted:40ms");
+    let (broker, store) = connect_to(&node.url(), &ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::on_broker(&ns, node.url());
+    cluster.spawn_worker();
+    cluster.spawn_worker();
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    progressed(&store, &run, 5, 40, &cluster).await;
+    let status = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["status", "--json", run.as_str()];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(tsst_bin())
+            .args(&args)
+            .env("TSST_AMQP_URL", node.url())
+            .env("TSST_REDIS_URL", redis_url())
+            .env("TSST_NAMESPACE", &ns)
+            .env(
+                "TSST_RABBITMQ_MANAGEMENT",
+                format!("http://127.0.0.1:{}", node.management_port.unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The management API's statistics lag the broker by a sampling interval or two.
+    let started = Instant::now();
+    let s = loop {
+        let s = status(&[]);
+        if s["queues"][0]["consumers"] == 2 || started.elapsed() > Duration::from_secs(15) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        s["queue_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{s}"
+    );
+    let queues = s["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), Role::ALL.len());
+    let expand = &queues[0];
+    assert_eq!(expand["queue"], broker.topology().queue(Role::Generator));
+    assert_eq!(expand["consumers"], 2, "{expand}");
+    assert!(
+        expand["unacked"].is_u64() && expand["publish_rate"].is_f64(),
+        "{expand}"
+    );
+    let workers = s["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{s}");
+    assert!(workers[0]["roles"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("generator")));
+    let r = &s["runs"][0];
+    assert_eq!(
+        (r["run"].as_str(), r["total"].as_u64()),
+        (Some(run.as_str()), Some(40))
+    );
+    assert!(
+        r["done"].as_u64().unwrap() >= 5 && r["rate"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    // Without the management API: ready counts and consumers only.
+    let plain = status(&["--management", "off"]);
+    assert!(plain["queues"][0]["unacked"].is_null(), "{plain}");
+
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+    cluster.stop_gracefully();
+    let s = status(&[]);
+    assert_eq!(s["runs"][0]["complete"], true);
+    assert_eq!(
+        s["workers"].as_array().unwrap().len(),
+        0,
+        "stopped workers leave: {s}"
+    );
+    store.delete_run(&run).await.unwrap();
+}
+
 /// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
 /// no task uses up its delivery limit, nothing is dead-lettered.
 #[actix_rt::test]

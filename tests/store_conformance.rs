@@ -2,7 +2,7 @@
 //! mode must give every operation the same effect, including under redelivery.
 use tsst_actors::store::{
     round_outbox_key, Barrier, ExpandCommit, MemoryStore, RedisStore, RoundCommit, ScoreCommit,
-    Store, StoreError, TreeRef, VerdictCommit, VERIFY_OUTBOX_KEY,
+    Store, StoreError, TreeRef, VerdictCommit, WorkerBeat, VERIFY_OUTBOX_KEY,
 };
 use tsst_messages::*;
 
@@ -81,6 +81,9 @@ async fn runs_register_once<S: Store>(store: S, run: &str) {
     assert_eq!(store.questions(run).await.unwrap(), qs);
     assert_eq!(store.run_record(run).await.unwrap(), record(run, 1));
     assert!(store.runs().await.unwrap().contains(&run.to_owned()));
+    let p = store.progress(run).await.unwrap();
+    let now = tsst_actors::store::unix_now();
+    assert!(p.started.is_some_and(|s| s <= now && s + 60 > now), "{p:?}");
     let err = store.register_run(&record(run, 2), &qs).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict { what: "config", .. }),
@@ -449,4 +452,49 @@ async fn redis_model_versions() {
     let _: () = redis::AsyncCommands::del(&mut conn, tsst_messages::keys::models(&run))
         .await
         .unwrap();
+}
+
+/// Heartbeats: the latest one per worker, the stale ones forgotten, a stopped worker
+/// gone at once.
+/// Times near the real clock: another test's `workers` call (with the real time) then
+/// sees these beats as this one does.
+async fn heartbeats_show_live_workers<S: Store>(store: S, prefix: &str) {
+    let now = tsst_actors::store::unix_now();
+    let beat = |name: &str, seen: u64| WorkerBeat {
+        name: format!("{prefix}-{name}"),
+        namespace: "ns".into(),
+        roles: vec!["generator".into(), "scorer".into()],
+        device: "cuda:0".into(),
+        models: vec!["policy-v1".into()],
+        pid: 7,
+        started: now - 200,
+        seen,
+    };
+    store.beat(&beat("a", now - 20)).await.unwrap();
+    store.beat(&beat("a", now - 2)).await.unwrap();
+    store.beat(&beat("b", now - 7)).await.unwrap();
+    store.beat(&beat("c", now - 100)).await.unwrap();
+    let mine = |all: Vec<WorkerBeat>| -> Vec<WorkerBeat> {
+        all.into_iter()
+            .filter(|b| b.name.starts_with(prefix))
+            .collect()
+    };
+    let live = mine(store.workers(now, 30).await.unwrap());
+    assert_eq!(live, vec![beat("a", now - 2), beat("b", now - 7)]);
+    // c was forgotten: it does not come back with a longer window.
+    let live = mine(store.workers(now, 1_000).await.unwrap());
+    assert_eq!(live.len(), 2, "{live:?}");
+    store.forget_worker(&beat("b", 0).name).await.unwrap();
+    store.forget_worker(&beat("a", 0).name).await.unwrap();
+    assert!(mine(store.workers(now, 30).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn memory_heartbeats() {
+    heartbeats_show_live_workers(MemoryStore::new(), "mem").await;
+}
+
+#[tokio::test]
+async fn redis_heartbeats() {
+    heartbeats_show_live_workers(redis().await, &run_id("beats")).await;
 }

@@ -9,6 +9,11 @@ pub fn runs() -> String {
 }
 
 /// String: who holds the lease `name` (one relay at a time), expiring by itself.
+/// Live workers' heartbeats: a hash of worker name -> `WorkerBeat` JSON.
+pub fn workers() -> String {
+    format!("{PREFIX}:workers")
+}
+
 pub fn lease(name: &str) -> String {
     format!("{PREFIX}:lease:{name}")
 }

@@ -381,6 +381,35 @@ pub enum DlqCommand {
 pub struct StatusArgs {
     /// Runs to show; all by default.
     pub runs: Vec<String>,
+    /// One JSON object (queues, dead letters, workers, runs) instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub management: ManagementArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ManagementArgs {
+    /// RabbitMQ's management API (unacknowledged counts, rates), e.g.
+    /// http://user:pass@broker:15672; by default the AMQP URL's host on port 15672 with
+    /// its credentials. `off`: ready counts and consumers only, by passive declares.
+    #[arg(long, env = "TSST_RABBITMQ_MANAGEMENT", hide_env_values = true)]
+    pub management: Option<String>,
+}
+
+impl ManagementArgs {
+    pub fn client(
+        &self,
+        services: &ServiceArgs,
+    ) -> anyhow::Result<Option<tsst_actors::broker::Management>> {
+        let (Some(amqp), explicit) = (&services.amqp, self.management.as_deref()) else {
+            return Ok(None);
+        };
+        if explicit == Some("off") {
+            return Ok(None);
+        }
+        Ok(Some(tsst_actors::broker::Management::new(amqp, explicit)?))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod commands;
 mod metrics;
 mod runs;
 mod services;
+mod snapshot;
 
 use anyhow::Result;
 use clap::Parser;

@@ -372,6 +372,12 @@ impl AmqpBroker {
     /// Number of ready messages in a queue. Uses a throwaway channel because a passive
     /// declare of a missing queue closes the channel it runs on.
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.declare_passive(queue).await?.0)
+    }
+
+    /// A queue's ready messages and consumers, by a passive declare on a throwaway
+    /// channel.
+    pub(super) async fn declare_passive(&self, queue: &str) -> Result<(u32, u32), BrokerError> {
         let ch = self.channel().await?;
         let q = ch
             .queue_declare(
@@ -384,7 +390,7 @@ impl AmqpBroker {
             )
             .await?;
         let _ = ch.close(200, "depth read".into()).await;
-        Ok(q.message_count())
+        Ok((q.message_count(), q.consumer_count()))
     }
 
     pub async fn close(&self) {

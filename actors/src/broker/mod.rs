@@ -1,9 +1,11 @@
 //! The work queues: RabbitMQ in distributed mode, an in-process queue in embedded
 //! mode, behind one trait held to one conformance suite (`tests/broker_conformance.rs`).
 mod amqp;
+mod management;
 mod memory;
 
 pub use amqp::{AmqpBroker, AmqpConsumer, AmqpDelivery, EventStream};
+pub use management::{Management, ManagementError, QueueStats};
 pub use memory::{MemoryBroker, MemoryConsumer, MemoryDelivery};
 use std::future::Future;
 use thiserror::Error;

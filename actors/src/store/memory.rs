@@ -1,7 +1,7 @@
 //! The in-memory store of embedded mode: the same semantics as Redis, in one process.
 use super::{
     round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
-    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey,
+    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, WorkerBeat,
     VERIFY_OUTBOX_KEY,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,6 +27,7 @@ struct Inner {
     probes: HashMap<String, HashMap<Role, u64>>,
     /// Run → version → model version.
     models: HashMap<String, BTreeMap<u32, ModelVersion>>,
+    workers: BTreeMap<String, WorkerBeat>,
 }
 
 struct RunData {
@@ -35,6 +36,7 @@ struct RunData {
     questions: Vec<Question>,
     done: HashSet<String>,
     failed: HashMap<String, String>,
+    started: u64,
 }
 
 struct Tree {
@@ -94,6 +96,7 @@ impl Inner {
             total: r.questions.len() as u32,
             done: r.done.len() as u32,
             failed: r.failed.len() as u32,
+            started: Some(r.started),
         })
     }
 }
@@ -182,6 +185,7 @@ impl Store for MemoryStore {
                 questions: questions.to_vec(),
                 done: HashSet::new(),
                 failed: HashMap::new(),
+                started: super::unix_now(),
             },
         );
         Ok(true)
@@ -225,6 +229,24 @@ impl Store for MemoryStore {
 
     async fn probes(&self, relay: &str) -> Result<HashMap<Role, u64>, StoreError> {
         Ok(self.lock().probes.get(relay).cloned().unwrap_or_default())
+    }
+
+    async fn beat(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        self.lock().workers.insert(beat.name.clone(), beat.clone());
+        Ok(())
+    }
+
+    async fn workers(&self, now: u64, max_age: u64) -> Result<Vec<WorkerBeat>, StoreError> {
+        let mut inner = self.lock();
+        inner
+            .workers
+            .retain(|_, b| b.seen.saturating_add(max_age) >= now);
+        Ok(inner.workers.values().cloned().collect())
+    }
+
+    async fn forget_worker(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().workers.remove(name);
+        Ok(())
     }
 
     async fn put_model_version(&self, version: &ModelVersion) -> Result<(), StoreError> {

@@ -158,6 +158,35 @@ pub struct Progress {
     /// Finished trees, the failed ones included.
     pub done: u32,
     pub failed: u32,
+    /// When the run was registered, in seconds since the Unix epoch (a rate and an
+    /// ETA follow from it); `None` for a run registered before it was recorded.
+    pub started: Option<u64>,
+}
+
+/// A worker's heartbeat: who it is, what it serves, where, with which models. Workers
+/// write one every few seconds; one not renewed is a worker gone.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerBeat {
+    pub name: String,
+    /// The namespace of the queues it consumes.
+    pub namespace: String,
+    pub roles: Vec<String>,
+    /// cpu or cuda:N.
+    pub device: String,
+    /// The models it has loaded (policy and value names or paths).
+    pub models: Vec<String>,
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+    pub seen: u64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Progress {
@@ -343,6 +372,20 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<HashMap<Role, u64>, StoreError>> + Send;
 
     /// Records (or replaces) a model version in its run's registry.
+    /// Records a worker's heartbeat, replacing its previous one.
+    fn beat(&self, beat: &WorkerBeat) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The workers whose last heartbeat is at most `max_age` seconds old at `now`;
+    /// older ones are forgotten.
+    fn workers(
+        &self,
+        now: u64,
+        max_age: u64,
+    ) -> impl Future<Output = Result<Vec<WorkerBeat>, StoreError>> + Send;
+
+    /// Forgets a worker's heartbeat (it stopped).
+    fn forget_worker(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     fn put_model_version(
         &self,
         version: &ModelVersion,

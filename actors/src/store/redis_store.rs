@@ -2,7 +2,7 @@
 //! must be atomic per tree run as Lua scripts on keys that share the tree's hash tag.
 use super::{
     round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
-    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey,
+    ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, WorkerBeat,
     VERIFY_OUTBOX_KEY,
 };
 use redis::aio::ConnectionManager;
@@ -209,6 +209,7 @@ impl Store for RedisStore {
             pipe.rpush(k.order(), ids).ignore();
         }
         pipe.hset(k.meta(), "questions", questions.len()).ignore();
+        pipe.hset(k.meta(), "started", super::unix_now()).ignore();
         pipe.sadd(keys::runs(), run).ignore();
         let () = self.query(&pipe).await?;
         Ok(true)
@@ -564,12 +565,15 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.hget(rk.meta(), "questions")
             .scard(rk.done())
-            .hlen(rk.failed());
-        let (total, done, failed): (Option<u32>, u32, u32) = self.query(&pipe).await?;
+            .hlen(rk.failed())
+            .hget(rk.meta(), "started");
+        let (total, done, failed, started): (Option<u32>, u32, u32, Option<u64>) =
+            self.query(&pipe).await?;
         Ok(Progress {
             total: total.ok_or_else(|| StoreError::UnknownRun(run.to_owned()))?,
             done,
             failed,
+            started,
         })
     }
 
@@ -649,6 +653,40 @@ impl Store for RedisStore {
             .into_iter()
             .filter_map(|r| marks.get(r.name()).map(|&seq| (r, seq)))
             .collect())
+    }
+
+    async fn beat(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        let key = keys::workers();
+        let json = encode(&key, beat)?;
+        let mut conn = self.conn.clone();
+        let () = conn.hset(&key, &beat.name, json).await?;
+        Ok(())
+    }
+
+    async fn workers(&self, now: u64, max_age: u64) -> Result<Vec<WorkerBeat>, StoreError> {
+        let key = keys::workers();
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(&key).await?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (name, json) in all {
+            match decode::<WorkerBeat>(&key, &json) {
+                Ok(b) if b.seen.saturating_add(max_age) >= now => live.push(b),
+                // Not renewed (a killed worker), or written by another version.
+                _ => gone.push(name),
+            }
+        }
+        if !gone.is_empty() {
+            let () = conn.hdel(&key, gone).await?;
+        }
+        live.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(live)
+    }
+
+    async fn forget_worker(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let () = conn.hdel(keys::workers(), name).await?;
+        Ok(())
     }
 
     async fn put_model_version(&self, version: &ModelVersion) -> Result<(), StoreError> {

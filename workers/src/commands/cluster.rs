@@ -1,10 +1,10 @@
 //! The distributed-mode commands that talk to the store: enqueue, results, status.
 use crate::cli::{EnqueueArgs, ResultsArgs, ServiceArgs, StatusArgs};
 use crate::runs;
+use crate::snapshot::Snapshot;
 use anyhow::{Context as _, Result};
 use std::io::Write;
 use tsst_actors::pipeline::{enqueue_with_failures as enqueue_run, results as run_results};
-use tsst_actors::store::Store;
 use tsst_labels::RunMetrics;
 
 pub async fn enqueue(args: EnqueueArgs, services: &ServiceArgs) -> Result<()> {
@@ -70,23 +70,15 @@ pub async fn results(args: ResultsArgs, services: &ServiceArgs) -> Result<()> {
 }
 
 pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
+    let management = args.management.client(services)?;
     let d = services.require("status", "tsst-status").await?;
-    let runs = if args.runs.is_empty() {
-        d.store.runs().await?
-    } else {
-        args.runs
-    };
-    for run in runs {
-        let p = d.store.progress(&run).await?;
-        println!(
-            "{run}: {}/{} finished ({} done, {} failed){}",
-            p.done,
-            p.total,
-            p.done.saturating_sub(p.failed),
-            p.failed,
-            if p.complete() { "" } else { ", searching" }
-        );
-    }
+    let snapshot = Snapshot::take(&d, management.as_ref(), Some(&args.runs)).await;
     d.broker.close().await;
+    let snapshot = snapshot?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", snapshot.render());
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use tsst_actors::runtime::{BatchSettings, RoleSpec, Worker};
+use tsst_actors::store::WorkerBeat;
 use tsst_config::{TrainerConfig, WorkerConfig};
 use tsst_messages::Role;
 
@@ -85,6 +86,22 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let (stop_preload, preload_stop) = tokio::sync::watch::channel(false);
     let preload = actix_rt::spawn(tsst_actors::runtime::preload_published(
         ctx.clone(),
+        preload_stop.clone(),
+    ));
+    let now = tsst_actors::store::unix_now();
+    let beat = WorkerBeat {
+        name: name.clone(),
+        namespace: d.broker.topology().namespace().to_owned(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+        device: config.device.to_string(),
+        models: Vec::new(),
+        pid: std::process::id(),
+        started: now,
+        seen: now,
+    };
+    let heartbeat = actix_rt::spawn(tsst_actors::runtime::heartbeat(
+        ctx.clone(),
+        beat,
         preload_stop,
     ));
     let mut worker = Worker::start(
@@ -112,6 +129,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     let _ = stop_relay.send(true);
     let _ = stop_preload.send(true);
     let _ = preload.await;
+    let _ = heartbeat.await;
     if let Some(relay) = relay {
         let _ = relay.await;
     }
