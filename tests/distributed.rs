@@ -475,6 +475,120 @@ async fn status_shows_queues_workers_and_progress() {
     store.delete_run(&run).await.unwrap();
 }
 
+/// `tsst autoscale` with slow scripted models: the queue fills and the pool grows to
+/// its maximum, the run drains, the pool shrinks back to its minimum by draining
+/// workers (SIGTERM), and every question completes exactly once with the trees of an
+/// uninterrupted embedded run. SIGTERM to the autoscaler drains the rest.
+#[actix_rt::test]
+async fn autoscale_grows_to_the_maximum_then_drains_back_to_the_minimum() {
+    let ns = format!("tsst-test-autoscale-{}", std::process::id());
+    let run = format!("autoscale-{}", std::process::id());
+    let qs = questions(60);
+    let rec = record(&run, "scripted:100ms");
+    let reference = embedded_trees(&record(&run, "scripted"), &qs).await;
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let base = free_ports(3);
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("autoscale.log");
+    let mut scaler = std::process::Command::new(tsst_bin())
+        .args(["autoscale", "--roles", "generator,scorer,verifier,labeler"])
+        .args(["--min", "1", "--max", "3", "--interval-secs", "1"])
+        .args([
+            "--cooldown-secs",
+            "3",
+            "--target-secs",
+            "1",
+            "--management",
+            "off",
+        ])
+        .args([
+            "--metrics-base-port",
+            &base.to_string(),
+            "--",
+            "--batch",
+            "2",
+        ])
+        .env("TSST_AMQP_URL", amqp_url())
+        .env("TSST_REDIS_URL", redis_url())
+        .env("TSST_NAMESPACE", &ns)
+        .env("RUST_LOG", "info,lapin=warn")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let live = || async {
+        let now = tsst_actors::store::unix_now();
+        store
+            .workers(now, tsst_actors::runtime::BEAT_MAX_AGE)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.namespace == ns)
+            .count()
+    };
+    let until = |what: &'static str, limit: u64| {
+        let started = Instant::now();
+        move |ok: bool, log: &str| {
+            assert!(
+                started.elapsed() < Duration::from_secs(limit),
+                "no {what} within {limit} s:\n{log}"
+            );
+            ok
+        }
+    };
+    let waited = until("first worker", 60);
+    while !waited(live().await == 1, &log()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    let waited = until("pool of 3", 90);
+    while !waited(live().await == 3, &log()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = until("finished run", 240);
+    while !waited(store.progress(&run).await.unwrap().complete(), &log()) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let waited = until("shrink to the minimum", 90);
+    while !waited(live().await == 1, &log()) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(scaler.try_wait().unwrap().is_none(), "{}", log());
+    let p = store.progress(&run).await.unwrap();
+    assert_eq!((p.total, p.done, p.failed), (60, 60, 0));
+    assert_same_trees(&store, &run, &qs, &reference).await;
+    assert_eq!(dead_letters(&broker).await, 0);
+    let text = log();
+    assert!(
+        text.contains("growing the pool") && text.contains("draining a worker"),
+        "{text}"
+    );
+    assert!(!text.contains("a worker died"), "{text}");
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &scaler.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = scaler.wait().unwrap();
+    assert!(status.success(), "{}", log());
+    assert_eq!(live().await, 0, "every worker drained and left");
+    store.delete_run(&run).await.unwrap();
+}
+
+/// `n` consecutive free ports; returns the first.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let base = common::free_port();
+        if base < u16::MAX - n
+            && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
 /// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
 /// no task uses up its delivery limit, nothing is dead-lettered.
 #[actix_rt::test]

@@ -47,6 +47,10 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Serve roles from the queues until SIGTERM or Ctrl-C (distributed mode).
     Worker(WorkerArgs),
+    /// Keep a pool of local worker processes sized to the queues: grow while work
+    /// waits, drain and shrink when it is gone, restart a worker that dies; one per
+    /// GPU by default (distributed mode).
+    Autoscale(AutoscaleArgs),
     /// Run an evaluation config: in this process (embedded) or on the cluster.
     Run(RunArgs),
     /// Generate the synthetic benchmark if missing, then run config/demo.yaml.
@@ -375,6 +379,43 @@ pub enum DlqCommand {
         #[arg(long)]
         run: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// The roles every worker of the pool serves; the pool is sized to their queues.
+    #[arg(long, value_delimiter = ',', default_value = "generator,scorer")]
+    pub roles: Vec<Role>,
+    /// Fewest workers kept running (0: none while the queues are empty).
+    #[arg(long, default_value_t = 1)]
+    pub min: usize,
+    /// Most workers (by default one per GPU of --gpus, else 4).
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// GPUs to spread workers over, round robin (each worker sees one through
+    /// CUDA_VISIBLE_DEVICES and runs on cuda:0); none: CPU workers.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Vec<u32>,
+    /// Size the pool to drain the backlog in about this many seconds at the measured
+    /// per-worker rate.
+    #[arg(long, default_value_t = 60)]
+    pub target_secs: u64,
+    /// Seconds the pool must have wanted fewer workers, and since the last change,
+    /// before one is drained (hysteresis: a short lull shrinks nothing).
+    #[arg(long, default_value_t = 120)]
+    pub cooldown_secs: u64,
+    /// Seconds between two looks at the queues.
+    #[arg(long, default_value_t = 5)]
+    pub interval_secs: u64,
+    /// First port of the workers' metrics endpoints (worker i serves base+i), which
+    /// the pool reads its per-worker rate from.
+    #[arg(long, default_value_t = 9300)]
+    pub metrics_base_port: u16,
+    #[command(flatten)]
+    pub management: ManagementArgs,
+    /// More arguments for every `tsst worker` (after --), e.g. -- --batch 64 --config worker.yaml
+    #[arg(last = true)]
+    pub worker_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

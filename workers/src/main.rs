@@ -9,7 +9,7 @@ mod snapshot;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{cluster, dlq, local, run, selftrain, train, worker};
+use commands::{autoscale, cluster, dlq, local, run, selftrain, train, worker};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -45,6 +45,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Warmup(args) => local::warmup(args).await,
             Command::Enqueue(args) => cluster::enqueue(args, &services).await,
             Command::Worker(args) => worker::worker(args, &services).await,
+            Command::Autoscale(args) => autoscale::autoscale(args, &services).await,
             Command::Run(args) => run::run(args, &services).await,
             Command::Demo(args) => run::demo(args, &services).await,
             Command::Results(args) => cluster::results(args, &services).await,

@@ -1,3 +1,4 @@
+pub mod autoscale;
 pub mod cluster;
 pub mod dlq;
 pub mod local;

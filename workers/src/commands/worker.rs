@@ -144,7 +144,7 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
 }
 
 /// Ctrl-C or SIGTERM. Without a handler SIGTERM would kill the process mid-batch.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
