@@ -589,6 +589,94 @@ fn free_ports(n: u16) -> u16 {
     }
 }
 
+/// `tsst monitor` in a terminal (tmux) during a run: the queues, the live worker and
+/// the run's progress show, the screen moves while the run does, the finished run
+/// shows complete, and q quits.
+#[actix_rt::test]
+async fn monitor_under_tmux_shows_a_moving_run() {
+    let tmux_ok = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tmux_ok {
+        eprintln!("SKIPPED: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let ns = format!("tsst-test-monitor-{}", std::process::id());
+    let run = format!("monitor-{}", std::process::id());
+    let qs = questions(30);
+    let rec = record(&run, "scripted:60ms");
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::new(&ns);
+    cluster.batch = 2;
+    cluster.spawn_worker();
+    let socket = format!("tsst-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let command = format!(
+        "TSST_AMQP_URL='{}' TSST_REDIS_URL='{}' TSST_NAMESPACE='{ns}' '{}' monitor --management off --interval-secs 0.3 {run} 2>/dev/null",
+        amqp_url(),
+        redis_url(),
+        tsst_bin().display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "m",
+        "-x",
+        "150",
+        "-y",
+        "45",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let screen =
+        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "m"]).stdout).into_owned();
+    let wait_for = |what: &'static str| {
+        let t0 = Instant::now();
+        move |text: &str| {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no {what}:\n{text}");
+            text.contains(what)
+        }
+    };
+    let seen = wait_for("Workers (1 live)");
+    while !seen(&screen()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    enqueue(&store, &broker, &rec, &qs).await.unwrap();
+    progressed(&store, &run, 3, 30, &cluster).await;
+    let first = screen();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = screen();
+    assert!(
+        first.contains(&broker.topology().queue(Role::Generator)),
+        "{first}"
+    );
+    assert!(first.contains(&run), "{first}");
+    assert_ne!(first, second, "the screen did not move during the run");
+    wait_done(&store, &run, &cluster, Duration::from_secs(120)).await;
+    let seen = wait_for("30/30 finished");
+    while !seen(&screen()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(screen().contains("events seen: 30 done"), "{}", screen());
+    tmux(&["send-keys", "-t", "m", "q"]);
+    let t0 = Instant::now();
+    while tmux(&["has-session", "-t", "m"]).status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "q did not quit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop_gracefully();
+    store.delete_run(&run).await.unwrap();
+}
+
 /// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
 /// no task uses up its delivery limit, nothing is dead-lettered.
 #[actix_rt::test]

@@ -57,6 +57,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print a run's results as JSONL (distributed mode).
     Results(ResultsArgs),
+    /// A live dashboard of the cluster: queue throughput over time, workers, run
+    /// progress, recent failures (distributed mode; q quits, Tab/arrows switch run).
+    Monitor(MonitorArgs),
     /// Show the progress of runs (distributed mode).
     Status(StatusArgs),
     /// The dead-letter queues: what was rejected, why, and replaying it once the
@@ -416,6 +419,17 @@ pub struct AutoscaleArgs {
     /// More arguments for every `tsst worker` (after --), e.g. -- --batch 64 --config worker.yaml
     #[arg(last = true)]
     pub worker_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Runs to show; all by default.
+    pub runs: Vec<String>,
+    /// Seconds between two looks at the queues.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval_secs: f64,
+    #[command(flatten)]
+    pub management: ManagementArgs,
 }
 
 #[derive(Debug, Args)]

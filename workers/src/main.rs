@@ -9,7 +9,7 @@ mod snapshot;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{autoscale, cluster, dlq, local, run, selftrain, train, worker};
+use commands::{autoscale, cluster, dlq, local, monitor, run, selftrain, train, worker};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -50,6 +50,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Demo(args) => run::demo(args, &services).await,
             Command::Results(args) => cluster::results(args, &services).await,
             Command::Status(args) => cluster::status(args, &services).await,
+            Command::Monitor(args) => monitor::monitor(args, &services).await,
             Command::Dlq(command) => dlq::dlq(command, &services).await,
             Command::Train(args) => train::train(args, &services).await,
             Command::Models(args) => train::models(args, &services).await,

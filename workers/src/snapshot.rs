@@ -5,7 +5,7 @@ use crate::services::Distributed;
 use serde::Serialize;
 use tsst_actors::broker::{Management, QueueStats};
 use tsst_actors::runtime::BEAT_MAX_AGE;
-use tsst_actors::store::{unix_now, Store, WorkerBeat};
+use tsst_actors::store::{unix_now, Store, StoreError, WorkerBeat};
 use tsst_messages::Role;
 
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub dead_letters: Vec<QueueStats>,
     pub workers: Vec<WorkerBeat>,
     pub runs: Vec<RunStatus>,
+    /// Runs asked for by name that the store does not know (yet).
+    pub unknown_runs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +45,9 @@ impl Snapshot {
         runs: Option<&[String]>,
     ) -> anyhow::Result<Snapshot> {
         let topology = d.broker.topology();
+        // A namespace no worker has started in yet has no queues: declared here (as
+        // every process does, idempotently) they read as empty instead of failing.
+        d.broker.declare_topology().await?;
         let (mut queues, mut dead_letters) = (Vec::new(), Vec::new());
         let mut source = match management {
             Some(m) => m.url().to_owned(),
@@ -86,8 +91,16 @@ impl Snapshot {
             _ => d.store.runs().await?,
         };
         let mut runs = Vec::with_capacity(names.len());
+        let mut unknown_runs = Vec::new();
         for run in names {
-            let p = d.store.progress(&run).await?;
+            let p = match d.store.progress(&run).await {
+                Ok(p) => p,
+                Err(StoreError::UnknownRun(_)) => {
+                    unknown_runs.push(run);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let rate = p
                 .started
                 .map(|s| now.saturating_sub(s).max(1) as f64)
@@ -115,6 +128,7 @@ impl Snapshot {
             dead_letters,
             workers,
             runs,
+            unknown_runs,
         })
     }
 
@@ -169,6 +183,9 @@ impl Snapshot {
             );
         }
         out += &format!("Runs: {}\n", self.runs.len());
+        for r in &self.unknown_runs {
+            out += &format!("  {r}: not registered\n");
+        }
         for r in &self.runs {
             let state = if r.complete {
                 "complete".to_owned()

@@ -75,6 +75,9 @@ pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
     let snapshot = Snapshot::take(&d, management.as_ref(), Some(&args.runs)).await;
     d.broker.close().await;
     let snapshot = snapshot?;
+    if let Some(run) = snapshot.unknown_runs.first() {
+        anyhow::bail!("no run `{run}` in the store (tsst status lists them all)");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {

@@ -2,6 +2,7 @@ pub mod autoscale;
 pub mod cluster;
 pub mod dlq;
 pub mod local;
+pub mod monitor;
 pub mod run;
 pub mod selftrain;
 pub mod train;
