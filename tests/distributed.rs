@@ -677,6 +677,76 @@ async fn monitor_under_tmux_shows_a_moving_run() {
     store.delete_run(&run).await.unwrap();
 }
 
+/// `tsst tree show` for a finished question: the indented tree names every node with
+/// its fate and marks the chosen path; the SVG is well-formed XML with one box per
+/// node, a title, and the chosen path drawn thick.
+#[actix_rt::test]
+async fn tree_show_prints_the_tree_and_writes_an_svg() {
+    let ns = format!("tsst-test-tree-{}", std::process::id());
+    let run = format!("tree-{}", std::process::id());
+    let qs = questions(3);
+    let (broker, store) = connect(&ns).await;
+    store.delete_run(&run).await.unwrap();
+    let mut cluster = Cluster::new(&ns);
+    cluster.spawn_worker();
+    enqueue(&store, &broker, &record(&run, "scripted"), &qs)
+        .await
+        .unwrap();
+    wait_done(&store, &run, &cluster, Duration::from_secs(60)).await;
+    cluster.stop_gracefully();
+    let tree = store
+        .tree(&tsst_actors::store::TreeRef::new(&run, &qs[0].id))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("tree.svg");
+    let out = tsst_cli(
+        &ns,
+        &[
+            "tree",
+            "show",
+            &run,
+            &qs[0].id,
+            "--svg",
+            svg_path.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // One line per node but the root, and the chosen path marked.
+    assert_eq!(text.lines().count(), tree.nodes.len(), "{text}");
+    assert!(text.contains(" *]"), "{text}");
+    assert!(text.contains("finished") && text.contains("kept"), "{text}");
+
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let boxes = root
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("rx").is_some())
+        .count();
+    assert_eq!(boxes, tree.nodes.len());
+    let edges = root
+        .descendants()
+        .filter(|n| n.has_tag_name("path"))
+        .count();
+    assert_eq!(edges, tree.nodes.len() - 1);
+    assert!(root
+        .descendants()
+        .any(|n| n.has_tag_name("path") && n.attribute("stroke-width") == Some("3")));
+    assert!(svg.contains(&qs[0].question.replace('&', "&amp;")));
+    // An unknown question is named.
+    let out = tsst_cli(&ns, &["tree", "show", &run, "no-such-question"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no question no-such-question"));
+    store.delete_run(&run).await.unwrap();
+}
+
 /// A Redis restart (5 s down) is an outage: the workers hold their batches and go on,
 /// no task uses up its delivery limit, nothing is dead-lettered.
 #[actix_rt::test]

@@ -62,6 +62,11 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Show the progress of runs (distributed mode).
     Status(StatusArgs),
+    /// Inspect a question's search tree (distributed mode).
+    Tree {
+        #[command(subcommand)]
+        command: TreeCommand,
+    },
     /// The dead-letter queues: what was rejected, why, and replaying it once the
     /// cause is fixed (distributed mode).
     #[command(subcommand)]
@@ -366,6 +371,25 @@ pub struct ResultsArgs {
     /// dv.json (value), LLaVA training JSON.
     #[arg(long)]
     pub datasets: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TreeCommand {
+    /// A question's search tree: indented in the terminal (round, value, kept /
+    /// finished / pruned, verdict, * on the chosen path), and as an SVG picture.
+    Show(TreeShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TreeShowArgs {
+    pub run: String,
+    pub question: String,
+    /// Also write the tree as an SVG picture here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Also write an HTML page with the picture and the question here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod metrics;
 mod runs;
 mod services;
 mod snapshot;
+mod tree_view;
 
 use anyhow::Result;
 use clap::Parser;
@@ -50,6 +51,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             Command::Demo(args) => run::demo(args, &services).await,
             Command::Results(args) => cluster::results(args, &services).await,
             Command::Status(args) => cluster::status(args, &services).await,
+            Command::Tree {
+                command: cli::TreeCommand::Show(args),
+            } => cluster::tree_show(args, &services).await,
             Command::Monitor(args) => monitor::monitor(args, &services).await,
             Command::Dlq(command) => dlq::dlq(command, &services).await,
             Command::Train(args) => train::train(args, &services).await,

@@ -1,5 +1,6 @@
-//! The distributed-mode commands that talk to the store: enqueue, results, status.
-use crate::cli::{EnqueueArgs, ResultsArgs, ServiceArgs, StatusArgs};
+//! The distributed-mode commands that talk to the store: enqueue, results, status,
+//! tree show.
+use crate::cli::{EnqueueArgs, ResultsArgs, ServiceArgs, StatusArgs, TreeShowArgs};
 use crate::runs;
 use crate::snapshot::Snapshot;
 use anyhow::{Context as _, Result};
@@ -84,4 +85,73 @@ pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
         print!("{}", snapshot.render());
     }
     Ok(())
+}
+
+pub async fn tree_show(args: TreeShowArgs, services: &ServiceArgs) -> Result<()> {
+    use tsst_actors::store::{Store, TreeRef};
+    let d = services.require("tree show", "tsst-tree").await?;
+    let found = async {
+        let questions = d.store.questions(&args.run).await?;
+        let question = questions
+            .into_iter()
+            .find(|q| q.id == args.question)
+            .with_context(|| format!("run {} has no question {}", args.run, args.question))?;
+        let tree = d
+            .store
+            .tree(&TreeRef::new(&args.run, &args.question))
+            .await?;
+        anyhow::Ok((question, tree))
+    }
+    .await;
+    d.broker.close().await;
+    let (question, tree) = found?;
+    let shape = crate::tree_view::Shape::new(&tree)
+        .with_context(|| format!("{}/{}: the tree has no root", args.run, args.question))?;
+    println!(
+        "{} / {}: {} (round {}, {}{}{})",
+        args.run,
+        question.id,
+        question.question,
+        tree.state.round,
+        tree.state.status.name(),
+        tree.error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default(),
+        if tree.state.restarts > 0 {
+            format!(", {} restarts", tree.state.restarts)
+        } else {
+            String::new()
+        }
+    );
+    print!("{}", shape.text());
+    let title = format!("{} / {}: {}", args.run, question.id, question.question);
+    let svg = shape.svg(&title);
+    if let Some(path) = &args.svg {
+        std::fs::write(path, &svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        let choices: String = question
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("<li>({}) {}</li>", (b'A' + i as u8) as char, html_escape(c)))
+            .collect();
+        let page = format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>{t}</title>\
+             <h1>{t}</h1><ol type=\"A\">{choices}</ol><p>correct: ({})</p>{svg}",
+            (b'A' + question.answer as u8) as char,
+            t = html_escape(&title),
+        );
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
