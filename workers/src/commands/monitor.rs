@@ -206,7 +206,7 @@ impl Board {
         let rows = Layout::vertical(vec![Constraint::Length(2); s.queues.len()]).split(inner);
         for (q, row) in s.queues.iter().zip(rows.iter()) {
             let [text, spark] =
-                Layout::horizontal([Constraint::Length(58), Constraint::Min(10)]).areas(*row);
+                Layout::horizontal([Constraint::Length(61), Constraint::Min(10)]).areas(*row);
             let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
             let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
             f.render_widget(
