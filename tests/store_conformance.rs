@@ -283,6 +283,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         letter: Some('A'),
         by: VerdictSource::Rule,
         note: None,
+        grounded: None,
     };
     let vc = VerdictCommit {
         tree: t.clone(),

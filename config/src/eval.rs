@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use tsst_messages::{DataSource, SearchMode, SearchSpec};
+use tsst_messages::{DataSource, SearchMode, SearchSpec, VerifierKind};
 pub use tsst_messages::{Partition, Selection, StepDelimiter};
 
 /// What an evaluation run does per question.
@@ -134,6 +134,9 @@ pub struct EvalConfig {
     pub finish_max_chars: usize,
     /// Verified-correct solutions per question kept for the policy's next round (D+).
     pub dplus_per_question: u32,
+    /// `answer` (default) or `scene`: a right answer counts only if every step is a
+    /// fact of the scene (synthetic data).
+    pub verifier: VerifierKind,
 }
 
 pub const DEFAULT_SEED: u64 = 42;
@@ -187,6 +190,8 @@ struct RawEval {
     finish_max_chars: usize,
     #[serde(default = "one")]
     dplus_per_question: u32,
+    #[serde(default)]
+    verifier: VerifierKind,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +309,7 @@ impl RawEval {
             step_max_tokens: self.step_max_tokens,
             finish_max_chars: self.finish_max_chars,
             dplus_per_question: self.dplus_per_question,
+            verifier: self.verifier,
         })
     }
 }

@@ -367,6 +367,7 @@ mod tests {
                 letter: None,
                 by: VerdictSource::Rule,
                 note: None,
+                grounded: None,
             }),
         }
     }

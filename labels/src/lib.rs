@@ -6,6 +6,7 @@
 //! read and write the files named by `tsst label`.
 pub mod datasets;
 pub mod extract;
+pub mod faithful;
 pub mod llm_prompt;
 pub mod metrics;
 pub mod offline;

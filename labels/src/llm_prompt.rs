@@ -149,6 +149,7 @@ pub fn llm_verdict(extracted: &str, word: LlmWord, choices: &[String], correct: 
         by: VerdictSource::Llm,
         note: matches!(word, LlmWord::Unknown | LlmWord::Unparsable)
             .then(|| word.as_str().to_string()),
+        grounded: None,
     }
 }
 

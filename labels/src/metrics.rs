@@ -27,6 +27,10 @@ pub struct Tally {
     pub voting: usize,
     /// Questions with at least half of their solutions correct.
     pub half_correct: usize,
+    /// Solutions checked against a grounded chain (synthetic data), and those whose
+    /// every step is a fact of the scene (`faithful`).
+    pub checked: usize,
+    pub grounded: usize,
 }
 
 fn rate(n: usize, d: usize) -> Option<f64> {
@@ -46,6 +50,10 @@ impl Tally {
     pub fn half_correct_rate(&self) -> Option<f64> {
         rate(self.half_correct, self.questions)
     }
+    /// Share of checked solutions whose steps are all facts of the scene.
+    pub fn faithful_rate(&self) -> Option<f64> {
+        rate(self.grounded, self.checked)
+    }
 
     /// Counts one question in.
     pub fn add(&mut self, result: &QuestionResult) {
@@ -57,6 +65,14 @@ impl Tally {
         let correct = result.solutions.iter().filter(|s| is_correct(s)).count();
         self.solutions += result.solutions.len();
         self.correct_solutions += correct;
+        for g in result
+            .solutions
+            .iter()
+            .filter_map(|s| s.verdict.as_ref()?.grounded)
+        {
+            self.checked += 1;
+            self.grounded += usize::from(g);
+        }
         if result.solutions.first().is_some_and(is_correct) {
             self.greedy += 1;
         }
@@ -76,6 +92,8 @@ impl Tally {
         self.greedy += other.greedy;
         self.voting += other.voting;
         self.half_correct += other.half_correct;
+        self.checked += other.checked;
+        self.grounded += other.grounded;
     }
 }
 
@@ -187,7 +205,7 @@ impl fmt::Display for RunMetrics {
         }
         writeln!(
             f,
-            "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}",
+            "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}{}",
             "source",
             "questions",
             "failed",
@@ -195,7 +213,13 @@ impl fmt::Display for RunMetrics {
             "greedy",
             "absolute",
             "voting",
-            "half_correct"
+            "half_correct",
+            // Only where chains were checked against a scene.
+            if self.overall.checked > 0 {
+                "  faithful"
+            } else {
+                ""
+            }
         )?;
         let all = ("all", &self.overall);
         let rows = self
@@ -204,9 +228,14 @@ impl fmt::Display for RunMetrics {
             .map(|(s, t)| (s.name(), t))
             .chain(std::iter::once(all));
         for (name, t) in rows {
+            let faithful = if self.overall.checked > 0 {
+                format!(" {:>9}", cell(t.faithful_rate()))
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}",
+                "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}{faithful}",
                 name,
                 t.questions,
                 t.failed,
@@ -232,6 +261,7 @@ impl Tally {
             "absolute": self.absolute_rate(),
             "voting": self.voting_rate(),
             "half_correct": self.half_correct_rate(),
+            "faithful": self.faithful_rate(),
         })
     }
 }
@@ -268,6 +298,7 @@ mod tests {
                 letter,
                 by: VerdictSource::Rule,
                 note: None,
+                grounded: None,
             }),
         }
     }
@@ -347,7 +378,9 @@ mod tests {
                 correct_solutions: 3,
                 greedy: 0,
                 voting: 1,
-                half_correct: 2
+                half_correct: 2,
+                checked: 0,
+                grounded: 0,
             }
         );
         let s = m.per_source[1].1;

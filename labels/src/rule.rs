@@ -59,6 +59,7 @@ pub fn rule_verdict(extracted: &str, choices: &[String], correct: usize) -> Opti
         letter: Some(letter),
         by: VerdictSource::Rule,
         note: None,
+        grounded: None,
     })
 }
 
@@ -76,6 +77,7 @@ pub fn direct_verdict(text: &str, choices: &[String], correct: usize) -> Verdict
         note: letter
             .is_none()
             .then(|| "no option letter after \"Final Answer:\"".to_string()),
+        grounded: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn solution(steps: &[&str], correct: bool) -> Solution {
             letter: None,
             by: VerdictSource::Rule,
             note: None,
+            grounded: None,
         }),
     }
 }

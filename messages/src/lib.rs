@@ -24,6 +24,7 @@ pub use partition::Partition;
 pub use question::{DataSource, Question};
 pub use spec::{
     DatasetSpec, LabelSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter,
+    VerifierKind,
 };
 pub use tasks::{ExpandTask, LabelTask, ProbeTask, ScoreTask, Task, TrainTask, VerifyTask};
 pub use topology::*;

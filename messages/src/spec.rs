@@ -14,6 +14,25 @@ pub enum Selection {
     Top,
 }
 
+/// What a verified solution must get right to count as correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierKind {
+    /// The final answer: the rule, then the LLM endpoint.
+    #[default]
+    Answer,
+    /// The final answer, and every step a fact of the scene (the synthetic
+    /// benchmark's grounded chain): a right answer reached through a false step is
+    /// not correct.
+    Scene,
+}
+
+impl VerifierKind {
+    pub fn is_answer(&self) -> bool {
+        *self == VerifierKind::Answer
+    }
+}
+
 /// Where one reasoning step ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,12 +137,16 @@ pub struct DatasetSpec {
 pub struct LabelSpec {
     /// Verified-correct solutions per question kept for D+ (the reference kept 1).
     pub dplus_per_question: u32,
+    /// Absent from records of runs made before it existed (they judged the answer).
+    #[serde(default, skip_serializing_if = "VerifierKind::is_answer")]
+    pub verifier: VerifierKind,
 }
 
 impl Default for LabelSpec {
     fn default() -> Self {
         LabelSpec {
             dplus_per_question: 1,
+            verifier: VerifierKind::Answer,
         }
     }
 }

@@ -28,4 +28,8 @@ pub struct Verdict {
     /// The verifier's raw word when it was neither true nor false ("unknown", ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Whether every step states a fact of the scene (`tsst_labels::faithful`), where
+    /// the question has a grounded chain to check against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounded: Option<bool>,
 }

@@ -96,6 +96,7 @@ pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan
                     dataset: dataset.clone(),
                     labels: LabelSpec {
                         dplus_per_question: config.dplus_per_question,
+                        verifier: config.verifier,
                     },
                 },
                 failed: part

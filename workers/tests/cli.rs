@@ -297,3 +297,63 @@ fn a_run_whose_questions_all_fail_exits_non_zero() {
         text(&out)
     );
 }
+
+/// On the synthetic benchmark every verdict says whether the chain's steps are facts
+/// of the scene (`grounded`), the metrics show the share (`faithful`), and with
+/// `verifier: scene` a right answer reached through other steps is not correct. The
+/// scripted policy's steps ("I count the shapes ...") are no scene's facts.
+#[test]
+fn the_scene_verifier_judges_the_steps_as_well_as_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = tsst_in(
+        dir.path(),
+        &[
+            "data", "synth", "--out", "synth", "--n", "12", "--seed", "3",
+        ],
+    );
+    assert!(synth.status.success(), "{}", text(&synth));
+    let (mut correct, mut ungrounded_notes) = (Vec::new(), 0);
+    for verifier in ["answer", "scene"] {
+        let config = format!(
+            "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: synth\n\
+             data_subset: train\ndata_partition: '0_5'\nnum_beams: 2\nbranch: 2\n\
+             n_consistency: 3\nverifier: {verifier}\nmodels:\n  - {{policy_model: scripted, \
+             value_model: scripted, tag: {verifier}, run_flag: true, use_value: true}}\n"
+        );
+        std::fs::write(dir.path().join("eval.yaml"), config).unwrap();
+        let out = tsst_in(
+            dir.path(),
+            &["run", "--config", "eval.yaml", "--run", verifier, "--quiet"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("faithful"), "{}", text(&out));
+        let mut right = 0;
+        for line in results_lines(dir.path(), verifier) {
+            for s in line["solutions"].as_array().unwrap() {
+                let v = &s["verdict"];
+                assert_eq!(v["grounded"], false, "{s}");
+                right += usize::from(v["correct"] == true);
+                if v["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("not grounded"))
+                {
+                    assert_eq!(verifier, "scene");
+                    ungrounded_notes += 1;
+                }
+            }
+        }
+        let metrics: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("runs").join(verifier).join("metrics.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(metrics["overall"]["faithful"], 0.0, "{metrics}");
+        correct.push(right);
+    }
+    assert!(correct[0] > 0, "the scripted answers are sometimes right");
+    assert_eq!(correct[1], 0, "none through ungrounded steps");
+    assert_eq!(
+        ungrounded_notes, correct[0],
+        "each right answer says why it no longer counts"
+    );
+}

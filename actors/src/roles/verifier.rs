@@ -12,6 +12,7 @@ use crate::store::{Store, TreeRef, VerdictCommit, VerdictKey, VERIFY_OUTBOX_KEY}
 use futures_util::future::join_all;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use tsst_labels::faithful;
 use tsst_labels::rule::direct_verdict;
 use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply, LlmWord};
 
@@ -19,8 +20,11 @@ use tsst_labels::{extract_answer, llm_messages_for, parse_llm_reply, LlmWord};
 const UNPARSABLE_TRIES: usize = 3;
 use tsst_messages::{
     LabelTask, NodeId, Question, Role, SearchMode, Task, TreeStatus, Verdict, VerdictSource,
-    VerifyTask,
+    VerifierKind, VerifyTask,
 };
+
+/// A task's grounded facts, its solutions' texts, and whether steps must be grounded.
+type Grounding = (BTreeSet<String>, HashMap<NodeId, String>, bool);
 
 pub struct Verifier<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -85,6 +89,9 @@ impl<S: Store, B: Broker> Verifier<S, B> {
         let outboxes = ctx.store.outboxes(&keys).await?;
 
         let mut decided: HashMap<usize, Vec<(NodeId, Verdict)>> = HashMap::new();
+        // Per task with a grounded chain: its facts, its solutions' texts, and whether
+        // the run requires every step to be one (`verifier: scene`).
+        let mut grounding: HashMap<usize, Grounding> = HashMap::new();
         let mut open = Vec::new();
         let mut replay = Vec::new();
         let mut stale = Vec::new();
@@ -106,6 +113,16 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                 tracing::warn!(run = %task.run, question = %task.question, "verify task for a tree still searching; re-driving it");
                 stale.push(trees[i].clone());
                 continue;
+            }
+            if let Some(facts) = faithful::reference_steps(&question) {
+                let texts = tree
+                    .finished
+                    .iter()
+                    .filter_map(|id| tree.nodes.iter().find(|n| n.id == *id))
+                    .map(|n| (n.id, n.text.clone()))
+                    .collect();
+                let required = run.record.labels.verifier == VerifierKind::Scene;
+                grounding.insert(i, (facts, texts, required));
             }
             let verdicts = decided.entry(i).or_default();
             let direct = run.record.search.mode == SearchMode::Direct;
@@ -147,7 +164,15 @@ impl<S: Store, B: Broker> Verifier<S, B> {
         );
         let postponed = self.decide_open(open, &mut decided).await?;
         let mut commits = Vec::new();
-        for (i, verdicts) in decided {
+        for (i, mut verdicts) in decided {
+            // After the cache: a cached verdict judged the answer, not this chain.
+            if let Some((facts, texts, required)) = grounding.get(&i) {
+                for (node, verdict) in &mut verdicts {
+                    if let Some(text) = texts.get(node) {
+                        faithful::apply(verdict, text, facts, *required);
+                    }
+                }
+            }
             let task = &tasks[i];
             if postponed.contains(&i) {
                 // Tried again later as a fresh message, so a long outage cannot use up
@@ -207,6 +232,7 @@ impl<S: Store, B: Broker> Verifier<S, B> {
                         note: Some(
                             "undecided by the rule and no LLM verifier is configured".into(),
                         ),
+                        grounded: None,
                     },
                 ));
             }

@@ -301,8 +301,13 @@ impl Loop<'_> {
                 };
                 let m: serde_json::Value = serde_json::from_str(&text)?;
                 let overall = &m["overall"];
+                // Faithfulness where chains were checked against a scene (synthetic).
+                let faithful = overall["faithful"]
+                    .as_f64()
+                    .map(|f| format!(", faithful {f:.3}"))
+                    .unwrap_or_default();
                 cells.push(format!(
-                    "{}: greedy {:.3}, voting {:.3}",
+                    "{}: greedy {:.3}, voting {:.3}{faithful}",
                     stem(eval),
                     overall["greedy"].as_f64().unwrap_or(f64::NAN),
                     overall["voting"].as_f64().unwrap_or(f64::NAN)
