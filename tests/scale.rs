@@ -7,7 +7,8 @@
 //! every question.
 //!
 //! `SCALE_WORKERS` (default 1,2,4,8,16,32), `SCALE_PER_WORKER` (64), `SCALE_EXPAND_MS`
-//! (2200: a batch of 64 expansions), `SCALE_SCORE_MS` (500), `SCALE_BATCH` (64).
+//! (2200: a batch of 64 expansions), `SCALE_SCORE_MS` (500), `SCALE_BATCH` (64),
+//! `SCALE_WAIT_MS` (the workers' shortest wait for a partial batch; 5).
 use std::time::{Duration, Instant};
 use tsst_actors::pipeline::enqueue;
 use tsst_actors::runtime::BEAT_MAX_AGE;
@@ -44,6 +45,7 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
     let per_worker = num("SCALE_PER_WORKER", 64) as usize;
     let (expand_ms, score_ms) = (num("SCALE_EXPAND_MS", 2200), num("SCALE_SCORE_MS", 500));
     let batch = num("SCALE_BATCH", 64) as u32;
+    let wait_ms = num("SCALE_WAIT_MS", 5);
     let mut base_rate = None;
     for n in sizes {
         let ns = format!("tsst-scale-{}-{n}", std::process::id());
@@ -60,10 +62,15 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
         // A GPU worker takes one batch at a time: a larger prefetch would hold tasks
         // back from idle workers while it works through the first batch.
         let config = gpus.logs.path().join("worker.yaml");
-        std::fs::write(&config, format!("prefetch: {batch}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("prefetch: {batch}\nbatch:\n  max_size: {batch}\n  max_wait_ms: {wait_ms}\n"),
+        )
+        .unwrap();
         gpus.worker_args = vec!["--config".into(), config.display().to_string()];
         let mut cpu = Cluster::new(&ns);
         cpu.roles = "verifier,labeler".into();
+        cpu.names = format!("{ns}-cpu");
         cpu.batch = 256;
         for _ in 0..n {
             gpus.spawn_worker();
@@ -71,7 +78,10 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
         cpu.spawn_worker();
         let started = Instant::now();
         while live(&store, &ns).await < n + 1 {
-            assert!(started.elapsed() < Duration::from_secs(120), "workers did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "workers did not start"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
@@ -84,7 +94,7 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
         let rate = qs.len() as f64 / secs;
         let base = *base_rate.get_or_insert(rate / n as f64);
         println!(
-            "SCALE workers={n} questions={} seconds={secs:.1} questions_per_s={rate:.2} efficiency={:.3}",
+            "SCALE workers={n} wait_ms={wait_ms} questions={} seconds={secs:.1} questions_per_s={rate:.2} efficiency={:.3}",
             qs.len(),
             rate / (n as f64 * base)
         );

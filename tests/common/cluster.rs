@@ -51,6 +51,8 @@ pub struct Cluster {
     pub env: Vec<(String, String)>,
     pub logs: tempfile::TempDir,
     pub workers: Vec<Child>,
+    /// Workers are named `<names>-w<i>` (two clusters on one namespace need two).
+    pub names: String,
 }
 
 impl Cluster {
@@ -66,6 +68,7 @@ impl Cluster {
             env: Vec::new(),
             logs: tempfile::tempdir().unwrap(),
             workers: Vec::new(),
+            names: ns.into(),
         }
     }
 
@@ -108,7 +111,7 @@ impl Cluster {
         Command::new(tsst_bin())
             .args(["worker", "--roles", &self.roles])
             .args(["--batch", &self.batch.to_string()])
-            .args(["--name", &format!("{}-w{i}", self.ns)])
+            .args(["--name", &format!("{}-w{i}", self.names)])
             .args(&self.worker_args)
             .env("TSST_AMQP_URL", &self.amqp)
             .env("TSST_REDIS_URL", &self.redis)

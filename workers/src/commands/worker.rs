@@ -128,19 +128,32 @@ pub async fn worker(args: WorkerArgs, services: &ServiceArgs) -> Result<()> {
     tracing::info!(worker = %name, "stopping: finishing the batches in flight");
     let _ = stop_relay.send(true);
     let _ = stop_preload.send(true);
-    let _ = preload.await;
-    let _ = heartbeat.await;
+    // The helpers stop at once when asked; a service that does not answer may hold
+    // one in a call, and must not hold the shutdown (the batches in flight have their
+    // own limit in `shutdown`).
+    bounded("the model watcher", preload).await;
+    bounded("the heartbeat", heartbeat).await;
     if let Some(relay) = relay {
-        let _ = relay.await;
+        bounded("the relay", relay).await;
     }
     worker.shutdown().await;
     metrics::gauge!(tsst_actors::metrics::WORKER_UP).set(0.0);
-    d.broker.close().await;
+    bounded("closing the broker connection", d.broker.close()).await;
     if let Some(reason) = failed {
         anyhow::bail!("a role stopped: {reason}");
     }
     tracing::info!(worker = %name, "stopped");
     Ok(())
+}
+
+/// Waits for a shutdown step, at most a few seconds.
+async fn bounded<F: std::future::IntoFuture>(what: &str, step: F) {
+    if tokio::time::timeout(Duration::from_secs(5), step.into_future())
+        .await
+        .is_err()
+    {
+        tracing::warn!("{what} did not finish within 5 s; stopping without it");
+    }
 }
 
 /// Ctrl-C or SIGTERM. Without a handler SIGTERM would kill the process mid-batch.
