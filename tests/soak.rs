@@ -191,7 +191,33 @@ async fn soak() {
             got[q].finished.len(),
             "{q}: a solution counted twice"
         );
-        differ += usize::from(&got[q] != tree);
+        if &got[q] != tree {
+            differ += 1;
+            // What differs, for the first few: enough to find the cause in the logs.
+            if differ <= 3 {
+                let (g, r) = (&got[q], tree);
+                let nodes: Vec<_> = g
+                    .nodes
+                    .iter()
+                    .zip(&r.nodes)
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, b)| format!("{a:?}\n   vs {b:?}"))
+                    .take(2)
+                    .collect();
+                eprintln!(
+                    "{q} differs: state {:?} vs {:?}; nodes {} vs {}; finished {:?} vs {:?}; verdicts equal {}; error {:?}\n  {}",
+                    g.state,
+                    r.state,
+                    g.nodes.len(),
+                    r.nodes.len(),
+                    g.finished,
+                    r.finished,
+                    g.verdicts == r.verdicts,
+                    g.error,
+                    nodes.join("\n  ")
+                );
+            }
+        }
     }
     let p = store.progress(&run).await.unwrap();
     drained(&broker).await;
