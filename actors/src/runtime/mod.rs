@@ -6,7 +6,7 @@ mod published;
 mod worker;
 
 pub use context::{Context, DeliveryOf, RunInfo};
-pub use heartbeat::{heartbeat, BEAT_EVERY, BEAT_MAX_AGE};
+pub use heartbeat::{heartbeat, BEAT_MAX_AGE};
 pub use models::{Expand, ExpandJob, Models, PolicyActor, Score, ValueActor, Warm};
 pub use published::preload_published;
 // What `Models::new` takes, so callers need not name the backend crate.
