@@ -4,6 +4,8 @@ use std::time::Duration;
 use tsst_actors::broker::{AmqpBroker, Broker, Consumer, Delivery, MemoryBroker};
 use tsst_messages::{Envelope, ExpandTask, NodeId, Role, ScoreTask, Task, Topology, VerifyTask};
 
+mod common;
+
 fn amqp_url() -> String {
     std::env::var("TSST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -57,14 +59,6 @@ async fn amqp(test: &str) -> AmqpBroker {
     broker
 }
 
-async fn next<C: Consumer>(c: &mut C) -> C::Delivery {
-    tokio::time::timeout(Duration::from_secs(10), c.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("consumer open")
-        .expect("delivery ok")
-}
-
 fn expand(i: u32) -> Envelope<Task> {
     Task::Expand(ExpandTask {
         run: "r".into(),
@@ -82,7 +76,7 @@ async fn roundtrip<B: Harness>(broker: B) {
     let mut c = broker.consume(Role::Generator, 16).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..50 {
-        let d = next(&mut c).await;
+        let d = common::next_delivery(&mut c).await;
         assert!(!d.redelivered());
         got.push(Envelope::<Task>::decode(d.data()).unwrap());
         d.ack().await.unwrap();
@@ -101,15 +95,15 @@ async fn requeued_work_comes_back<B: Harness>(broker: B) {
     .envelope();
     broker.publish(std::slice::from_ref(&task)).await.unwrap();
     let mut c = broker.consume(Role::Verifier, 4).await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert!(!d.redelivered());
     assert_eq!(d.attempt(), 1);
     d.requeue().await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert!(d.redelivered());
     assert_eq!(d.attempt(), 2, "the delivery is counted");
     d.requeue().await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert_eq!(d.attempt(), 3);
     assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), task);
     d.ack().await.unwrap();
@@ -122,12 +116,12 @@ async fn prefetch_bounds_unsettled<B: Harness>(broker: B) {
         .await
         .unwrap();
     let mut c = broker.consume(Role::Generator, 2).await.unwrap();
-    let a = next(&mut c).await;
-    let _b = next(&mut c).await;
+    let a = common::next_delivery(&mut c).await;
+    let _b = common::next_delivery(&mut c).await;
     let third = tokio::time::timeout(Duration::from_millis(400), c.next()).await;
     assert!(third.is_err(), "a third delivery beyond prefetch 2");
     a.ack().await.unwrap();
-    let _c = next(&mut c).await;
+    let _c = common::next_delivery(&mut c).await;
     broker.cleanup().await;
 }
 
@@ -135,7 +129,7 @@ async fn dead_letters_carry_the_reason<B: Harness>(broker: B) {
     let mut c = broker.consume(Role::Scorer, 4).await.unwrap();
     let bogus = br#"{"schema":1,"id":"x","body":{"kind":"score","run":7}}"#;
     broker.publish_raw(Role::Scorer, bogus).await;
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     let err = Envelope::<Task>::decode(d.data()).unwrap_err();
     d.dead_letter(&err.to_string()).await.unwrap();
     // A task of the right shape still flows after the bad one.
@@ -148,7 +142,7 @@ async fn dead_letters_carry_the_reason<B: Harness>(broker: B) {
     })
     .envelope();
     broker.publish(std::slice::from_ref(&ok)).await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), ok);
     d.ack().await.unwrap();
     let dead = broker.dead_letters(Role::Scorer).await;
@@ -166,7 +160,7 @@ async fn a_batch_is_acked_at_once<B: Harness>(broker: B) {
     let mut c = broker.consume(Role::Generator, 16).await.unwrap();
     let mut batch = Vec::new();
     for _ in 0..10 {
-        batch.push(next(&mut c).await);
+        batch.push(common::next_delivery(&mut c).await);
     }
     <C<B> as Delivery>::ack_all(batch).await.unwrap();
     drop(c);
@@ -228,12 +222,12 @@ async fn amqp_dead_letters_keep_the_message_id() {
     let task = expand(3);
     broker.publish(std::slice::from_ref(&task)).await.unwrap();
     let mut c = broker.consume(Role::Generator, 4).await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert_eq!(d.message_id().as_deref(), Some(task.id.as_str()));
     d.dead_letter("test reason").await.unwrap();
     let dlq = broker.topology().dead_letter_queue(Role::Generator);
     let mut dead = broker.consume_queue(&dlq, 4).await.unwrap();
-    let d = next(&mut dead).await;
+    let d = common::next_delivery(&mut dead).await;
     assert_eq!(d.message_id().as_deref(), Some(task.id.as_str()));
     assert_eq!(d.error_header().as_deref(), Some("test reason"));
     d.ack().await.unwrap();
@@ -251,11 +245,11 @@ async fn amqp_connection_loss_redelivers() {
         .await
         .unwrap();
     let mut c = doomed.consume(Role::Generator, 1).await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert!(!d.redelivered());
     doomed.close().await;
     let mut c = broker.consume(Role::Generator, 1).await.unwrap();
-    let d = next(&mut c).await;
+    let d = common::next_delivery(&mut c).await;
     assert!(d.redelivered());
     assert_eq!(Envelope::<Task>::decode(d.data()).unwrap(), task);
     d.ack().await.unwrap();
@@ -267,6 +261,6 @@ async fn memory_dropped_delivery_is_redelivered() {
     let broker = MemoryBroker::new();
     broker.publish(&[expand(1)]).await.unwrap();
     let mut c = broker.consume(Role::Generator, 1).await.unwrap();
-    drop(next(&mut c).await);
-    assert!(next(&mut c).await.redelivered());
+    drop(common::next_delivery(&mut c).await);
+    assert!(common::next_delivery(&mut c).await.redelivered());
 }

@@ -2,6 +2,7 @@
 //! trees as one embedded process, whatever is killed, redelivered or malformed.
 use std::time::{Duration, Instant};
 use tsst_actors::broker::{Broker, Consumer, Delivery};
+use tsst_actors::metrics::Exposition;
 use tsst_actors::pipeline::enqueue;
 use tsst_actors::store::Store;
 use tsst_messages::*;
@@ -239,13 +240,13 @@ async fn a_batch_across_a_lost_channel_acks_the_live_deliveries() {
     let mut consumer = broker.consume(Role::Generator, 10).await.unwrap();
     let mut batch = Vec::new();
     for _ in 0..10 {
-        batch.push(next_delivery(&mut consumer).await);
+        batch.push(common::next_delivery(&mut consumer).await);
     }
     node.drop_connections();
     // The next deliveries come on the consumer's new channel, tags from 1 again.
     let mut live = Vec::new();
     for _ in 0..5 {
-        live.push(next_delivery(&mut consumer).await);
+        live.push(common::next_delivery(&mut consumer).await);
     }
     assert!(
         batch.iter().all(|d| d.lost()),
@@ -269,14 +270,6 @@ async fn a_batch_across_a_lost_channel_acks_the_live_deliveries() {
         back, 5,
         "only the deliveries the batch did not hold come back"
     );
-}
-
-async fn next_delivery<C: Consumer>(c: &mut C) -> C::Delivery {
-    tokio::time::timeout(Duration::from_secs(20), c.next())
-        .await
-        .expect("a delivery within 20 s")
-        .expect("consumer open")
-        .expect("delivery ok")
 }
 
 /// A worker's `/metrics` scraped during a run and after it: the counters move, the
@@ -326,7 +319,7 @@ async fn a_worker_serves_metrics_that_move_during_a_run() {
     assert!(after
         .samples
         .iter()
-        .any(|(n, labels, _)| n == "tsst_messages_acked_total" && labels.contains(&generator)));
+        .any(|s| s.name == "tsst_messages_acked_total" && s.has_label("queue", &generator)));
     for (name, kind) in &after.types {
         assert!(name.starts_with("tsst_"), "{name}");
         match kind.as_str() {
@@ -341,24 +334,7 @@ async fn a_worker_serves_metrics_that_move_during_a_run() {
 }
 
 /// One scrape of a Prometheus text endpoint.
-struct Scrape {
-    /// (name, labels as written, value)
-    samples: Vec<(String, String, f64)>,
-    /// `# TYPE` lines: name -> type.
-    types: std::collections::BTreeMap<String, String>,
-}
-
-impl Scrape {
-    fn sum(&self, name: &str) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, ..)| n == name)
-            .map(|(.., v)| v)
-            .sum()
-    }
-}
-
-fn scrape(port: u16) -> Scrape {
+fn scrape(port: u16) -> Exposition {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
     conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
@@ -370,22 +346,7 @@ fn scrape(port: u16) -> Scrape {
         head.starts_with("HTTP/1.") && head.contains(" 200"),
         "{head}"
     );
-    let mut out = Scrape {
-        samples: Vec::new(),
-        types: Default::default(),
-    };
-    for line in body.lines() {
-        if let Some(t) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = t.split_once(' ').unwrap();
-            out.types.insert(name.into(), kind.into());
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            out.samples
-                .push((name.into(), labels.into(), value.parse().unwrap()));
-        }
-    }
-    out
+    Exposition::parse(body)
 }
 
 /// `tsst status --json` during a run: every queue with its unacknowledged count and

@@ -72,3 +72,102 @@ pub fn describe() {
     describe_gauge!(WORKER_UP, "1 while the worker serves");
     describe_gauge!(WORKER_START, Unit::Seconds, "Worker start time");
 }
+
+/// One sample line of Prometheus' text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    /// The label set as written, without the braces (`queue="x",role="y"`).
+    pub labels: String,
+    pub value: f64,
+}
+
+impl Sample {
+    /// Whether the sample carries `key="value"`.
+    pub fn has_label(&self, key: &str, value: &str) -> bool {
+        self.labels
+            .split(',')
+            .any(|kv| kv.trim() == format!("{key}=\"{value}\""))
+    }
+}
+
+/// A `/metrics` page (the text exposition format), parsed: what `tsst autoscale`
+/// reads from its workers and what the tests check the exporter against.
+#[derive(Debug, Clone, Default)]
+pub struct Exposition {
+    pub samples: Vec<Sample>,
+    /// `# TYPE` lines: metric name -> type.
+    pub types: std::collections::BTreeMap<String, String>,
+}
+
+impl Exposition {
+    /// Lines that are not a comment, a `# TYPE` or a sample with a numeric value are
+    /// skipped (a scrape is read for what it can tell, never rejected whole).
+    pub fn parse(text: &str) -> Exposition {
+        let mut out = Exposition::default();
+        for line in text.lines().map(str::trim) {
+            if let Some(t) = line.strip_prefix("# TYPE ") {
+                if let Some((name, kind)) = t.split_once(' ') {
+                    out.types.insert(name.into(), kind.trim().into());
+                }
+                continue;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.strip_suffix('}').unwrap_or(rest)),
+                None => (series, ""),
+            };
+            out.samples.push(Sample {
+                name: name.into(),
+                labels: labels.into(),
+                value,
+            });
+        }
+        out
+    }
+
+    /// The sum of metric `name` over all its label sets.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.sum_where(name, |_| true)
+    }
+
+    /// The sum of metric `name` over the samples `keep` accepts.
+    pub fn sum_where(&self, name: &str, keep: impl Fn(&Sample) -> bool) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && keep(s))
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exposition_parses_samples_types_and_labels() {
+        let page = "# HELP tsst_messages_acked_total Messages acked\n\
+            # TYPE tsst_messages_acked_total counter\n\
+            tsst_messages_acked_total{queue=\"a.generate\",role=\"generator\"} 7\n\
+            tsst_messages_acked_total{queue=\"a.score\"} 5\n\
+            tsst_worker_up 1\n\
+            garbage line\n\
+            tsst_bad{x=\"1\"} notanumber\n";
+        let e = Exposition::parse(page);
+        assert_eq!(e.types.get(ACKED).map(String::as_str), Some("counter"));
+        assert_eq!(e.samples.len(), 3);
+        assert_eq!(e.sum(ACKED), 12.0);
+        assert_eq!(e.sum_where(ACKED, |s| s.has_label("queue", "a.score")), 5.0);
+        assert_eq!(e.sum_where(ACKED, |s| s.has_label("queue", "a")), 0.0);
+        assert_eq!(e.sum(WORKER_UP), 1.0);
+    }
+}

@@ -49,19 +49,33 @@ fn every_eval_config_passes_check() {
 }
 
 #[test]
-fn demo_config_is_small_and_scripted() {
-    let path = config_dir().join("demo.yaml");
+fn demo_configs_compare_direct_and_beam_on_the_same_questions() {
+    let load = |name: &str| {
+        let path = config_dir().join(name);
+        assert_eq!(
+            check_file(&path).unwrap_or_else(|e| panic!("{e}")),
+            ConfigKind::Eval
+        );
+        EvalConfig::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (beam, direct) = (load("demo.yaml"), load("demo-direct.yaml"));
+    assert_eq!(beam.task, Task::MultipleChoiceStepsBeam);
+    assert_eq!(direct.task, Task::MultipleChoiceDirect);
+    // The reference search settings, on the same 50 questions.
+    assert_eq!((beam.num_beams, beam.branch, beam.n_consistency), (5, 5, 7));
+    for c in [&beam, &direct] {
+        assert_eq!(c.dataset_root, Path::new("data/demo"));
+        assert_eq!(c.data_subset, "test");
+        assert_eq!(c.data_partition.map(|p| p.len()), Some(50));
+        assert_eq!(
+            c.models[0].policy_model,
+            ModelRef::Path("models/demo/policy".into())
+        );
+    }
     assert_eq!(
-        check_file(&path).unwrap_or_else(|e| panic!("{e}")),
-        ConfigKind::Eval
+        beam.models[0].value_model,
+        Some(ModelRef::Path("models/demo/value".into()))
     );
-    let c = EvalConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.dataset_root, Path::new("data/synth"));
-    assert_eq!(c.data_partition.map(|p| p.len()), Some(20));
-    assert_eq!((c.num_beams, c.branch, c.n_consistency), (3, 2, 3));
-    let m = &c.models[0];
-    assert_eq!(m.policy_model, ModelRef::Scripted);
-    assert_eq!(m.value_model, Some(ModelRef::Scripted));
 }
 
 #[test]
@@ -88,7 +102,7 @@ fn shipped_configs_round_trip() {
     let origin = Path::new("round-trip.yaml");
     for path in eval_files()
         .into_iter()
-        .chain([config_dir().join("demo.yaml")])
+        .chain(["demo.yaml", "demo-direct.yaml"].map(|f| config_dir().join(f)))
     {
         let c = EvalConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let text = c.to_yaml().unwrap_or_else(|e| panic!("{e}"));

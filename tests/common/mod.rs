@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The consumer's next delivery, which must come within 20 s.
+pub async fn next_delivery<C: tsst_actors::broker::Consumer>(c: &mut C) -> C::Delivery {
+    tokio::time::timeout(Duration::from_secs(20), c.next())
+        .await
+        .expect("a delivery within 20 s")
+        .expect("consumer open")
+        .expect("delivery ok")
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for a test).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

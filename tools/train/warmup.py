@@ -442,7 +442,10 @@ def train(a):
     if a.value_steps:
         vtrain = recs("value_train")
         if a.train_n:
-            vtrain = vtrain[:a.train_n * 4]
+            # The value records of the policy's questions only (ids `<dataset>/<question>/...`):
+            # the rest of the split stays unseen for self-training.
+            kept = {r["id"].split("/")[1] for r in ptrain}
+            vtrain = [r for r in vtrain if r["id"].split("/")[1] in kept]
         if a.value_n and len(vtrain) > a.value_n:
             # A seeded sample: the value stage sees about value_steps * batch records.
             vtrain = random.Random(a.seed + 2).sample(vtrain, a.value_n)
@@ -486,7 +489,9 @@ def main(argv=None):
     t.add_argument("--no-bf16", dest="bf16", action="store_false")
     t.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (policy training steps only)")
     t.add_argument("--init", help="start from this checkpoint folder's model.safetensors instead of random init")
-    t.add_argument("--train-n", type=int, default=0, help="use only the first N policy records (smoke tests)")
+    t.add_argument("--train-n", type=int, default=0,
+                   help="use only the first N policy records and their questions' value records (the rest of "
+                        "the split is left for self-training)")
     t.add_argument("--steps", type=int, default=6000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)

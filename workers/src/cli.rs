@@ -136,6 +136,11 @@ pub struct SelftrainArgs {
     /// Names the run and its model versions (default: the config's file name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Exported policy and value model directories trained elsewhere (e.g. by
+    /// tools/train/warmup.py) to be version 0: round 0's warm-up data and training
+    /// are skipped, its evaluations run.
+    #[arg(long, num_args = 2, value_names = ["POLICY", "VALUE"])]
+    pub warm_start: Option<Vec<PathBuf>>,
     #[command(flatten)]
     pub runs: RunsArgs,
 }
@@ -349,11 +354,18 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// The beam-search config.
     #[arg(long, default_value = "config/demo.yaml")]
     pub config: PathBuf,
+    /// The direct (one greedy chain) config the beam search is compared with.
+    #[arg(long, default_value = "config/demo-direct.yaml")]
+    pub direct: PathBuf,
     /// Questions of the synthetic benchmark to generate when it is missing.
     #[arg(long, default_value_t = 200)]
     pub n: usize,
+    /// Difficulty of the generated benchmark (the demo models learned `easy`).
+    #[arg(long, default_value = "easy")]
+    pub difficulty: tsst_datasets::synth::Difficulty,
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
 }

@@ -39,15 +39,19 @@ pub struct RunStatus {
 }
 
 impl Snapshot {
+    /// Once before the first look: a namespace no worker has started in yet has no
+    /// queues; declared here (as every process does, idempotently) they read as empty
+    /// instead of failing.
+    pub async fn prepare(d: &Distributed) -> anyhow::Result<()> {
+        Ok(d.broker.declare_topology().await?)
+    }
+
     pub async fn take(
         d: &Distributed,
         management: Option<&Management>,
         runs: Option<&[String]>,
     ) -> anyhow::Result<Snapshot> {
         let topology = d.broker.topology();
-        // A namespace no worker has started in yet has no queues: declared here (as
-        // every process does, idempotently) they read as empty instead of failing.
-        d.broker.declare_topology().await?;
         let (mut queues, mut dead_letters) = (Vec::new(), Vec::new());
         let mut source = match management {
             Some(m) => m.url().to_owned(),

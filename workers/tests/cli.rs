@@ -38,6 +38,7 @@ fn config_check_accepts_every_shipped_config() {
     files.sort();
     files.extend([
         "config/demo.yaml".into(),
+        "config/demo-direct.yaml".into(),
         "config/llm_verifier_config.yaml".into(),
         "config/worker.yaml".into(),
     ]);

@@ -96,6 +96,26 @@ fn done(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `tsst selftrain` on the folder `synth_and_configs` wrote, with its trainer.yaml.
+fn selftrain_args<'a>(rounds: &'a str, name: &'a str) -> [&'a str; 14] {
+    [
+        "selftrain",
+        "--config",
+        "search.yaml",
+        "--trainer",
+        "trainer.yaml",
+        "--rounds",
+        rounds,
+        "--eval",
+        "direct.yaml",
+        "--out",
+        "out",
+        "--name",
+        name,
+        "--quiet",
+    ]
+}
+
 #[test]
 fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -111,22 +131,7 @@ fn two_rounds_survive_a_kill_and_resume_where_they_stopped() {
         fx = fixtures().display()
     );
     std::fs::write(dir.join("trainer.yaml"), trainer).unwrap();
-    let args = [
-        "selftrain",
-        "--config",
-        "search.yaml",
-        "--trainer",
-        "trainer.yaml",
-        "--rounds",
-        "2",
-        "--eval",
-        "direct.yaml",
-        "--out",
-        "out",
-        "--name",
-        "st",
-        "--quiet",
-    ];
+    let args = selftrain_args("2", "st");
 
     // Killed once round 1's search is done (in round 1's training, or later).
     let mut first = tsst(dir)
@@ -268,22 +273,7 @@ fn a_round_with_the_real_trainer_makes_new_weights_that_the_loop_loads() {
     );
     std::fs::write(dir.join("trainer.yaml"), trainer).unwrap();
     let out = tsst(dir)
-        .args([
-            "selftrain",
-            "--config",
-            "search.yaml",
-            "--trainer",
-            "trainer.yaml",
-            "--rounds",
-            "1",
-            "--eval",
-            "direct.yaml",
-            "--out",
-            "out",
-            "--name",
-            "real",
-            "--quiet",
-        ])
+        .args(selftrain_args("1", "real"))
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -341,4 +331,73 @@ fn a_round_with_the_real_trainer_makes_new_weights_that_the_loop_loads() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
             .unwrap();
     assert_eq!(report["rounds"].as_array().unwrap().len(), 2);
+}
+
+/// `--warm-start`: models trained elsewhere are version 0 as they are (no warm-up data,
+/// no round-0 training), round 1 searches with them and trains from them; a folder
+/// that is not an exported model is refused by name.
+#[test]
+fn a_warm_start_is_version_zero_and_round_one_trains_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_and_configs(dir);
+    let trainer = "models_root: models\nbase_policy: none\nbase_value: none\nstages:\n\
+         \x20 - {name: policy, program: cp, args: [-r, '{parent_policy}', '{out}/policy'], timeout_secs: 30}\n\
+         \x20 - {name: value, program: cp, args: [-r, '{parent_value}', '{out}/value'], timeout_secs: 30}\n\
+         policy_dir: '{out}/policy'\nvalue_dir: '{out}/value'\n";
+    std::fs::write(dir.join("trainer.yaml"), trainer).unwrap();
+    let (policy, value) = (
+        fixtures().join("tiny-policy"),
+        fixtures().join("tiny-value"),
+    );
+
+    let refused = tsst(dir)
+        .args(selftrain_args("1", "warm"))
+        .arg("--warm-start")
+        .args([Path::new("synth"), &value])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--warm-start synth: not an exported model directory"),
+        "{err}"
+    );
+
+    let out = tsst(dir)
+        .args(selftrain_args("1", "warm"))
+        .arg("--warm-start")
+        .args([&policy, &value])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        done(dir),
+        [
+            "r0/adopt",
+            "r0/eval/direct",
+            "r1/search",
+            "r1/train",
+            "r1/eval/direct"
+        ]
+    );
+    assert!(!dir.join("out/r0/warmup_policy.json").exists());
+    let versions = state(dir)["versions"].as_array().cloned().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        versions[0]["policy"].as_str().unwrap(),
+        policy.canonicalize().unwrap().display().to_string()
+    );
+    assert_eq!(versions[1]["parent"].as_u64(), Some(0));
+    // Version 1 was trained from version 0: here, copied from it.
+    assert_eq!(
+        weights(&dir.join("models/warm/v1/policy")),
+        weights(&policy)
+    );
+    let r1 = std::fs::read_to_string(dir.join("out/r1/warm-r1-search.yaml")).unwrap();
+    assert!(r1.contains("tiny-policy"), "{r1}");
 }

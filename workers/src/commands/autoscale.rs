@@ -18,7 +18,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tsst_actors::broker::Management;
-use tsst_actors::metrics::ACKED;
+use tsst_actors::metrics::{Exposition, ACKED};
 use tsst_messages::Role;
 
 pub async fn autoscale(args: AutoscaleArgs, services: &ServiceArgs) -> Result<()> {
@@ -378,22 +378,9 @@ async fn scrape_acked(port: u16, queues: &[String]) -> Option<u64> {
     let text = tokio::time::timeout(Duration::from_secs(2), read)
         .await
         .ok()??;
-    let mut sum = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(ACKED).and_then(|r| r.strip_prefix('{')) else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        if queues
-            .iter()
-            .any(|q| labels.contains(&format!("queue=\"{q}\"")))
-        {
-            sum += value.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    Some(sum as u64)
+    let page = Exposition::parse(text.split_once("\r\n\r\n").map_or(&*text, |(_, body)| body));
+    let acked = page.sum_where(ACKED, |s| queues.iter().any(|q| s.has_label("queue", q)));
+    Some(acked as u64)
 }
 
 #[cfg(test)]

@@ -73,7 +73,10 @@ pub async fn results(args: ResultsArgs, services: &ServiceArgs) -> Result<()> {
 pub async fn status(args: StatusArgs, services: &ServiceArgs) -> Result<()> {
     let management = args.management.client(services)?;
     let d = services.require("status", "tsst-status").await?;
-    let snapshot = Snapshot::take(&d, management.as_ref(), Some(&args.runs)).await;
+    let snapshot = match Snapshot::prepare(&d).await {
+        Ok(()) => Snapshot::take(&d, management.as_ref(), Some(&args.runs)).await,
+        Err(e) => Err(e),
+    };
     d.broker.close().await;
     let snapshot = snapshot?;
     if let Some(run) = snapshot.unknown_runs.first() {

@@ -23,6 +23,7 @@ const RECENT: usize = 8;
 pub async fn monitor(args: MonitorArgs, services: &ServiceArgs) -> Result<()> {
     let management = args.management.client(services)?;
     let d = services.require("monitor", "tsst-monitor").await?;
+    Snapshot::prepare(&d).await?;
     let mut events = d.broker.events().await?;
     let mut board = Board::default();
     board.look(Snapshot::take(&d, management.as_ref(), Some(&args.runs)).await?);

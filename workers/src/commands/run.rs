@@ -193,51 +193,84 @@ fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
     );
 }
 
-/// Generates the synthetic benchmark where the demo config expects it, fetches the
-/// ONNX Runtime library when a model needs it and none is installed, then runs it.
+/// Generates the synthetic benchmark where the demo configs expect it, fetches the
+/// ONNX Runtime library when a model needs it and none is installed, then runs the
+/// direct config and the beam config and compares them.
 pub async fn demo(args: DemoArgs, services: &ServiceArgs) -> Result<()> {
-    let config = tsst_config::EvalConfig::load(&args.config)?;
-    let root = &config.dataset_root;
-    if !root
-        .join(tsst_datasets::aokvqa::annotations_file(&config.data_subset))
-        .exists()
-    {
-        println!(
-            "generating {} synthetic questions in {}",
-            args.n,
-            root.display()
-        );
-        let summary = synth::generate(&SynthOptions {
-            out: root.clone(),
-            n: args.n,
-            seed: config.seed,
-            ..SynthOptions::default()
-        })?;
-        tracing::info!("{summary}");
+    let configs = [&args.direct, &args.config];
+    let mut ort_lib = None;
+    for path in configs {
+        let config = tsst_config::EvalConfig::load(path)?;
+        let root = &config.dataset_root;
+        if !root
+            .join(tsst_datasets::aokvqa::annotations_file(&config.data_subset))
+            .exists()
+        {
+            println!(
+                "generating {} synthetic questions ({}) in {}",
+                args.n,
+                args.difficulty,
+                root.display()
+            );
+            let summary = synth::generate(&SynthOptions {
+                out: root.clone(),
+                n: args.n,
+                seed: config.seed,
+                difficulty: args.difficulty,
+                ..SynthOptions::default()
+            })?;
+            tracing::info!("{summary}");
+        }
+        let needs_ort = config.active_models().any(|m| {
+            [Some(&m.policy_model), m.value_model.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|r| matches!(r, tsst_config::ModelRef::Path(_)))
+        });
+        if needs_ort && ort_lib.is_none() {
+            ort_lib = ensure_ort()?;
+        }
     }
-    let needs_ort = config.active_models().any(|m| {
-        [Some(&m.policy_model), m.value_model.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|r| matches!(r, tsst_config::ModelRef::Path(_)))
-    });
-    let ort_lib = if needs_ort { ensure_ort()? } else { None };
-    run(
-        RunArgs {
-            config: args.config,
-            run: None,
-            out: args.out,
-            worker_config: None,
-            batch: None,
-            quiet: false,
-            verifier: None,
-            device: None,
-            ort_lib,
-            dry_run: false,
-        },
-        services,
-    )
-    .await
+    let mut lines = Vec::new();
+    for path in configs {
+        run(
+            RunArgs {
+                config: path.clone(),
+                run: None,
+                out: args.out.clone(),
+                worker_config: None,
+                batch: None,
+                quiet: false,
+                verifier: None,
+                device: None,
+                ort_lib: ort_lib.clone(),
+                dry_run: false,
+            },
+            services,
+        )
+        .await?;
+        for planned in runs::plan(path, None, 1)?.runs {
+            let folder = args.out.join(&planned.record.run);
+            let text = std::fs::read_to_string(folder.join("metrics.json"))
+                .with_context(|| format!("reading {}", folder.join("metrics.json").display()))?;
+            let m: serde_json::Value = serde_json::from_str(&text)?;
+            let overall = &m["overall"];
+            let get = |k: &str| overall[k].as_f64().unwrap_or(f64::NAN);
+            lines.push((planned.record.run, get("greedy"), get("voting"), folder));
+        }
+    }
+    println!("\ndemo: accuracy on the held-out questions (chance 0.25 with four options)");
+    for (run, greedy, voting, _) in &lines {
+        println!("  {run:<24} {greedy:.3} (majority vote {voting:.3})");
+    }
+    if let [(direct, d, ..), (beam, b, _, folder), ..] = &lines[..] {
+        println!(
+            "  {beam} - {direct}: {:+.1} points; the next round's training data: {}/dplus.json and dv.json",
+            100.0 * (b - d),
+            folder.display()
+        );
+    }
+    Ok(())
 }
 
 /// An installed ONNX Runtime library, or `tools/fetch-ort.sh` run to install one (the

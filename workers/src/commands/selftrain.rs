@@ -94,12 +94,17 @@ pub async fn selftrain(args: SelftrainArgs, services: &ServiceArgs) -> Result<()
         );
     }
     for round in 0..=args.rounds {
-        let (policy_data, value_data) = if round == 0 {
-            l.warmup().await?
-        } else {
-            l.search(round).await?
-        };
-        l.train(round, policy_data, value_data).await?;
+        match (round, &args.warm_start) {
+            (0, Some(models)) => l.adopt(&models[0], &models[1]).await?,
+            (0, None) => {
+                let (policy_data, value_data) = l.warmup().await?;
+                l.train(0, policy_data, value_data).await?;
+            }
+            _ => {
+                let (policy_data, value_data) = l.search(round).await?;
+                l.train(round, policy_data, value_data).await?;
+            }
+        }
         for eval in &args.evals {
             l.evaluate(round, eval).await?;
         }
@@ -240,6 +245,47 @@ impl Loop<'_> {
         out: PathBuf,
     ) -> impl Future<Output = Result<()>> + '_ {
         run::run(run_args(&self.args.runs, config, run, out), self.services)
+    }
+
+    /// Version 0 is `policy` and `value` as they are (`--warm-start`): registered as
+    /// ready, with no parent and no data.
+    async fn adopt(&mut self, policy: &Path, value: &Path) -> Result<()> {
+        let stage = "r0/adopt";
+        if self.skip(stage) {
+            return Ok(());
+        }
+        let mut dirs = Vec::new();
+        for dir in [policy, value] {
+            if !dir.join("manifest.json").is_file() {
+                bail!(
+                    "--warm-start {}: not an exported model directory (no manifest.json)",
+                    dir.display()
+                );
+            }
+            dirs.push(absolute(dir));
+        }
+        let now = tsst_actors::store::unix_now();
+        let version = ModelVersion {
+            run: self.name.clone(),
+            version: 0,
+            parent: None,
+            data: Vec::new(),
+            policy: dirs[0].clone(),
+            value: dirs[1].clone(),
+            status: tsst_messages::VersionStatus::Ready,
+            stages: Vec::new(),
+            started_at: now,
+            finished_at: Some(now),
+        };
+        if !self.services.embedded() {
+            let d = self.services.connect("tsst-selftrain").await?;
+            let put = d.store.put_model_version(&version).await;
+            d.broker.close().await;
+            put?;
+        }
+        self.state.versions = vec![version];
+        self.state.save(&self.state_path)?;
+        self.finish(stage)
     }
 
     /// Trains version `round` on the data; the registry is the cluster's (Redis) or,
