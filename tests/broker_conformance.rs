@@ -264,3 +264,58 @@ async fn memory_dropped_delivery_is_redelivered() {
     drop(common::next_delivery(&mut c).await);
     assert!(common::next_delivery(&mut c).await.redelivered());
 }
+
+/// A broker that goes silent without closing the connection (the state lapin waits in
+/// for ever): a publish fails within the bounded wait instead of hanging, and the next
+/// one goes out on a new connection once the broker answers again.
+#[tokio::test]
+async fn a_silent_broker_fails_a_publish_in_bounded_time_and_the_next_reconnects() {
+    let ns = format!("tsst-test-silent-{}", std::process::id());
+    let url = amqp_url();
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5672);
+    let proxy = common::FreezableProxy::start(port);
+    let proxied = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let broker = AmqpBroker::connect(&proxied, "silent", Topology::new(&ns))
+        .await
+        .expect("RabbitMQ must be running (see .ci/run)");
+    broker.declare().await.unwrap();
+    broker.publish(&[expand(1)]).await.unwrap();
+
+    proxy.freeze(true);
+    let started = std::time::Instant::now();
+    let silent = tokio::time::timeout(Duration::from_secs(60), broker.publish(&[expand(2)]))
+        .await
+        .expect("a publish to a silent broker must not hang");
+    assert!(
+        matches!(
+            silent,
+            Err(tsst_actors::broker::BrokerError::TimedOut { .. })
+        ),
+        "{silent:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    proxy.freeze(false);
+    broker.publish(&[expand(3)]).await.unwrap();
+    let mut c = broker.consume(Role::Generator, 16).await.unwrap();
+    let mut rounds = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(2), c.next()).await {
+        let env = Envelope::<Task>::decode(d.data()).unwrap();
+        if let Task::Expand(t) = env.body {
+            rounds.push(t.round);
+        }
+        d.ack().await.unwrap();
+    }
+    // The silent publish may still have reached the queue once the old connection
+    // woke up: at least once, never lost.
+    assert!(rounds.contains(&1) && rounds.contains(&3), "{rounds:?}");
+    broker.cleanup().await;
+}

@@ -25,6 +25,26 @@ use tsst_messages::{
     Envelope, Event, Role, Task, Topology, DELIVERY_LIMIT, HEADER_ERROR, HEADER_REJECTED_BY,
 };
 
+/// The longest a connection handshake, a subscription or a publisher confirm may
+/// take. lapin waits for ever on a connection that died without closing (a broker
+/// that went away mid-handshake, a confirm the restarted broker never sends), and a
+/// role waiting there stalls without a word; past this the link counts as lost and
+/// is opened again.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// `fut`, or `BrokerError::TimedOut` naming `what` once `ANSWER_WITHIN` has passed.
+async fn bounded<T>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(ANSWER_WITHIN, fut)
+        .await
+        .unwrap_or(Err(BrokerError::TimedOut {
+            what,
+            secs: ANSWER_WITHIN.as_secs(),
+        }))
+}
+
 /// Persistent delivery, so a broker restart loses no task.
 const DELIVERY_MODE_PERSISTENT: u8 = 2;
 
@@ -54,23 +74,49 @@ struct Shared {
 struct Link {
     conn: Connection,
     publisher: Channel,
+    /// Set when the broker stopped answering on it (a confirm timed out): the next
+    /// use opens a new link even though lapin still calls this one connected.
+    stalled: AtomicBool,
 }
 
 impl Link {
     async fn open(url: &str, name: &str) -> Result<Link, BrokerError> {
-        let props = ConnectionProperties::default().with_connection_name(name.into());
-        let conn = Connection::connect(url, props)
-            .await
-            .map_err(|e| BrokerError::Connect(tsst_config::redact_url(url), e))?;
-        let publisher = conn.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Link { conn, publisher })
+        bounded("connecting", async {
+            let props = ConnectionProperties::default().with_connection_name(name.into());
+            let conn = Connection::connect(url, props)
+                .await
+                .map_err(|e| BrokerError::Connect(tsst_config::redact_url(url), e))?;
+            let publisher = conn.create_channel().await?;
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok(Link {
+                conn,
+                publisher,
+                stalled: AtomicBool::new(false),
+            })
+        })
+        .await
     }
 
     fn usable(&self) -> bool {
-        self.conn.status().connected() && self.publisher.status().connected()
+        !self.stalled.load(Ordering::SeqCst)
+            && self.conn.status().connected()
+            && self.publisher.status().connected()
+    }
+
+    /// `fut` (a publish and its confirms on this link), bounded; a timeout marks the
+    /// link stalled so that the next use connects again.
+    async fn confirmed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let out = bounded("a publisher confirm", fut).await;
+        if matches!(out, Err(BrokerError::TimedOut { .. })) {
+            tracing::warn!("RabbitMQ stopped confirming on this connection; it will be replaced");
+            self.stalled.store(true, Ordering::SeqCst);
+        }
+        out
     }
 }
 
@@ -114,7 +160,19 @@ impl AmqpBroker {
         let mut link = self.shared.link.lock().await;
         if !link.usable() {
             tracing::warn!(broker = %tsst_config::redact_url(&self.shared.url), "connection to RabbitMQ lost; reconnecting");
-            *link = Arc::new(Link::open(&self.shared.url, &self.shared.name).await?);
+            let old = std::mem::replace(
+                &mut *link,
+                Arc::new(Link::open(&self.shared.url, &self.shared.name).await?),
+            );
+            // A stalled connection may still be open at the broker, holding deliveries
+            // unacked: closed so that they go back to their queues.
+            if old.conn.status().connected() {
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(ANSWER_WITHIN, old.conn.close(320, "replaced".into()))
+                            .await;
+                });
+            }
             tracing::info!("reconnected to RabbitMQ");
         }
         Ok(link.clone())
@@ -203,27 +261,31 @@ impl AmqpBroker {
     /// every one; all confirms are awaited together so a batch costs one round trip.
     pub async fn publish_tasks(&self, tasks: &[Envelope<Task>]) -> Result<(), BrokerError> {
         let link = self.link().await?;
-        let mut pending = Vec::with_capacity(tasks.len());
-        for env in tasks {
-            let payload = env.encode()?;
-            let confirm = link
-                .publisher
-                .basic_publish(
-                    "".into(),
-                    self.shared.topology.queue(env.body.role()).into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    persistent(&env.id),
-                )
-                .await?;
-            pending.push((env.id.as_str(), confirm));
-        }
-        for (id, confirm) in pending {
-            check_confirm(id, confirm.await?)?;
-        }
+        link.confirmed(async {
+            let mut pending = Vec::with_capacity(tasks.len());
+            for env in tasks {
+                let payload = env.encode()?;
+                let confirm = link
+                    .publisher
+                    .basic_publish(
+                        "".into(),
+                        self.shared.topology.queue(env.body.role()).into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &payload,
+                        persistent(&env.id),
+                    )
+                    .await?;
+                pending.push((env.id.as_str(), confirm));
+            }
+            for (id, confirm) in pending {
+                check_confirm(id, confirm.await?)?;
+            }
+            Ok(())
+        })
+        .await?;
         for env in tasks {
             let queue = self.shared.topology.queue(env.body.role());
             metrics::counter!(PUBLISHED, "queue" => queue).increment(1);
@@ -246,47 +308,52 @@ impl AmqpBroker {
         payload: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let confirm = self
-            .link()
-            .await?
-            .publisher
-            .basic_publish(
-                exchange.into(),
-                routing.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                payload,
-                props,
-            )
-            .await?;
-        check_confirm(routing, confirm.await?)
+        let link = self.link().await?;
+        link.confirmed(async {
+            let confirm = link
+                .publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    payload,
+                    props,
+                )
+                .await?;
+            check_confirm(routing, confirm.await?)
+        })
+        .await
     }
 
     /// Publishes events to the fanout exchange, all confirms awaited together.
     pub async fn publish_events(&self, events: &[Envelope<Event>]) -> Result<(), BrokerError> {
         let link = self.link().await?;
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            let confirm = link
-                .publisher
-                .basic_publish(
-                    self.shared.topology.events_exchange().into(),
-                    "".into(),
-                    BasicPublishOptions::default(),
-                    &event.encode()?,
-                    persistent(&event.id),
-                )
-                .await?;
-            pending.push((event.id.as_str(), confirm));
-        }
-        for (id, confirm) in pending {
-            if let Confirmation::Nack(_) = confirm.await? {
-                return Err(BrokerError::Nacked(id.to_owned()));
+        link.confirmed(async {
+            let mut pending = Vec::with_capacity(events.len());
+            for event in events {
+                let confirm = link
+                    .publisher
+                    .basic_publish(
+                        self.shared.topology.events_exchange().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &event.encode()?,
+                        persistent(&event.id),
+                    )
+                    .await?;
+                pending.push((event.id.as_str(), confirm));
             }
-        }
-        Ok(())
+            for (id, confirm) in pending {
+                if let Confirmation::Nack(_) = confirm.await? {
+                    return Err(BrokerError::Nacked(id.to_owned()));
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Subscribes to the events exchange: a queue of this subscriber's own (named by
@@ -354,19 +421,29 @@ impl AmqpBroker {
         queue: &str,
         prefetch: u16,
     ) -> Result<(lapin::Consumer, Channel, u64), BrokerError> {
-        let ch = self.channel().await?;
-        // Quorum queues refuse global QoS; this prefetch applies per consumer.
-        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let tag = format!("{}-{queue}", self.shared.name);
-        let stream = ch
-            .basic_consume(
-                queue.into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((stream, ch, SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed)))
+        let link = self.link().await?;
+        let out = bounded("subscribing", async {
+            let ch = link.conn.create_channel().await?;
+            // Quorum queues refuse global QoS; this prefetch applies per consumer.
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let tag = format!("{}-{queue}", self.shared.name);
+            let stream = ch
+                .basic_consume(
+                    queue.into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok((stream, ch, SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed)))
+        })
+        .await;
+        if matches!(out, Err(BrokerError::TimedOut { .. })) {
+            // The broker may have registered the consumer on a channel now dropped:
+            // only closing the connection gets back what it would hold.
+            link.stalled.store(true, Ordering::SeqCst);
+        }
+        out
     }
 
     /// Number of ready messages in a queue. Uses a throwaway channel because a passive

@@ -23,6 +23,8 @@ pub enum BrokerError {
     Unroutable(String),
     #[error("message {0} was published without confirmation")]
     Unconfirmed(String),
+    #[error("RabbitMQ did not answer within {secs} s: {what}")]
+    TimedOut { what: &'static str, secs: u64 },
     #[error(transparent)]
     Encode(#[from] tsst_messages::EncodeError),
 }
