@@ -360,8 +360,9 @@ pub struct DemoArgs {
     /// The direct (one greedy chain) config the beam search is compared with.
     #[arg(long, default_value = "config/demo-direct.yaml")]
     pub direct: PathBuf,
-    /// Questions of the synthetic benchmark to generate when it is missing.
-    #[arg(long, default_value_t = 200)]
+    /// Questions of the synthetic benchmark to generate when it is missing (a tenth
+    /// of them are the test split the demo configs use).
+    #[arg(long, default_value_t = 500)]
     pub n: usize,
     /// Difficulty of the generated benchmark (the demo models learned `easy`).
     #[arg(long, default_value = "easy")]
