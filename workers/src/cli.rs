@@ -141,6 +141,11 @@ pub struct SelftrainArgs {
     /// are skipped, its evaluations run.
     #[arg(long, num_args = 2, value_names = ["POLICY", "VALUE"])]
     pub warm_start: Option<Vec<PathBuf>>,
+    /// Each round searches questions no earlier round searched: round k takes the
+    /// k-th block of the config's `data_partition` size, starting at its first
+    /// question (fine-tuning twice on chains of the same questions overfits them).
+    #[arg(long)]
+    pub fresh_questions: bool,
     #[command(flatten)]
     pub runs: RunsArgs,
 }

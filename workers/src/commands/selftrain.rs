@@ -18,7 +18,7 @@ use tsst_actors::broker::{Broker, MemoryBroker};
 use tsst_actors::store::{MemoryStore, Store};
 use tsst_actors::train::{train_round, TrainerConfig};
 use tsst_config::{EvalConfig, ModelRef};
-use tsst_messages::{ModelVersion, TrainTask};
+use tsst_messages::{ModelVersion, Partition, TrainTask};
 
 /// What `<out>/selftrain.json` holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -119,6 +119,20 @@ pub async fn selftrain(args: SelftrainArgs, services: &ServiceArgs) -> Result<()
     Ok(())
 }
 
+/// Round `round`'s questions under `--fresh-questions`: the `round`-th block (from 1)
+/// of the config's partition size, starting at the partition's first question.
+fn fresh_block(config: &EvalConfig, round: u32) -> Result<Partition> {
+    let first = config.data_partition.with_context(|| {
+        "--fresh-questions needs a data_partition in the search config (the first round's questions)"
+    })?;
+    let len = first.len();
+    let start = first.start + len * (round as usize - 1);
+    Ok(Partition {
+        start,
+        end: start + len - 1,
+    })
+}
+
 /// `tsst report`: the run's table.
 pub fn report(out: &Path) -> Result<()> {
     let path = out.join("report.md");
@@ -192,6 +206,9 @@ impl Loop<'_> {
         if !self.skip(&stage) {
             let mut config = self.config.clone();
             config.data_subset = "train".into();
+            if self.args.fresh_questions {
+                config.data_partition = Some(fresh_block(&config, round)?);
+            }
             let config_path = self.with_version(config, round - 1, round, &run)?;
             self.run(config_path, run.clone(), out.clone())
                 .await
@@ -543,4 +560,25 @@ fn run_args(r: &RunsArgs, config: PathBuf, run: String, out: PathBuf) -> RunArgs
 
 fn absolute(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_questions_take_the_next_blocks_of_the_partition_size() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut config =
+            EvalConfig::load(&root.join("config/selftrain/small-search.yaml")).unwrap();
+        let first = config.data_partition.unwrap();
+        assert_eq!((first.start, first.end), (16000, 16399));
+        let blocks: Vec<String> = (1..=3)
+            .map(|r| fresh_block(&config, r).unwrap().to_string())
+            .collect();
+        assert_eq!(blocks, ["16000_16399", "16400_16799", "16800_17199"]);
+        config.data_partition = None;
+        let err = fresh_block(&config, 1).unwrap_err().to_string();
+        assert!(err.contains("data_partition"), "{err}");
+    }
 }
