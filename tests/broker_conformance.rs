@@ -139,6 +139,7 @@ async fn dead_letters_carry_the_reason<B: Harness>(broker: B) {
         round: 0,
         parent: NodeId(1),
         children: vec![],
+        steps: Vec::new(),
     })
     .envelope();
     broker.publish(std::slice::from_ref(&ok)).await.unwrap();

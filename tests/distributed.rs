@@ -79,6 +79,7 @@ async fn three_workers_match_embedded_and_shrug_off_duplicates_and_garbage() {
                 round: 0,
                 parent: root,
                 children,
+                steps: Vec::new(),
             })
             .envelope(),
         );

@@ -244,11 +244,36 @@ async fn soak() {
             .unwrap_or("?");
         *redriven.entry(cause.to_owned()).or_default() += tasks.unwrap_or(0);
     }
+    // Stale tasks by what they found, and the expansions applied again from score tasks.
+    let mut stale = std::collections::BTreeMap::<&str, u64>::new();
+    let mut reapplied = 0;
+    for line in logs.lines() {
+        let kind = if line.contains("applying expansions the store lost") {
+            reapplied += line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("expansions="))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            continue;
+        } else if !line.contains("re-driving the tree") {
+            continue;
+        } else if line.contains("barrier=Behind") {
+            "score task ahead of the round"
+        } else if line.contains("barrier=Lost") {
+            "score task, expansion lost at commit"
+        } else if line.contains("since it was read") {
+            "conclusion of a changed round"
+        } else if line.contains("roles::generator") {
+            "expand task, parent missing"
+        } else {
+            "score task, children missing"
+        };
+        *stale.entry(kind).or_default() += 1;
+    }
     eprintln!(
-        "taken by role: undisturbed {:?}, storm {:?}; re-drives published {redriven:?} tasks, {} stale tasks seen",
+        "taken by role: undisturbed {:?}, storm {:?}; re-drives published {redriven:?} tasks; stale tasks {stale:?}; expansions applied again from score tasks {reapplied}",
         by_role(&calm),
         by_role(&storm),
-        logs.matches("re-driving the tree").count()
     );
     let taken_ratio = storm_taken as f64 / baseline_taken as f64;
     println!(

@@ -1,8 +1,8 @@
 //! One suite, two stores: Redis (the real server) and the in-memory store of embedded
 //! mode must give every operation the same effect, including under redelivery.
 use tsst_actors::store::{
-    round_outbox_key, Barrier, ExpandCommit, MemoryStore, RedisStore, RoundCommit, ScoreCommit,
-    Store, StoreError, TreeRef, VerdictCommit, WorkerBeat, VERIFY_OUTBOX_KEY,
+    round_outbox_key, Barrier, Concluded, ExpandCommit, MemoryStore, RedisStore, RoundCommit,
+    ScoreCommit, Store, StoreError, TreeRef, VerdictCommit, WorkerBeat, VERIFY_OUTBOX_KEY,
 };
 use tsst_messages::*;
 
@@ -138,6 +138,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         round: 0,
         parent: root,
         children: vec![a.id, b.id],
+        steps: vec![ChildStep::of(&a), ChildStep::of(&b)],
     })
     .envelope()];
     let commit = ExpandCommit {
@@ -173,10 +174,39 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
     // Scoring the only frontier node completes the barrier; a redelivery finds it
     // complete but must not conclude again before the conclusion... and after it,
     // learns that it was concluded.
+    // A score task whose children the store does not have (it lost the expansion
+    // after the scorer read it) writes nothing: counting its parent would conclude
+    // the round without them.
+    let lost = ScoreCommit {
+        tree: t.clone(),
+        round: 0,
+        parent: root,
+        children: vec![a.id, NodeId(42)],
+        values: vec![(a.id, 0.5), (NodeId(42), 0.5)],
+    };
+    assert_eq!(
+        store.commit_scores(&[lost]).await.unwrap(),
+        vec![Barrier::Lost]
+    );
+    let not_frontier = ScoreCommit {
+        tree: t.clone(),
+        round: 0,
+        parent: a.id,
+        children: vec![],
+        values: vec![],
+    };
+    assert_eq!(
+        store.commit_scores(&[not_frontier]).await.unwrap(),
+        vec![Barrier::Lost],
+        "a parent that is not in the round's frontier"
+    );
+    let position = store.positions(std::slice::from_ref(&t)).await.unwrap();
+    assert_eq!(position[0].as_ref().unwrap().scored, Vec::<NodeId>::new());
     let score = ScoreCommit {
         tree: t.clone(),
         round: 0,
         parent: root,
+        children: vec![a.id, b.id],
         values: vec![(a.id, 0.25), (b.id, 0.1 + 0.2)],
     };
     assert_eq!(
@@ -199,9 +229,26 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         node: b.id,
     })
     .envelope()];
+    // A conclusion computed from a view with other children than the store's round
+    // (the store lost writes since the view was read) is not applied.
+    let stale_view = RoundCommit {
+        tree: t.clone(),
+        round: 0,
+        children: 1,
+        finished: vec![],
+        next_frontier: vec![],
+        done: false,
+        restarted: true,
+        outbox: vec![],
+    };
+    assert_eq!(
+        store.commit_rounds(&[stale_view]).await.unwrap(),
+        vec![Concluded::Unready]
+    );
     let conclusion = RoundCommit {
         tree: t.clone(),
         round: 0,
+        children: 2,
         finished: vec![(a.id, FinishReason::Answer)],
         next_frontier: vec![b.id],
         done: false,
@@ -213,14 +260,14 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
             .commit_rounds(std::slice::from_ref(&conclusion))
             .await
             .unwrap(),
-        vec![true]
+        vec![Concluded::Now]
     );
     assert_eq!(
         store
             .commit_rounds(std::slice::from_ref(&conclusion))
             .await
             .unwrap(),
-        vec![false],
+        vec![Concluded::Before],
         "concluded once"
     );
     assert_eq!(
@@ -251,6 +298,7 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         tree: t.clone(),
         round: 1,
         parent: b.id,
+        children: vec![],
         values: vec![],
     };
     assert_eq!(
@@ -262,11 +310,12 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
         question: q.into(),
     })
     .envelope()];
-    assert!(
+    assert_eq!(
         store
             .commit_rounds(&[RoundCommit {
                 tree: t.clone(),
                 round: 1,
+                children: 0,
                 finished: vec![(b.id, FinishReason::Exhausted)],
                 next_frontier: vec![],
                 done: true,
@@ -274,7 +323,8 @@ async fn a_round_concludes_once<S: Store>(store: S, run: &str) {
                 outbox: verify.clone(),
             }])
             .await
-            .unwrap()[0]
+            .unwrap()[0],
+        Concluded::Now
     );
 
     let verdict = Verdict {

@@ -315,6 +315,7 @@ async fn duplicates_of_a_finished_question_republish_nothing() {
                     .filter(|n| n.parent == Some(root) && n.round == 0)
                     .map(|n| n.id)
                     .collect(),
+                steps: Vec::new(),
             })
             .envelope(),
         );

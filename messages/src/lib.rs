@@ -26,7 +26,9 @@ pub use spec::{
     DatasetSpec, LabelSpec, RunRecord, SearchMode, SearchSpec, Selection, StepDelimiter,
     VerifierKind,
 };
-pub use tasks::{ExpandTask, LabelTask, ProbeTask, ScoreTask, Task, TrainTask, VerifyTask};
+pub use tasks::{
+    ChildStep, ExpandTask, LabelTask, ProbeTask, ScoreTask, Task, TrainTask, VerifyTask,
+};
 pub use topology::*;
 pub use tree::{FinishReason, Node, TreeState, TreeStatus};
 pub use verdict::{Verdict, VerdictSource};

@@ -1,7 +1,9 @@
 //! Work items, one queue per role. They carry ids, never tensors or trees: the state
-//! they refer to lives in Redis.
+//! they refer to lives in Redis. The one exception is small and deliberate: a score
+//! task carries the steps of the expansion it scores (see [`ScoreTask::steps`]).
 use crate::ids::NodeId;
 use crate::topology::Role;
+use crate::tree::Node;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -15,13 +17,45 @@ pub struct ExpandTask {
 }
 
 /// Score the children that expanding `parent` produced in `round`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreTask {
     pub run: String,
     pub question: String,
     pub round: u32,
     pub parent: NodeId,
     pub children: Vec<NodeId>,
+    /// What the generator drew for each child, in the same order: the expansion's
+    /// effect travels with the task that follows it. A store that lost the expansion
+    /// (Redis restarted from files a second old, a failover to a replica that was
+    /// behind) gets it back from here, instead of from the policy model again: the
+    /// most expensive step of the search is not redone, and the deliveries of a
+    /// re-expansion are saved. Empty in tasks from before it was added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ChildStep>,
+}
+
+/// One child's step as the generator drew it: with its parent, all a node is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildStep {
+    /// Index among the samples drawn from the parent in its round.
+    pub sample: u32,
+    pub step: String,
+    pub logprob: f64,
+    pub tokens: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eos: bool,
+}
+
+impl ChildStep {
+    pub fn of(node: &Node) -> ChildStep {
+        ChildStep {
+            sample: node.sample,
+            step: node.step.clone(),
+            logprob: node.logprob,
+            tokens: node.tokens,
+            eos: node.eos,
+        }
+    }
 }
 
 /// Verify the finished solutions of a question.
@@ -61,7 +95,7 @@ pub struct ProbeTask {
 }
 
 /// Any task; the `kind` tag tells which.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
     Expand(ExpandTask),

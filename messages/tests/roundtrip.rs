@@ -19,6 +19,13 @@ fn all_tasks() -> Vec<Task> {
             round: 3,
             parent: node(1),
             children: vec![node(2), node(3), NodeId(u64::MAX)],
+            steps: vec![ChildStep {
+                sample: 1,
+                step: "Step 2: \"quoted\" — and ünïcode.".into(),
+                logprob: -0.1 - 0.2,
+                tokens: 7,
+                eos: true,
+            }],
         }),
         Task::Verify(VerifyTask {
             run: "r1".into(),

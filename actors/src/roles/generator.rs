@@ -9,7 +9,7 @@ use crate::search;
 use crate::store::{ExpandCommit, Store, TreeRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_messages::{ExpandTask, Node, Role, ScoreTask, SearchMode, Task};
+use tsst_messages::{ChildStep, ExpandTask, Node, Role, ScoreTask, SearchMode, Task};
 
 pub struct Generator<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -146,6 +146,7 @@ impl<S: Store, B: Broker> Generator<S, B> {
                             round: task.round,
                             parent: parent.id,
                             children: children.iter().map(|c| c.id).collect(),
+                            steps: children.iter().map(ChildStep::of).collect(),
                         });
                         let outbox = vec![score.envelope()];
                         plan.publish.extend(outbox.iter().cloned());

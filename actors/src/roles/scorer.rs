@@ -7,10 +7,14 @@ use crate::broker::{Broker, Delivery};
 use crate::heal::Stale;
 use crate::runtime::{Context, DeliveryOf};
 use crate::search;
-use crate::store::{round_outbox_key, Barrier, RoundCommit, ScoreCommit, Store, TreeRef};
+use crate::store::{
+    round_outbox_key, Barrier, Concluded, ExpandCommit, RoundCommit, ScoreCommit, Store, TreeRef,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tsst_messages::{Event, ExpandTask, Node, NodeId, Question, Role, ScoreTask, Task, VerifyTask};
+use tsst_messages::{
+    Event, ExpandTask, Node, NodeId, Question, Role, ScoreTask, Task, TreeStatus, VerifyTask,
+};
 
 pub struct Scorer<S: Store, B: Broker> {
     ctx: Arc<Context<S, B>>,
@@ -53,6 +57,10 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             })
             .collect();
         let mut nodes = ctx.store.nodes(&wanted).await?.into_iter();
+        let mut children: Vec<Vec<Option<Node>>> = tasks
+            .iter()
+            .map(|t| nodes.by_ref().take(t.children.len()).collect())
+            .collect();
         // A task of a concluded round needs no model call: its values are in and must
         // stay as they are. Only a redelivery can be one (republished and re-driven
         // score tasks are of open rounds only), so only redeliveries are checked and
@@ -78,8 +86,9 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         // Which children need the value model, grouped by model.
         let mut groups: BTreeMap<String, Vec<(usize, Arc<Question>, Node)>> = BTreeMap::new();
         let mut commits: Vec<Option<ScoreCommit>> = Vec::with_capacity(tasks.len());
-        for (i, task) in tasks.iter().enumerate() {
-            let children: Vec<Option<Node>> = nodes.by_ref().take(task.children.len()).collect();
+        self.reapply(tasks, &mut children, &concluded, &mut plan)
+            .await?;
+        for (i, (task, children)) in tasks.iter().zip(children).enumerate() {
             if concluded[i] {
                 republish.push(round_keys[i].clone());
                 commits.push(None);
@@ -116,6 +125,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 tree: TreeRef::new(&task.run, &task.question),
                 round: task.round,
                 parent: task.parent,
+                children: task.children.clone(),
                 values: Vec::new(),
             }));
         }
@@ -169,23 +179,30 @@ impl<S: Store, B: Broker> Scorer<S, B> {
                 Barrier::Concluded => {
                     republish.push((commit.tree.clone(), round_outbox_key(commit.round)));
                 }
-                Barrier::Behind => {
-                    tracing::warn!(tree = ?commit.tree, round = commit.round, "the store is behind this task's round; re-driving the tree");
+                Barrier::Behind | Barrier::Lost => {
+                    tracing::warn!(tree = ?commit.tree, round = commit.round, ?barrier, "the store lost the writes this task came from; re-driving the tree");
                     stale.push(Stale {
                         tree: commit.tree.clone(),
                         task: Task::Score(tasks[*i].clone()).id(),
-                        lost: None,
+                        lost: (barrier == Barrier::Lost).then_some((commit.round, commit.parent)),
                     });
                 }
             }
         }
-        for (task, applied) in self.conclude(&complete, &mut plan).await? {
+        for (task, concluded) in self.conclude(&complete, &mut plan).await? {
             let tree = TreeRef::new(&task.run, &task.question);
-            if applied {
-                plan.published.push((tree, round_outbox_key(task.round)));
-            } else {
+            match concluded {
+                Concluded::Now => plan.published.push((tree, round_outbox_key(task.round))),
                 // Another worker concluded it first: publish what it published.
-                republish.push((tree, round_outbox_key(task.round)));
+                Concluded::Before => republish.push((tree, round_outbox_key(task.round))),
+                Concluded::Unready => {
+                    tracing::warn!(?tree, round = task.round, "the store lost writes of this round since it was read; re-driving the tree");
+                    stale.push(Stale {
+                        tree,
+                        task: Task::Score((*task).clone()).id(),
+                        lost: None,
+                    });
+                }
             }
         }
         let earlier = ctx.store.outboxes(&republish).await?;
@@ -201,15 +218,98 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         Ok(plan)
     }
 
+    /// Applies again, from the steps their score tasks carry, the expansions that the
+    /// store lost (their children are missing) where the tree still stands at the
+    /// task's round with the parent in its frontier, and fills in the children. The
+    /// policy model is not run again and no expand task goes round the queues; what
+    /// cannot be applied this way stays missing and is re-driven.
+    async fn reapply(
+        &self,
+        tasks: &[ScoreTask],
+        children: &mut [Vec<Option<Node>>],
+        concluded: &[bool],
+        plan: &mut Plan,
+    ) -> Result<(), WorkError> {
+        let lost: Vec<usize> = (0..tasks.len())
+            .filter(|&i| {
+                let t = &tasks[i];
+                !concluded[i]
+                    && !t.steps.is_empty()
+                    && t.steps.len() == t.children.len()
+                    && children[i].iter().any(Option::is_none)
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let trees: Vec<TreeRef> = lost
+            .iter()
+            .map(|&i| TreeRef::new(&tasks[i].run, &tasks[i].question))
+            .collect();
+        let positions = self.ctx.store.positions(&trees).await?;
+        let wanted: Vec<(TreeRef, NodeId)> = trees
+            .iter()
+            .zip(&lost)
+            .map(|(tree, &i)| (tree.clone(), tasks[i].parent))
+            .collect();
+        let parents = self.ctx.store.nodes(&wanted).await?;
+        let mut commits = Vec::new();
+        for ((&i, tree), (position, parent)) in lost
+            .iter()
+            .zip(trees)
+            .zip(positions.into_iter().zip(parents))
+        {
+            let t = &tasks[i];
+            let open = position.is_some_and(|p| {
+                p.state.status == TreeStatus::Searching
+                    && p.state.round == t.round
+                    && p.frontier.contains(&t.parent)
+            });
+            let Some(parent) = parent.filter(|_| open) else {
+                continue;
+            };
+            let rebuilt = search::rebuild(&t.run, &t.question, &parent, t.round, &t.steps);
+            if !rebuilt.iter().map(|n| n.id).eq(t.children.iter().copied()) {
+                tracing::warn!(run = %t.run, question = %t.question, "a score task's steps do not make its children; re-driving the tree");
+                continue;
+            }
+            let expand = Task::Expand(ExpandTask {
+                run: t.run.clone(),
+                question: t.question.clone(),
+                round: t.round,
+                node: t.parent,
+            })
+            .id();
+            children[i] = rebuilt.iter().cloned().map(Some).collect();
+            // The expansion's follow-up is this task: it is with the broker.
+            plan.published.push((tree.clone(), expand.clone()));
+            commits.push(ExpandCommit {
+                tree,
+                task_id: expand,
+                round: t.round,
+                children: rebuilt,
+                outbox: vec![Task::Score(t.clone()).envelope()],
+            });
+        }
+        if !commits.is_empty() {
+            tracing::info!(
+                expansions = commits.len(),
+                "applying expansions the store lost again from their score tasks"
+            );
+            self.ctx.store.commit_expand(&commits).await?;
+        }
+        Ok(())
+    }
+
     /// Concludes rounds whose barrier is complete, all in three store round trips.
     /// Two workers may conclude the same round (a redelivery racing the original); the
     /// store applies one conclusion, both compute the same one, and the one that lost
-    /// republishes the winner's outbox. Returns whether each was applied here.
+    /// republishes the winner's outbox. Returns what committing each did.
     async fn conclude<'t>(
         &self,
         tasks: &[&'t ScoreTask],
         plan: &mut Plan,
-    ) -> Result<Vec<(&'t ScoreTask, bool)>, WorkError> {
+    ) -> Result<Vec<(&'t ScoreTask, Concluded)>, WorkError> {
         let ctx = &self.ctx;
         let wanted: Vec<(TreeRef, u32)> = tasks
             .iter()
@@ -260,6 +360,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
             commits.push(RoundCommit {
                 tree,
                 round: task.round,
+                children: view.children.len() as u32,
                 finished: outcome.finished,
                 next_frontier: outcome.next_frontier,
                 done: outcome.done,
@@ -272,7 +373,7 @@ impl<S: Store, B: Broker> Scorer<S, B> {
         for (((task, commit), event), applied) in
             tasks.iter().zip(commits).zip(searched).zip(applied)
         {
-            if applied {
+            if applied == Concluded::Now {
                 plan.publish.extend(commit.outbox);
                 plan.events.extend(event);
             }

@@ -4,7 +4,7 @@ mod round;
 mod select;
 
 pub use finish::finish_reason;
-pub use round::{children, conclude, sample_seed, RoundOutcome};
+pub use round::{children, conclude, rebuild, sample_seed, RoundOutcome};
 pub use select::{rank_key, score, select};
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use super::select::select;
 use std::collections::HashMap;
 use tsst_backend::StepSample;
 use tsst_labels::has_final_answer;
-use tsst_messages::{stable_hash, FinishReason, Node, NodeId, SearchMode, SearchSpec};
+use tsst_messages::{stable_hash, ChildStep, FinishReason, Node, NodeId, SearchMode, SearchSpec};
 
 /// The seed of one sample. It depends on the question, the parent's text, the round
 /// and the sample index, never on the run id, the worker or the batch: the same config
@@ -52,30 +52,61 @@ pub fn children(
             continue;
         }
         seen.push((step, s.eos));
-        let sample = i as u32;
-        let text = match (parent.text.is_empty(), step.is_empty()) {
-            (true, _) => step.to_owned(),
-            (false, true) => parent.text.clone(),
-            (false, false) => format!("{} {step}", parent.text),
-        };
-        out.push(Node {
-            id: NodeId::child(run, question, parent.id, round, sample),
-            parent: Some(parent.id),
+        out.push(child(
+            run,
+            question,
+            parent,
             round,
-            depth: parent.depth + 1,
-            sample,
-            step: step.to_owned(),
-            text,
-            logprob: s.logprob,
-            tokens: s.tokens,
-            total_tokens: parent.total_tokens + s.tokens,
-            total_logprob: parent.total_logprob + s.logprob,
-            eos: s.eos,
-            value: None,
-            finished: None,
-        });
+            &ChildStep {
+                sample: i as u32,
+                step: step.to_owned(),
+                logprob: s.logprob,
+                tokens: s.tokens,
+                eos: s.eos,
+            },
+        ));
     }
     out
+}
+
+/// The children an expansion made, again from its steps (a score task carries them):
+/// the same nodes [`children`] made from the samples.
+pub fn rebuild(
+    run: &str,
+    question: &str,
+    parent: &Node,
+    round: u32,
+    steps: &[ChildStep],
+) -> Vec<Node> {
+    steps
+        .iter()
+        .map(|s| child(run, question, parent, round, s))
+        .collect()
+}
+
+fn child(run: &str, question: &str, parent: &Node, round: u32, s: &ChildStep) -> Node {
+    let step = s.step.as_str();
+    let text = match (parent.text.is_empty(), step.is_empty()) {
+        (true, _) => step.to_owned(),
+        (false, true) => parent.text.clone(),
+        (false, false) => format!("{} {step}", parent.text),
+    };
+    Node {
+        id: NodeId::child(run, question, parent.id, round, s.sample),
+        parent: Some(parent.id),
+        round,
+        depth: parent.depth + 1,
+        sample: s.sample,
+        step: step.to_owned(),
+        text,
+        logprob: s.logprob,
+        tokens: s.tokens,
+        total_tokens: parent.total_tokens + s.tokens,
+        total_logprob: parent.total_logprob + s.logprob,
+        eos: s.eos,
+        value: None,
+        finished: None,
+    }
 }
 
 /// What the end of a round decides for a question's tree.
@@ -210,6 +241,11 @@ mod tests {
         assert_eq!(grand[0].text, "Step 1: a. Step 2: c.");
         assert_eq!(grand[0].depth, 2);
         assert_eq!(grand[0].total_tokens, 8);
+        // What a score task carries makes the same nodes again.
+        let steps: Vec<ChildStep> = kids.iter().map(ChildStep::of).collect();
+        assert_eq!(rebuild("r", "q", &root, 0, &steps), kids);
+        let steps: Vec<ChildStep> = grand.iter().map(ChildStep::of).collect();
+        assert_eq!(rebuild("r", "q", &kids[0], 1, &steps), grand);
     }
 
     fn scored(parent: &Node, round: u32, texts: &[(&str, f64)]) -> Vec<Node> {

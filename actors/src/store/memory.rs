@@ -1,6 +1,6 @@
 //! The in-memory store of embedded mode: the same semantics as Redis, in one process.
 use super::{
-    round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
+    round_outbox_key, Barrier, Concluded, ExpandCommit, Position, Progress, RoundCommit, RoundView,
     ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, WorkerBeat,
     VERIFY_OUTBOX_KEY,
 };
@@ -123,10 +123,16 @@ impl Inner {
         })
     }
 
-    fn commit_round(&mut self, c: &RoundCommit) -> Result<bool, StoreError> {
+    fn commit_round(&mut self, c: &RoundCommit) -> Result<Concluded, StoreError> {
         let tree = self.tree_mut(&c.tree)?;
         if tree.state.round != c.round || tree.state.status != TreeStatus::Searching {
-            return Ok(false);
+            return Ok(Concluded::Before);
+        }
+        let scored = tree.barrier.get(&c.round).map_or(0, HashSet::len);
+        let expected = tree.frontier.get(&c.round).map_or(0, Vec::len);
+        let children = tree.children.get(&c.round).map_or(0, BTreeSet::len);
+        if scored < expected || children != c.children as usize {
+            return Ok(Concluded::Unready);
         }
         for (id, reason) in &c.finished {
             tree.finished.push(*id);
@@ -144,7 +150,7 @@ impl Inner {
         }
         tree.outbox
             .insert(round_outbox_key(c.round), c.outbox.clone());
-        Ok(true)
+        Ok(Concluded::Now)
     }
 }
 
@@ -378,6 +384,20 @@ impl Store for MemoryStore {
                 out.push(Barrier::Concluded);
                 continue;
             }
+            let in_frontier = tree
+                .frontier
+                .get(&c.round)
+                .is_some_and(|f| f.contains(&c.parent));
+            let have = tree.children.get(&c.round);
+            if !in_frontier
+                || !c
+                    .children
+                    .iter()
+                    .all(|id| have.is_some_and(|h| h.contains(id)))
+            {
+                out.push(Barrier::Lost);
+                continue;
+            }
             for (id, v) in &c.values {
                 tree.values.insert(*id, *v);
             }
@@ -402,7 +422,7 @@ impl Store for MemoryStore {
             .collect()
     }
 
-    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<bool>, StoreError> {
+    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<Concluded>, StoreError> {
         let mut inner = self.lock();
         commits.iter().map(|c| inner.commit_round(c)).collect()
     }

@@ -91,6 +91,9 @@ pub struct ScoreCommit {
     pub tree: TreeRef,
     pub round: u32,
     pub parent: NodeId,
+    /// The children the task scores: the store checks it has them (see
+    /// [`Barrier::Lost`]).
+    pub children: Vec<NodeId>,
     pub values: Vec<(NodeId, f64)>,
 }
 
@@ -106,6 +109,27 @@ pub enum Barrier {
     /// The tree has not reached this round: the store lost writes (a rollback) that
     /// this task came from. Nothing was written; the tree is re-driven instead.
     Behind,
+    /// The tree is at this round but does not have the parent in its frontier or the
+    /// children the task scores: the store lost the expansion since the task's worker
+    /// read them (a rollback or a failover to a replica that was behind, between the
+    /// read and this write). Nothing was written: counting the parent in the barrier
+    /// would conclude the round without its children.
+    Lost,
+}
+
+/// What committing a round's conclusion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concluded {
+    /// Applied now: publish its outbox.
+    Now,
+    /// Concluded before (by another worker or an earlier delivery): publish that one's
+    /// outbox.
+    Before,
+    /// The tree is at the round, but the store's round is not the one the conclusion
+    /// was computed from: its barrier is incomplete or its children differ from the
+    /// view's, because the store lost writes after the view was read. Nothing was
+    /// written; the tree is re-driven from what the store has.
+    Unready,
 }
 
 /// What concluding a round needs to read.
@@ -136,6 +160,10 @@ pub struct Position {
 pub struct RoundCommit {
     pub tree: TreeRef,
     pub round: u32,
+    /// How many children the view that the conclusion was computed from had: the
+    /// store applies it only to the same round (every frontier node scored, as many
+    /// children).
+    pub children: u32,
     pub finished: Vec<(NodeId, tsst_messages::FinishReason)>,
     pub next_frontier: Vec<NodeId>,
     pub done: bool,
@@ -298,12 +326,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         wanted: &[(TreeRef, u32)],
     ) -> impl Future<Output = Result<Vec<RoundView>, StoreError>> + Send;
 
-    /// Applies each conclusion unless its round was concluded already; `true` where it
-    /// was applied now.
+    /// Applies each conclusion unless its round was concluded already or is not the
+    /// round it was computed from.
     fn commit_rounds(
         &self,
         commits: &[RoundCommit],
-    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Concluded>, StoreError>> + Send;
 
     fn commit_verdicts(
         &self,

@@ -1,7 +1,7 @@
 //! The Redis store. A batch of commits is one pipeline (one round trip); effects that
 //! must be atomic per tree run as Lua scripts on keys that share the tree's hash tag.
 use super::{
-    round_outbox_key, Barrier, ExpandCommit, Position, Progress, RoundCommit, RoundView,
+    round_outbox_key, Barrier, Concluded, ExpandCommit, Position, Progress, RoundCommit, RoundView,
     ScoreCommit, Store, StoreError, TreeRef, TreeView, VerdictCommit, VerdictKey, WorkerBeat,
     VERIFY_OUTBOX_KEY,
 };
@@ -392,8 +392,14 @@ impl Store for RedisStore {
                 k.barrier(c.round),
                 k.frontier(c.round),
                 k.state(),
+                k.children(c.round),
             ];
-            let mut args = vec![c.round.to_string(), c.parent.to_string()];
+            let mut args = vec![
+                c.round.to_string(),
+                c.parent.to_string(),
+                c.children.len().to_string(),
+            ];
+            args.extend(c.children.iter().map(ToString::to_string));
             for (id, v) in &c.values {
                 // `{}` prints the shortest text that parses back to the same f64.
                 args.extend([id.to_string(), format!("{v}")]);
@@ -407,6 +413,7 @@ impl Store for RedisStore {
                 0 => Barrier::Waiting,
                 1 => Barrier::Complete,
                 3 => Barrier::Behind,
+                4 => Barrier::Lost,
                 _ => Barrier::Concluded,
             })
             .collect())
@@ -478,7 +485,7 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<bool>, StoreError> {
+    async fn commit_rounds(&self, commits: &[RoundCommit]) -> Result<Vec<Concluded>, StoreError> {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
@@ -497,17 +504,28 @@ impl Store for RedisStore {
                 k.finished(),
                 k.reasons(),
                 k.outbox(),
+                k.barrier(c.round),
+                k.frontier(c.round),
+                k.children(c.round),
             ];
             let args = vec![
                 c.round.to_string(),
                 conclusion.to_string(),
                 round_outbox_key(c.round),
                 encode(&k.outbox(), &c.outbox)?,
+                c.children.to_string(),
             ];
             pipe.add_command(eval(COMMIT_ROUND, &keys, args));
         }
         let applied: Vec<u8> = self.query(&pipe).await?;
-        Ok(applied.into_iter().map(|a| a == 1).collect())
+        Ok(applied
+            .into_iter()
+            .map(|a| match a {
+                1 => Concluded::Now,
+                2 => Concluded::Unready,
+                _ => Concluded::Before,
+            })
+            .collect())
     }
 
     async fn commit_verdicts(&self, commits: &[VerdictCommit]) -> Result<(), StoreError> {
