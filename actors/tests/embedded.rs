@@ -331,3 +331,68 @@ async fn duplicates_of_a_finished_question_republish_nothing() {
     assert_eq!(all_trees(&store, "dup", &qs).await, before_trees);
     worker.shutdown().await;
 }
+
+/// A score task whose expansion the store does not have (lost to a rollback) applies
+/// it again from the steps it carries and scores on: the same trees, and no expansion
+/// published again.
+#[actix_rt::test]
+async fn a_score_task_applies_a_lost_expansion_from_its_steps() {
+    use tsst_actors::broker::Broker;
+    use tsst_actors::store::{Store, TreeRef};
+    let qs = questions(4);
+    let ids: Vec<String> = qs.iter().map(|q| q.id.clone()).collect();
+    let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+    let worker = start_worker(&store, &broker).await;
+    enqueue(&store, &broker, &record("lost", spec()), &qs)
+        .await
+        .unwrap();
+    finish(&store, "lost").await;
+    quiet(&broker).await;
+    let reference = all_trees(&store, "lost", &qs).await;
+    let published = broker.published();
+    // Round 0's score tasks as the generator published them.
+    let mut scores = Vec::new();
+    for q in &qs {
+        let tree = store.tree(&TreeRef::new("lost", &q.id)).await.unwrap();
+        let root = NodeId::root("lost", &q.id);
+        let mut kids: Vec<&Node> = tree
+            .nodes
+            .iter()
+            .filter(|n| n.parent == Some(root) && n.round == 0)
+            .collect();
+        kids.sort_by_key(|n| n.sample);
+        scores.push(
+            Task::Score(ScoreTask {
+                run: "lost".into(),
+                question: q.id.clone(),
+                round: 0,
+                parent: root,
+                children: kids.iter().map(|n| n.id).collect(),
+                steps: kids.iter().map(|n| ChildStep::of(n)).collect(),
+            })
+            .envelope(),
+        );
+    }
+    worker.shutdown().await;
+
+    // The same run on a store that lost round 0's expansions after their score tasks
+    // were published: the trees stand at their roots and only those tasks are queued.
+    let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+    store
+        .register_run(&record("lost", spec()), &qs)
+        .await
+        .unwrap();
+    store.init_trees("lost", &ids).await.unwrap();
+    store.mark_enqueued("lost", &ids).await.unwrap();
+    let worker = start_worker(&store, &broker).await;
+    broker.publish(&scores).await.unwrap();
+    finish(&store, "lost").await;
+    quiet(&broker).await;
+    assert_eq!(all_trees(&store, "lost", &qs).await, reference);
+    assert_eq!(
+        broker.published(),
+        published - qs.len(),
+        "round 0's expansions were published again instead of applied from the steps"
+    );
+    worker.shutdown().await;
+}
