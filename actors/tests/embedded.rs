@@ -273,6 +273,36 @@ async fn quiet(broker: &MemoryBroker) {
     }
 }
 
+/// The score task of a searched tree's round 0, as the generator published it (with
+/// the expansion's steps) or as an older one did (without).
+fn round0_score(
+    tree: &tsst_actors::store::TreeView,
+    run: &str,
+    question: &str,
+    steps: bool,
+) -> Envelope<Task> {
+    let root = NodeId::root(run, question);
+    let mut kids: Vec<&Node> = tree
+        .nodes
+        .iter()
+        .filter(|n| n.parent == Some(root) && n.round == 0)
+        .collect();
+    kids.sort_by_key(|n| n.sample);
+    Task::Score(ScoreTask {
+        run: run.into(),
+        question: question.into(),
+        round: 0,
+        parent: root,
+        children: kids.iter().map(|n| n.id).collect(),
+        steps: if steps {
+            kids.iter().map(|n| ChildStep::of(n)).collect()
+        } else {
+            Vec::new()
+        },
+    })
+    .envelope()
+}
+
 /// A duplicate of any task of a finished question republishes only what is not
 /// applied yet, which is nothing: no replay of the rest of the tree.
 #[actix_rt::test]
@@ -303,22 +333,7 @@ async fn duplicates_of_a_finished_question_republish_nothing() {
             })
             .envelope(),
         );
-        dups.push(
-            Task::Score(ScoreTask {
-                run: "dup".into(),
-                question: q.id.clone(),
-                round: 0,
-                parent: root,
-                children: tree
-                    .nodes
-                    .iter()
-                    .filter(|n| n.parent == Some(root) && n.round == 0)
-                    .map(|n| n.id)
-                    .collect(),
-                steps: Vec::new(),
-            })
-            .envelope(),
-        );
+        dups.push(round0_score(&tree, "dup", &q.id, false));
     }
     let published = broker.published();
     broker.publish(&dups).await.unwrap();
@@ -354,24 +369,7 @@ async fn a_score_task_applies_a_lost_expansion_from_its_steps() {
     let mut scores = Vec::new();
     for q in &qs {
         let tree = store.tree(&TreeRef::new("lost", &q.id)).await.unwrap();
-        let root = NodeId::root("lost", &q.id);
-        let mut kids: Vec<&Node> = tree
-            .nodes
-            .iter()
-            .filter(|n| n.parent == Some(root) && n.round == 0)
-            .collect();
-        kids.sort_by_key(|n| n.sample);
-        scores.push(
-            Task::Score(ScoreTask {
-                run: "lost".into(),
-                question: q.id.clone(),
-                round: 0,
-                parent: root,
-                children: kids.iter().map(|n| n.id).collect(),
-                steps: kids.iter().map(|n| ChildStep::of(n)).collect(),
-            })
-            .envelope(),
-        );
+        scores.push(round0_score(&tree, "lost", &q.id, true));
     }
     worker.shutdown().await;
 

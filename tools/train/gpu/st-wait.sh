@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # issue 12 on the GPU: a device call that keeps the machine busy while st-run.sh works, then
-# brings back its progress. `bash tools/train/gpu/st-wait.sh MAXSEC [final]`: waits until
-# selftrain is done (or a stage failed) or MAXSEC passed, then copies the stage marks, the
+# brings back its progress. `bash tools/train/gpu/st-wait.sh MAXSEC [final] [rN]`: waits until
+# selftrain is done (or a stage failed), round rN's beam evaluation is done (when rN is
+# given; the last calls of the H100 run passed r1) or MAXSEC passed, then copies the stage marks, the
 # nvidia-smi record and every log and metric to $OUT; with `final` also the last version's
 # exported models and its checkpoints in fp16, and the warm-up's checkpoints in fp16.
 G=/opt/gst
@@ -9,6 +10,7 @@ PY=/opt/torch/.venv/bin/python3
 end=$(( $(date +%s) + $1 ))
 while [ "$(date +%s)" -lt $end ]; do
   grep -qE 'selftrain-done|FAIL' $G/stages.txt 2>/dev/null && break
+  [ -n "${3:-}" ] && grep -q "\"$3/eval/beam\"" $G/st/selftrain.json 2>/dev/null && break
   sleep 3
 done
 cp $G/stages.txt $G/smi.csv $OUT/ 2>/dev/null
