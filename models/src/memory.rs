@@ -1,8 +1,9 @@
 //! How much key/value cache a batch may hold, and splitting a batch to fit.
 //!
-//! A policy batch's memory is nearly all cache: every sampled row holds its prompt
-//! plus its step budget, `layers * 2 * kv_heads * head_dim` elements per position, and
-//! for a moment (a fork, a compaction) the old and the new cache live side by side.
+//! A policy batch's memory is nearly all cache: every sampled row holds its positions
+//! so far plus room to grow, `layers * 2 * kv_heads * head_dim` elements per position,
+//! and while the batch regroups (rows finish, waiting requests join) the old and the
+//! new cache live side by side for a moment.
 //! The budget is a share of the memory free on the device once the model is loaded
 //! (read from NVML on CUDA, `MemAvailable` on the CPU), or `TSST_KV_BUDGET_MB`.
 use crate::device::Device;
@@ -19,8 +20,9 @@ const FALLBACK: u64 = 8 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvBudget {
-    /// Bytes of cache per position of one row.
+    /// Bytes of cache per position of one row (all layers).
     pub per_position: u64,
+    pub layers: usize,
     /// Bytes of cache a batch may hold at its peak.
     pub limit: u64,
 }
@@ -54,37 +56,33 @@ impl KvBudget {
         };
         KvBudget {
             per_position,
+            layers: decoder.num_layers,
             limit,
         }
     }
 
-    /// The peak cache bytes of requests decoded together, each `(prompt positions,
-    /// step budget, samples)`: every prompt's prefill cache, then one row per sample,
-    /// all as wide as the longest prompt plus the longest step, twice while a fork or
-    /// a compaction copies them.
-    pub fn cost(&self, requests: &[(usize, usize, usize)]) -> u64 {
-        let prompts: usize = requests.iter().map(|r| r.0).sum();
-        let rows: usize = requests.iter().map(|r| r.2).sum();
-        let width = requests.iter().map(|r| r.0).max().unwrap_or(0)
-            + requests.iter().map(|r| r.1).max().unwrap_or(0);
-        (prompts + 2 * rows * width) as u64 * self.per_position
-    }
-
-    /// Splits requests (in order) into consecutive groups whose [`cost`](Self::cost)
-    /// fits; a request larger than the whole budget goes alone.
-    pub fn groups(&self, requests: &[(usize, usize, usize)]) -> Vec<std::ops::Range<usize>> {
-        let mut groups = Vec::new();
-        let mut start = 0;
-        for i in 0..requests.len() {
-            if i > start && self.cost(&requests[start..=i]) > self.limit {
-                groups.push(start..i);
-                start = i;
-            }
-        }
-        if start < requests.len() {
-            groups.push(start..requests.len());
-        }
-        groups
+    /// The peak cache bytes of a regroup into `rows` rows of `positions` each, from
+    /// old caches of `old` positions in all and fresh prompt caches of `prompts`
+    /// positions, and of the decode steps that follow it:
+    /// - `shared` buffers: the gather builds the new cache layer by layer, freeing each
+    ///   old layer as it goes, so old and new overlap by about one layer; steps write
+    ///   in place.
+    /// - otherwise each step writes a present one position longer beside its past.
+    pub fn regroup_cost(
+        &self,
+        shared: bool,
+        old: usize,
+        prompts: usize,
+        rows: usize,
+        positions: usize,
+    ) -> u64 {
+        let new = rows * positions;
+        let peak = if shared {
+            old.max(new) + (old + new).div_ceil(self.layers.max(1))
+        } else {
+            old.max(2 * new)
+        };
+        (prompts + peak) as u64 * self.per_position
     }
 }
 
@@ -176,18 +174,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_fit_the_budget_and_keep_the_order() {
+    fn a_shared_regroup_overlaps_old_and_new_by_one_layer() {
         let b = KvBudget {
-            per_position: 1,
-            limit: 100,
+            per_position: 2,
+            layers: 4,
+            limit: 0,
         };
-        // One request: a 10-position prompt, 5-token steps, 2 samples = 10 + 2*2*15.
-        assert_eq!(b.cost(&[(10, 5, 2)]), 70);
-        // Together they are as wide as the longest prompt plus the longest step.
-        assert_eq!(b.cost(&[(10, 5, 1), (20, 1, 1)]), 30 + 2 * 2 * 25);
-        let r = [(10, 5, 1), (10, 5, 1), (10, 5, 1), (40, 20, 2), (1, 1, 1)];
-        assert_eq!(b.groups(&r), vec![0..2, 2..3, 3..4, 4..5]);
-        assert!(b.groups(&r[..2]).len() == 1 && b.groups(&[]).is_empty());
+        // 10 rows of 100 positions from 800 old ones and a 50-position prompt:
+        // max(800, 1000) + 1800 / 4 = 1450, plus the prompt: 1500 positions.
+        assert_eq!(b.regroup_cost(true, 800, 50, 10, 100), 3000);
+        // A cache that grows each step holds past and present: twice the rows.
+        assert_eq!(b.regroup_cost(false, 800, 50, 10, 100), 2 * (50 + 2000));
+        assert_eq!(b.regroup_cost(false, 3000, 0, 10, 100), 6000);
     }
 
     #[test]

@@ -549,9 +549,10 @@ pub fn sample_inputs(
 }
 
 /// The `pads` input of [`gather_graph`] for a rank-4 cache: `extra` zero positions
-/// after the end of the length axis.
-pub fn length_pads(extra: usize) -> Vec<i64> {
-    vec![0, 0, 0, 0, 0, 0, extra as i64, 0]
+/// after the end of the length axis, or with `extra < 0` that many positions cut
+/// from its end (ONNX Pad crops where a pad is negative).
+pub fn length_pads(extra: i64) -> Vec<i64> {
+    vec![0, 0, 0, 0, 0, 0, extra, 0]
 }
 
 #[cfg(test)]

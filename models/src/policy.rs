@@ -1,9 +1,12 @@
 //! The policy: continues partial solutions by one reasoning step.
 //!
-//! Per batch: every request's prompt is prefilled once (all prompts together,
-//! right-padded), its cache is forked for the request's samples, and all samples of
-//! all requests decode together, one token per decoder run, until each ends at its
-//! step delimiter, end-of-sequence or token limit. Finished rows leave the batch.
+//! Per batch, continuous batching: requests are admitted while their caches fit the
+//! budget; each admitted request's prompt is prefilled (several together,
+//! right-padded), its cache forked for the request's samples, and all rows decode
+//! together, one token per decoder run, until each ends at its step delimiter,
+//! end-of-sequence or token limit. Whenever a quarter of the rows have finished (or a
+//! shared buffer is full) the batch regroups: finished rows leave, waiting requests
+//! join, and the cache is rebuilt as wide as the rows need now.
 //!
 //! Padding. Rows keep a mask over their cache slots:
 //! - genai route (GroupQueryAttention): the operator writes a row's new position
@@ -17,7 +20,7 @@
 //! tensor for float16 genai decoders, and each step's tokens are chosen there (the
 //! sample graph, `ops::sample_graph`): only a token and a log-probability per row
 //! come to the host. On the device, finished rows stay in the batch (their
-//! outputs ignored) until a quarter of the batch is done, then the cache is compacted.
+//! outputs ignored) until the next regroup.
 use crate::device::Device;
 use crate::error::ModelError;
 use crate::llava::{Cache, Embeds, KvMode, Llava, Prompt, Want};
@@ -26,6 +29,7 @@ use crate::memory::{self, KvBudget};
 use crate::sampling::{choose, Choice, Rng};
 use crate::stop::Step;
 use crate::tensor;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use tsst_backend::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
@@ -35,6 +39,12 @@ use tsst_backend::{
 /// (`prompts * length * vocab`).
 const PREFILL_BATCH: usize = 8;
 
+/// Positions a shared cache buffer holds beyond the longest row after a regroup: a
+/// row that reaches the end makes the batch regroup into a wider one. Small, since
+/// most steps end within a few dozen tokens and a row's whole step budget (256 at
+/// the reference settings) reserved for every row halves the rows that fit.
+const HEADROOM: usize = 64;
+
 pub struct OnnxPolicy {
     model: Llava,
     budget: KvBudget,
@@ -42,6 +52,18 @@ pub struct OnnxPolicy {
 
 /// A request that decodes: its index in the batch, its prompt, its step budget.
 type Live = (usize, Prompt, usize);
+
+/// What one continuous decode did, for its log line and for the out-of-memory retry.
+#[derive(Debug, Default)]
+struct Stats {
+    regroups: usize,
+    steps: usize,
+    most_rows: usize,
+    /// Requests in the batch at the last regroup, and that regroup's planned peak
+    /// cache bytes.
+    requests: usize,
+    cost: u64,
+}
 
 /// A sampled step with the token ids the model generated for it (including an
 /// end-of-sequence token, and tokens past a "Step k:" cut).
@@ -138,75 +160,257 @@ impl OnnxPolicy {
             }
             live.push((i, prompt, budget));
         }
-
-        // As many requests together as their caches fit in the budget.
-        let shapes = self.shapes(batch, &live);
-        let groups = self.budget.groups(&shapes);
-        if groups.len() > 1 {
-            tracing::debug!(
-                groups = groups.len(),
-                requests = live.len(),
-                "batch decoded in parts to fit the cache budget"
-            );
-        }
-        for group in groups {
-            self.decode_fitting(batch, &live[group], &mut out)?;
-        }
+        self.decode_fitting(batch, live, &mut out)?;
         Ok(out
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(RequestError("not generated".into()))))
             .collect())
     }
 
-    /// `(prompt positions, step budget, samples)` of each live request.
-    fn shapes(&self, batch: &[ExpandRequest<'_>], live: &[Live]) -> Vec<(usize, usize, usize)> {
-        live.iter()
-            .map(|(i, p, budget)| (self.model.embedded_len(p), *budget, batch[*i].seeds.len()))
-            .collect()
-    }
-
-    /// Decodes `live` together; if the device runs out of memory all the same, in
-    /// halves (and later batches get a smaller budget), so that no request fails for
-    /// want of memory while it fits alone.
+    /// Decodes `live`; if the device runs out of memory all the same, the requests not
+    /// yet finished start again under a smaller budget (which later batches keep), so
+    /// that no request fails for want of memory while it fits alone.
     fn decode_fitting(
         &mut self,
         batch: &[ExpandRequest<'_>],
-        live: &[Live],
+        live: Vec<Live>,
         out: &mut [Option<GeneratedOutput>],
     ) -> Result<(), ModelError> {
-        match self.decode_together(batch, live, out) {
-            Err(e) if live.len() > 1 && memory::is_out_of_memory(&e.to_string()) => {
-                let cost = self.budget.cost(&self.shapes(batch, live));
-                self.budget.limit = self.budget.limit.min(cost / 4 * 3);
-                tracing::warn!(
-                    requests = live.len(),
-                    budget_mib = self.budget.limit >> 20,
-                    error = %e,
-                    "out of device memory; decoding the batch in halves"
-                );
-                let (a, b) = live.split_at(live.len() / 2);
-                self.decode_fitting(batch, a, out)?;
-                self.decode_fitting(batch, b, out)
+        let mut live = live;
+        loop {
+            let mut stats = Stats::default();
+            match self.decode_continuous(batch, &live, out, &mut stats) {
+                Err(e) if stats.requests > 1 && memory::is_out_of_memory(&e.to_string()) => {
+                    self.budget.limit = self.budget.limit.min(stats.cost) / 4 * 3;
+                    live.retain(|(i, _, _)| out[*i].is_none());
+                    tracing::warn!(
+                        requests = stats.requests,
+                        unfinished = live.len(),
+                        budget_mib = self.budget.limit >> 20,
+                        error = %e,
+                        "out of device memory; decoding the unfinished requests again under a smaller budget"
+                    );
+                }
+                result => {
+                    tracing::debug!(
+                        requests = live.len(),
+                        regroups = stats.regroups,
+                        most_rows = stats.most_rows,
+                        steps = stats.steps,
+                        "batch decoded"
+                    );
+                    return result;
+                }
             }
-            result => result,
         }
     }
 
-    /// Prefills the requests' prompts, forks each for its samples and decodes all
-    /// rows together until every step has ended; writes each request's samples.
-    fn decode_together(
+    /// Decodes the requests with continuous batching: rows decode together, one token
+    /// per decoder run; whenever a quarter of them have finished (or a shared buffer is
+    /// full) the batch regroups, dropping finished rows and admitting waiting requests
+    /// as far as the cache budget allows. So the batch does not drain to its slowest
+    /// row while requests wait, and its cache holds what the rows need now (their
+    /// positions plus [`HEADROOM`]) rather than each one's whole step budget.
+    fn decode_continuous(
         &mut self,
         batch: &[ExpandRequest<'_>],
         live: &[Live],
         out: &mut [Option<GeneratedOutput>],
+        stats: &mut Stats,
     ) -> Result<(), ModelError> {
         let mode = self.model.kv_mode();
+        let shared = mode == KvMode::Shared;
         let mut samples: Vec<Vec<Option<Generated>>> =
             batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
+        let mut waiting: VecDeque<&Live> = live.iter().collect();
         let mut rows: Vec<Row> = Vec::new();
+        let mut cache: Cache = Vec::new();
+        let mut capacity = 0;
+        loop {
+            let finished = rows.iter().filter(|r| r.step.done).count();
+            let alive = rows.len() - finished;
+            let width = rows.first().map_or(0, |r| r.slots.len());
+            let full = shared && alive > 0 && width + 1 > capacity;
+            if alive == 0 || full || (finished > 0 && compact_now(mode, finished, rows.len())) {
+                if alive == 0 && waiting.is_empty() {
+                    break;
+                }
+                let group = self.regroup(
+                    batch,
+                    std::mem::take(&mut rows),
+                    std::mem::take(&mut cache),
+                    capacity,
+                    &mut waiting,
+                    &mut samples,
+                    stats,
+                )?;
+                (rows, cache, capacity) = group;
+                stats.regroups += 1;
+                stats.most_rows = stats.most_rows.max(rows.len());
+                settle(live, &mut samples, out);
+                if rows.is_empty() {
+                    continue;
+                }
+            }
+            self.step(batch, &mut rows, &mut cache, shared, &mut samples)?;
+            stats.steps += 1;
+            settle(live, &mut samples, out);
+        }
+        settle(live, &mut samples, out);
+        Ok(())
+    }
+
+    /// One decoder run for every row: the next token of each, written to its step.
+    fn step(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        rows: &mut [Row],
+        cache: &mut Cache,
+        shared: bool,
+        samples: &mut [Vec<Option<Generated>>],
+    ) -> Result<(), ModelError> {
+        let len = rows[0].slots.len();
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.step.ids.last().copied().unwrap_or_default())
+            .collect();
+        let embeds = self.model.embed_step(ids)?;
+        let mut mask = Vec::with_capacity(rows.len() * (len + 1));
+        let mut positions = Vec::with_capacity(rows.len());
+        for row in rows.iter_mut() {
+            let next = next_mask(self.model.route(), &row.slots, row.valid);
+            mask.extend_from_slice(&next);
+            row.slots = next;
+            positions.push(row.valid as i64);
+            row.valid += 1;
+        }
+        // On the device the next tokens are chosen there (one uniform draw per sampled
+        // row from its generator, as `choose` draws it); on the host from the logits.
+        let at: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
+        let (mut temperature, mut uniform) = (Vec::new(), Vec::new());
+        let want = if self.model.kv_mode().on_device() {
+            for row in rows.iter_mut() {
+                let t = if row.step.done {
+                    0.0
+                } else {
+                    batch[row.request].temperature
+                };
+                temperature.push(t as f32);
+                uniform.push(if t > 0.0 {
+                    row.rng.next_f64() as f32
+                } else {
+                    0.0
+                });
+            }
+            Want::Sample {
+                temperature: &temperature,
+                uniform: &uniform,
+            }
+        } else {
+            Want::Rows(&at)
+        };
+        let run = self.model.decode(
+            rows.len(),
+            Embeds::Value(embeds),
+            mask,
+            positions,
+            std::mem::take(cache),
+            shared,
+            want,
+        )?;
+        *cache = run.presents;
+        for (r, row) in rows.iter_mut().enumerate() {
+            if row.step.done {
+                // Finished earlier; kept in a device batch until the next regroup.
+                continue;
+            }
+            let req = &batch[row.request];
+            let choice = match run.choices.get(r) {
+                Some(&c) => c,
+                None => choose(&run.picked[r], req.temperature, &mut row.rng),
+            };
+            self.push(row, choice, req)?;
+            if row.step.done {
+                samples[row.request][row.sample] = Some(finish(row));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the batch: the rows still decoding, then the waiting requests that fit
+    /// the budget (prefilled, forked for their samples, their first tokens drawn), in
+    /// one cache as wide as the longest row needs now. Returns the rows, their cache
+    /// and (in [`KvMode::Shared`]) the positions it holds.
+    #[allow(clippy::too_many_arguments)]
+    fn regroup(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        rows: Vec<Row>,
+        cache: Cache,
+        capacity: usize,
+        waiting: &mut VecDeque<&Live>,
+        samples: &mut [Vec<Option<Generated>>],
+        stats: &mut Stats,
+    ) -> Result<(Vec<Row>, Cache, usize), ModelError> {
+        let mode = self.model.kv_mode();
+        let shared = mode == KvMode::Shared;
+        let route = self.model.route();
+        let old_width = if shared {
+            capacity
+        } else {
+            rows.first().map_or(0, |r| r.slots.len())
+        };
+        let old = rows.len() * old_width;
+        let kept: Vec<(usize, Row)> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| !r.step.done)
+            .collect();
+        let mut width = kept
+            .iter()
+            .map(|(_, r)| needed(route, r))
+            .max()
+            .unwrap_or(0);
+        let mut ahead = kept.iter().map(|(_, r)| left(r)).max().unwrap_or(0);
+        let mut count = kept.len();
+        let mut prompts = 0;
+        let mut admitted: Vec<&Live> = Vec::new();
+        // The torch route cannot trim the padding between a row's positions, so its
+        // width only grows while rows stay: it admits only into an empty batch.
+        let admit = route == Route::Genai || kept.is_empty();
+        while let Some(&next) = waiting.front().filter(|_| admit) {
+            let (request, prompt, budget) = next;
+            let len = self.model.embedded_len(prompt);
+            let n = batch[*request].seeds.len();
+            let w = width.max(len);
+            let a = ahead.max(*budget);
+            let cost = self.budget.regroup_cost(
+                shared,
+                old,
+                prompts + len,
+                count + n,
+                buffer(shared, w, a),
+            );
+            if cost > self.budget.limit && (count > 0 || !admitted.is_empty()) {
+                break;
+            }
+            (width, ahead, count, prompts) = (w, a, count + n, prompts + len);
+            admitted.push(next);
+            waiting.pop_front();
+        }
+        // What a failure from here on had in hand (see `decode_fitting`).
+        let requests: HashSet<usize> = kept.iter().map(|(_, r)| r.request).collect();
+        stats.requests = requests.len() + admitted.len();
+        stats.cost =
+            self.budget
+                .regroup_cost(shared, old, prompts, count, buffer(shared, width, ahead));
+
+        // The waiting requests admitted: prefilled in chunks, one cache source each.
         let mut sources: Vec<Cache> = Vec::new();
         let mut picks: Vec<(usize, usize)> = Vec::new();
-        for chunk in live.chunks(PREFILL_BATCH) {
+        let mut fresh: Vec<Row> = Vec::new();
+        let base = usize::from(!kept.is_empty());
+        for chunk in admitted.chunks(PREFILL_BATCH) {
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
             let (lens, run) = self.model.prefill_last(&refs)?;
             // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
@@ -214,8 +418,7 @@ impl OnnxPolicy {
             metrics::counter!("tsst_tokens_prefilled_total")
                 .increment(lens.iter().sum::<usize>() as u64);
             let seq = lens.iter().copied().max().unwrap_or(0);
-            let last = run.picked;
-            let source = sources.len();
+            let source = base + sources.len();
             sources.push(run.presents);
             for (b, (request, _, budget)) in chunk.iter().enumerate() {
                 let req = &batch[*request];
@@ -230,153 +433,54 @@ impl OnnxPolicy {
                         valid: lens[b],
                         budget: *budget,
                     };
-                    self.advance(&mut row, &last[b], req)?;
+                    self.advance(&mut row, &run.picked[b], req)?;
                     if row.step.done {
                         samples[row.request][row.sample] = Some(finish(&row));
                     } else {
-                        rows.push(row);
+                        fresh.push(row);
                         picks.push((source, b));
                     }
                 }
             }
         }
-
-        // One cache for all live rows: each prompt's cache repeated for its samples
-        // (in KvMode::Shared widened to the longest mask any step reaches).
-        let mut shared = false;
-        let mut capacity = 0;
-        let mut cache = if rows.is_empty() {
-            Vec::new()
+        let mut rows: Vec<Row> = Vec::with_capacity(kept.len() + fresh.len());
+        let mut all_picks: Vec<(usize, usize)> = Vec::with_capacity(rows.capacity());
+        for (at, row) in kept {
+            all_picks.push((0, at));
+            rows.push(row);
+        }
+        all_picks.extend(picks);
+        rows.extend(fresh);
+        if rows.is_empty() {
+            return Ok((rows, Vec::new(), 0));
+        }
+        let width = rows.iter().map(|r| needed(route, r)).max().unwrap_or(0);
+        let ahead = rows.iter().map(left).max().unwrap_or(0);
+        for row in &mut rows {
+            row.slots.resize(width, 0);
+        }
+        let capacity = buffer(shared, width, ahead);
+        let positions = if shared { capacity } else { width };
+        let mut all: Vec<Cache> = Vec::with_capacity(base + sources.len());
+        if base == 1 {
+            all.push(cache);
+        }
+        all.extend(sources);
+        // One sample per prompt, all alive, on the host: the prefill's caches serve as
+        // they are.
+        let identity = !shared
+            && all.len() == 1
+            && all_picks.iter().enumerate().all(|(r, &p)| p == (0, r))
+            && all[0]
+                .first()
+                .and_then(|(k, _)| tensor::shape(k).ok())
+                .is_some_and(|s| s == [rows.len() as i64, s[1], width as i64, s[3]]);
+        let cache = if identity {
+            all.swap_remove(0)
         } else {
-            let len = rows.iter().map(|r| r.slots.len()).max().unwrap_or(0);
-            for row in &mut rows {
-                row.slots.resize(len, 0);
-            }
-            let identity = sources.len() == 1
-                && picks.iter().enumerate().all(|(r, &p)| p == (0, r))
-                && tensor::shape(&sources[0][0].0)
-                    .is_ok_and(|s| s.first() == Some(&(picks.len() as i64)));
-            if mode == KvMode::Shared {
-                let steps = rows
-                    .iter()
-                    .map(|r| r.budget.saturating_sub(r.step.ids.len()))
-                    .max()
-                    .unwrap_or(0);
-                capacity = len + steps.max(1);
-                shared = true;
-                self.model.gather(&sources, &picks, capacity)?
-            } else if identity {
-                // One sample per prompt, all alive: the prefill's caches serve as they are.
-                sources.swap_remove(0)
-            } else {
-                self.model.gather(&sources, &picks, len)?
-            }
+            self.model.regather(all, &all_picks, positions)?
         };
-        drop(sources);
-
-        while !rows.is_empty() {
-            let len = rows[0].slots.len();
-            if shared && len + 1 > capacity {
-                return Err(ModelError::run(
-                    &self.model.decoder_file(),
-                    format!(
-                        "a step's mask ({}) outgrew the shared cache ({capacity})",
-                        len + 1
-                    ),
-                ));
-            }
-            let ids: Vec<i64> = rows
-                .iter()
-                .map(|r| r.step.ids.last().copied().unwrap_or_default())
-                .collect();
-            let embeds = self.model.embed_step(ids)?;
-            let mut mask = Vec::with_capacity(rows.len() * (len + 1));
-            let mut positions = Vec::with_capacity(rows.len());
-            for row in &mut rows {
-                let next = next_mask(self.model.route(), &row.slots, row.valid);
-                mask.extend_from_slice(&next);
-                row.slots = next;
-                positions.push(row.valid as i64);
-                row.valid += 1;
-            }
-            // On the device the next tokens are chosen there (one uniform draw per
-            // sampled row from its generator, as `choose` draws it); on the host from
-            // the logits.
-            let at: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
-            let (mut temperature, mut uniform) = (Vec::new(), Vec::new());
-            let want = if mode.on_device() {
-                for row in &mut rows {
-                    let t = if row.step.done {
-                        0.0
-                    } else {
-                        batch[row.request].temperature
-                    };
-                    temperature.push(t as f32);
-                    uniform.push(if t > 0.0 {
-                        row.rng.next_f64() as f32
-                    } else {
-                        0.0
-                    });
-                }
-                Want::Sample {
-                    temperature: &temperature,
-                    uniform: &uniform,
-                }
-            } else {
-                Want::Rows(&at)
-            };
-            let run = self.model.decode(
-                rows.len(),
-                Embeds::Value(embeds),
-                mask,
-                positions,
-                std::mem::take(&mut cache),
-                shared,
-                want,
-            )?;
-            cache = run.presents;
-            let mut finished = 0;
-            for (r, row) in rows.iter_mut().enumerate() {
-                if row.step.done {
-                    // Finished in an earlier step; kept in a device batch until it is
-                    // compacted (see below).
-                    finished += 1;
-                    continue;
-                }
-                let req = &batch[row.request];
-                let choice = match run.choices.get(r) {
-                    Some(&c) => c,
-                    None => choose(&run.picked[r], req.temperature, &mut row.rng),
-                };
-                self.push(row, choice, req)?;
-                if row.step.done {
-                    samples[row.request][row.sample] = Some(finish(row));
-                    finished += 1;
-                }
-            }
-            if finished == rows.len() {
-                rows.clear();
-            } else if finished > 0 && compact_now(mode, finished, rows.len()) {
-                let picks: Vec<(usize, usize)> = rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| !r.step.done)
-                    .map(|(i, _)| (0, i))
-                    .collect();
-                let width = if shared { capacity } else { len + 1 };
-                cache = self.model.gather(&[cache], &picks, width)?;
-                rows.retain(|r| !r.step.done);
-            }
-        }
-
-        for (request, _, _) in live {
-            let done: Option<Vec<Generated>> = samples[*request].drain(..).collect();
-            out[*request] = Some(match done {
-                Some(s) => Ok(s),
-                None => Err(RequestError("a sample did not finish".into())),
-            });
-        }
-        Ok(())
+        Ok((rows, cache, capacity))
     }
 
     /// Draws the row's next token from `logits` and updates its step.
@@ -421,6 +525,46 @@ fn compact_now(mode: KvMode, finished: usize, rows: usize) -> bool {
     match mode {
         KvMode::Host => finished > 0,
         KvMode::Bound | KvMode::Shared => finished * 4 >= rows,
+    }
+}
+
+/// Writes the samples of every request whose samples have all finished.
+fn settle(
+    live: &[Live],
+    samples: &mut [Vec<Option<Generated>>],
+    out: &mut [Option<GeneratedOutput>],
+) {
+    for (request, _, _) in live {
+        let s = &mut samples[*request];
+        if out[*request].is_none() && !s.is_empty() && s.iter().all(Option::is_some) {
+            out[*request] = Some(Ok(s.drain(..).flatten().collect()));
+        }
+    }
+}
+
+/// Positions of a row's cache that hold entries it still needs: on the genai route
+/// its real positions (they come first); on the torch route padding sits between
+/// them, so the whole mask.
+fn needed(route: Route, row: &Row) -> usize {
+    match route {
+        Route::Genai => row.valid,
+        Route::Torch => row.slots.len(),
+    }
+}
+
+/// Tokens a row may still generate.
+fn left(row: &Row) -> usize {
+    row.budget.saturating_sub(row.step.ids.len())
+}
+
+/// Positions each row's cache holds after a regroup to `width`: in a shared buffer
+/// room for the next [`HEADROOM`] steps (or what the longest row has left); a cache
+/// that grows each step holds its width.
+fn buffer(shared: bool, width: usize, ahead: usize) -> usize {
+    if shared {
+        width + ahead.clamp(1, HEADROOM)
+    } else {
+        width
     }
 }
 

@@ -1,33 +1,67 @@
-//! Cache operations: gathering rows of the KV cache (forks, compaction, padding).
+//! Cache operations: gathering rows of the KV cache (forks, compaction, padding,
+//! merging a running batch with fresh prompts).
 use super::*;
+
+/// Where a gather's rows come from: each source's first row in the joined batch,
+/// and the pads (positive) or crop (negative) of its length axis.
+struct Plan {
+    index: Vec<i64>,
+    pads: Vec<Vec<i64>>,
+}
 
 impl Llava {
     /// Builds caches `[picks, kv_heads, len, head_dim]` whose row `r` is row
-    /// `picks[r].1` of `sources[picks[r].0]`, positions copied to the front and the rest
-    /// zero: forks a prompt's cache for its samples, merges prefill chunks, drops
-    /// finished rows, and widens caches into shared buffers. In the bound modes this
-    /// runs on the device.
+    /// `picks[r].1` of `sources[picks[r].0]`, its first `len` positions copied to the
+    /// front and the rest zero: forks a prompt's cache for its samples. In the bound
+    /// modes this runs on the device. The sources stay; see [`Llava::regather`].
     pub fn gather(
         &mut self,
         sources: &[Cache],
         picks: &[(usize, usize)],
         len: usize,
     ) -> Result<Cache, ModelError> {
+        let plan = self.plan(sources, picks, len)?;
+        let layers = sources.first().map_or(0, Vec::len);
+        (0..layers)
+            .map(|l| {
+                let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
+                self.gather_layer(&layer, picks, len, &plan, l + 1 == layers)
+            })
+            .collect()
+    }
+
+    /// [`Llava::gather`] that consumes its sources one layer at a time: each source
+    /// layer is freed as soon as its rows are copied, so the old and the new cache
+    /// overlap by about one layer instead of the whole cache (a batch regrouping its
+    /// rows needs half the memory).
+    pub fn regather(
+        &mut self,
+        sources: Vec<Cache>,
+        picks: &[(usize, usize)],
+        len: usize,
+    ) -> Result<Cache, ModelError> {
+        let plan = self.plan(&sources, picks, len)?;
+        let layers = sources.first().map_or(0, Vec::len);
+        let mut sources: Vec<_> = sources.into_iter().map(Vec::into_iter).collect();
+        let mut out = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let layer: Vec<(DynValue, DynValue)> =
+                sources.iter_mut().flat_map(|s| s.next()).collect();
+            let refs: Vec<&(DynValue, DynValue)> = layer.iter().collect();
+            out.push(self.gather_layer(&refs, picks, len, &plan, l + 1 == layers)?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the sources' shapes and the picks, and lays out the joined batch.
+    fn plan(
+        &self,
+        sources: &[Cache],
+        picks: &[(usize, usize)],
+        len: usize,
+    ) -> Result<Plan, ModelError> {
         let file = self.decoder_file();
         let err = |e: String| ModelError::run(&file, e);
-        let layers = self.manifest.decoder.num_layers;
-        if !self.kv_mode.on_device() {
-            return (0..layers)
-                .map(|l| {
-                    let keys: Vec<&DynValue> = sources.iter().map(|s| &s[l].0).collect();
-                    let values: Vec<&DynValue> = sources.iter().map(|s| &s[l].1).collect();
-                    Ok((
-                        tensor::gather_cache(&keys, picks, len).map_err(err)?,
-                        tensor::gather_cache(&values, picks, len).map_err(err)?,
-                    ))
-                })
-                .collect();
-        }
         let mut offsets = Vec::with_capacity(sources.len());
         let mut pads = Vec::with_capacity(sources.len());
         let mut total = 0usize;
@@ -41,17 +75,11 @@ impl Llava {
                     "expected a [batch, heads, past, dim] cache, got {shape:?}"
                 )));
             };
-            let (b, p) = (b as usize, p as usize);
-            if p > len {
-                return Err(err(format!(
-                    "cannot shorten a cache of {p} positions to {len}"
-                )));
-            }
             offsets.push(total);
-            pads.push(ops::length_pads(len - p));
-            total += b;
+            pads.push(ops::length_pads(len as i64 - p));
+            total += b as usize;
         }
-        let mut idx = Vec::with_capacity(picks.len());
+        let mut index = Vec::with_capacity(picks.len());
         for &(s, b) in picks {
             let start = *offsets
                 .get(s)
@@ -60,34 +88,51 @@ impl Llava {
             if start + b >= end {
                 return Err(err(format!("cache row {b} outside source {s}")));
             }
-            idx.push((start + b) as i64);
+            index.push((start + b) as i64);
+        }
+        Ok(Plan { index, pads })
+    }
+
+    /// One layer's key and value rows gathered from `layer` (one entry per source).
+    /// `last`: on CUDA, the run hands the arena's free regions back to the device.
+    fn gather_layer(
+        &mut self,
+        layer: &[&(DynValue, DynValue)],
+        picks: &[(usize, usize)],
+        len: usize,
+        plan: &Plan,
+        last: bool,
+    ) -> Result<(DynValue, DynValue), ModelError> {
+        let file = self.decoder_file();
+        let err = |e: String| ModelError::run(&file, e);
+        if !self.kv_mode.on_device() {
+            let keys: Vec<&DynValue> = layer.iter().map(|s| &s.0).collect();
+            let values: Vec<&DynValue> = layer.iter().map(|s| &s.1).collect();
+            return Ok((
+                tensor::gather_cache(&keys, picks, len).map_err(err)?,
+                tensor::gather_cache(&values, picks, len).map_err(err)?,
+            ));
         }
         let key = OpKey::Gather {
             ty: self.cache_type,
-            tensors: 2 * layers,
-            sources: sources.len(),
+            tensors: 2,
+            sources: layer.len(),
         };
         let memory = self.memory.clone();
-        let shrink = self.shrink.clone();
+        let shrink = self.shrink.clone().filter(|_| last);
         let session = self.op(key)?;
         let oe = |e: ort::Error| ModelError::run(&file, e);
         let mut binding = session.create_binding().map_err(oe)?;
-        for (s, source) in sources.iter().enumerate() {
-            for (l, (k, v)) in source.iter().enumerate() {
-                binding
-                    .bind_input(ops::gather_input(2 * l, s), k)
-                    .map_err(oe)?;
-                binding
-                    .bind_input(ops::gather_input(2 * l + 1, s), v)
-                    .map_err(oe)?;
-            }
-            let p = tensor::ints(vec![8], pads[s].clone()).map_err(err)?;
+        for (s, (k, v)) in layer.iter().enumerate() {
+            binding.bind_input(ops::gather_input(0, s), k).map_err(oe)?;
+            binding.bind_input(ops::gather_input(1, s), v).map_err(oe)?;
+            let p = tensor::ints(vec![8], plan.pads[s].clone()).map_err(err)?;
             binding.bind_input(ops::gather_pads(s), &p).map_err(oe)?;
         }
-        let n = idx.len() as i64;
-        let idx = tensor::ints(vec![n], idx).map_err(err)?;
+        let n = plan.index.len() as i64;
+        let idx = tensor::ints(vec![n], plan.index.clone()).map_err(err)?;
         binding.bind_input(ops::GATHER_INDEX, &idx).map_err(oe)?;
-        for t in 0..2 * layers {
+        for t in 0..2 {
             binding
                 .bind_output_to_device(ops::gather_output(t), &memory)
                 .map_err(oe)?;
@@ -102,12 +147,6 @@ impl Llava {
                 .remove(ops::gather_output(t))
                 .ok_or_else(|| ModelError::run(&file, "the gather graph returned too little"))
         };
-        let mut out = Vec::with_capacity(layers);
-        for l in 0..layers {
-            let k = take(2 * l)?;
-            let v = take(2 * l + 1)?;
-            out.push((k, v));
-        }
-        Ok(out)
+        Ok((take(0)?, take(1)?))
     }
 }
