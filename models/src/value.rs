@@ -2,17 +2,27 @@
 //! `conversation(question, text)`, through the value head, one scalar per request.
 use crate::device::{open_session, Device};
 use crate::error::ModelError;
-use crate::llava::{Llava, Prompt};
+use crate::llava::{Embeds, KvMode, Llava, Prompt, Want};
 use crate::manifest::{Kind, ValueHead};
 use crate::memory;
 use crate::tensor;
 use ort::session::Session;
 use ort::value::TensorElementType;
 use std::path::Path;
+use std::sync::Arc;
 use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
 
 /// Texts scored per decoder run.
 const SCORE_BATCH: usize = 8;
+
+/// Leading tokens texts must share to be scored from one prefill of them.
+const MIN_SHARED: usize = 16;
+
+/// A run of consecutive texts in a batch and the ids they all begin with.
+struct Shared {
+    members: std::ops::Range<usize>,
+    shared: usize,
+}
 
 pub struct OnnxValue {
     model: Llava,
@@ -88,6 +98,32 @@ impl OnnxValue {
                 Err(e) => out.push(Err(RequestError(e))),
             }
         }
+        // Texts that continue one prefix (the children of one node) are scored from
+        // one prefill of the prefix.
+        let mut scored = vec![false; live.len()];
+        for group in self.shared_prefixes(&live) {
+            let members = &live[group.members.clone()];
+            let refs: Vec<&Prompt> = members.iter().map(|(_, p)| p).collect();
+            match self.score_continuations(&refs, group.shared) {
+                Ok(values) => {
+                    for ((i, _), v) in members.iter().zip(values) {
+                        out[*i] = Ok(v);
+                    }
+                    scored[group.members].fill(true);
+                }
+                // Left to the chunks below, which halve on out-of-memory.
+                Err(e) if memory::is_out_of_memory(&e.to_string()) => {
+                    tracing::warn!(texts = members.len(), error = %e, "out of device memory; scoring the texts of a shared prefix whole");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let live: Vec<(usize, Prompt)> = live
+            .into_iter()
+            .zip(scored)
+            .filter(|(_, done)| !done)
+            .map(|(l, _)| l)
+            .collect();
         // Chunks of SCORE_BATCH texts; a chunk the device has no memory for is
         // scored in halves (the policy on the same device may hold the memory for a
         // moment), down to one text.
@@ -112,10 +148,103 @@ impl OnnxValue {
         Ok(out)
     }
 
+    /// The runs of two or more consecutive texts in `live` that share a prefix of at
+    /// least [`MIN_SHARED`] tokens: the same image, each text at least one token
+    /// longer than the prefix, and no image token after it.
+    fn shared_prefixes(&self, live: &[(usize, Prompt)]) -> Vec<Shared> {
+        let image = self.model.manifest.special_tokens.image;
+        let mut runs: Vec<Shared> = Vec::new();
+        let mut start = 0;
+        while start < live.len() {
+            let first = &live[start].1;
+            let mut shared = first.ids.len().saturating_sub(1);
+            let mut end = start + 1;
+            while end < live.len() {
+                let next = &live[end].1;
+                let same_image = match (&first.features, &next.features) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                let common = first
+                    .ids
+                    .iter()
+                    .zip(&next.ids)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(next.ids.len() - 1);
+                if !same_image || common.min(shared) < MIN_SHARED {
+                    break;
+                }
+                shared = common.min(shared);
+                end += 1;
+            }
+            let after_image = live[start..end]
+                .iter()
+                .all(|(_, p)| !p.ids[shared..].contains(&image));
+            if end - start >= 2 && after_image {
+                runs.push(Shared {
+                    members: start..end,
+                    shared,
+                });
+            }
+            start = end;
+        }
+        runs
+    }
+
+    /// Values of texts whose first `shared` ids are the same: the prefix is prefilled
+    /// once, then each text's remaining tokens run on its cache (one text per run:
+    /// GroupQueryAttention takes several new positions over a past for one sequence
+    /// only). A run reads the weights once for a few tokens, where prefilling the whole
+    /// text again would compute every prefix position again.
+    fn score_continuations(
+        &mut self,
+        prompts: &[&Prompt],
+        shared: usize,
+    ) -> Result<Vec<f64>, ModelError> {
+        let prefix = Prompt {
+            ids: prompts[0].ids[..shared].to_vec(),
+            features: prompts[0].features.clone(),
+        };
+        let (lens, run) = self.model.prefill_last(&[&prefix])?;
+        let cached = [run.presents];
+        let past = lens[0];
+        let in_place = self.model.kv_mode() == KvMode::Shared;
+        let mut last = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let rest = Prompt {
+                ids: prompt.ids[shared..].to_vec(),
+                features: None,
+            };
+            let new = rest.ids.len();
+            let embeds = self.model.embed_prompts(&[&rest])?.remove(0);
+            let width = if in_place { past + new } else { past };
+            let cache = self.model.gather(&cached, &[(0, 0)], width)?;
+            let mut out = self.model.decode(
+                1,
+                Embeds::Host(embeds),
+                vec![1; past + new],
+                (past..past + new).map(|t| t as i64).collect(),
+                cache,
+                in_place,
+                Want::Rows(&[(0, new - 1)]),
+            )?;
+            last.push(out.picked.remove(0));
+        }
+        metrics::counter!("tsst_tokens_prefilled_total")
+            .increment((past + prompts.iter().map(|p| p.ids.len() - shared).sum::<usize>()) as u64);
+        self.head(last)
+    }
+
     fn score_prompts(&mut self, prompts: &[&Prompt]) -> Result<Vec<f64>, ModelError> {
-        let hidden = self.model.hidden_size();
         let (_, run) = self.model.prefill_last(prompts)?;
-        let last = run.picked;
+        self.head(run.picked)
+    }
+
+    /// The value head over each text's last hidden state.
+    fn head(&mut self, last: Vec<Vec<f32>>) -> Result<Vec<f64>, ModelError> {
+        let hidden = self.model.hidden_size();
         let rows = last.len();
         let shape = if self.head_rank2 {
             vec![rows as i64, hidden as i64]

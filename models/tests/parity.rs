@@ -475,3 +475,51 @@ fn resizing_matches_pil_bicubic() {
     let sum: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(sum, g["preprocessed_u8"]["sum"].as_u64().unwrap());
 }
+
+#[test]
+fn children_of_one_node_score_as_they_do_alone() {
+    if !ort_available() {
+        return;
+    }
+    let dir = fixture("tiny-value");
+    let g = goldens("tiny-value");
+    let image = golden_question(&g, &dir);
+    let t = text_only();
+    let parent = "Step 1: I see a red square and a blue circle. ";
+    let children: Vec<String> = [
+        "Step 2: The square is left.",
+        "Step 2: The circle is larger than it looks.",
+        "Step 2: So",
+        "Final Answer: (A)",
+    ]
+    .iter()
+    .map(|c| format!("{parent}{c}"))
+    .collect();
+    // Two nodes' children (one with the image, one without) and a lone text between.
+    let mut reqs: Vec<ScoreRequest> = children
+        .iter()
+        .map(|c| ScoreRequest {
+            question: &image,
+            text: c,
+        })
+        .collect();
+    reqs.push(ScoreRequest {
+        question: &t,
+        text: "Step 1: alone.",
+    });
+    reqs.extend(children.iter().map(|c| ScoreRequest {
+        question: &t,
+        text: c,
+    }));
+    let mut v = value();
+    let together = v.score(&reqs).unwrap();
+    for (r, got) in reqs.iter().zip(&together) {
+        let alone = v.score(std::slice::from_ref(r)).unwrap();
+        let (a, b) = (alone[0].as_ref().unwrap(), got.as_ref().unwrap());
+        assert!(
+            (a - b).abs() < 1e-5,
+            "{a} alone, {b} with its siblings: {:?}",
+            r.text
+        );
+    }
+}
