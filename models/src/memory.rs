@@ -1,9 +1,9 @@
 //! How much key/value cache a batch may hold, and splitting a batch to fit.
 //!
-//! A policy batch's memory is nearly all cache: every sampled row holds its positions
-//! so far plus room to grow, `layers * 2 * kv_heads * head_dim` elements per position,
-//! and while the batch regroups (rows finish, waiting requests join) the old and the
-//! new cache live side by side for a moment.
+//! A policy batch's memory is nearly all cache, `layers * 2 * kv_heads * head_dim`
+//! elements per position of a row: on the device a fixed set of row slots, each as
+//! long as the batch's longest prompt plus its step budget; on the host caches that
+//! grow each step (past and present side by side) and are rebuilt as rows finish.
 //! The budget is a share of the memory free on the device once the model is loaded
 //! (read from NVML on CUDA, `MemAvailable` on the CPU), or `TSST_KV_BUDGET_MB`.
 use crate::device::Device;
@@ -22,7 +22,6 @@ const FALLBACK: u64 = 8 << 30;
 pub struct KvBudget {
     /// Bytes of cache per position of one row (all layers).
     pub per_position: u64,
-    pub layers: usize,
     /// Bytes of cache a batch may hold at its peak.
     pub limit: u64,
 }
@@ -56,33 +55,22 @@ impl KvBudget {
         };
         KvBudget {
             per_position,
-            layers: decoder.num_layers,
             limit,
         }
     }
 
-    /// The peak cache bytes of a regroup into `rows` rows of `positions` each, from
-    /// old caches of `old` positions in all and fresh prompt caches of `prompts`
-    /// positions, and of the decode steps that follow it:
-    /// - `shared` buffers: the gather builds the new cache layer by layer, freeing each
-    ///   old layer as it goes, so old and new overlap by about one layer; steps write
-    ///   in place.
-    /// - otherwise each step writes a present one position longer beside its past.
-    pub fn regroup_cost(
-        &self,
-        shared: bool,
-        old: usize,
-        prompts: usize,
-        rows: usize,
-        positions: usize,
-    ) -> u64 {
-        let new = rows * positions;
-        let peak = if shared {
-            old.max(new) + (old + new).div_ceil(self.layers.max(1))
-        } else {
-            old.max(2 * new)
-        };
-        (prompts + peak) as u64 * self.per_position
+    /// The peak cache bytes of a batch regrouped into `rows` rows of `width`
+    /// positions, from old caches of `old` positions in all and fresh prompt caches of
+    /// `prompts` positions, over caches that grow each step: a step writes a present
+    /// one position longer beside its past, so the rows count twice.
+    pub fn regroup_cost(&self, old: usize, prompts: usize, rows: usize, width: usize) -> u64 {
+        (prompts + old.max(2 * rows * width)) as u64 * self.per_position
+    }
+
+    /// How many rows of `capacity` positions the budget holds, at least `least`.
+    pub fn slots(&self, capacity: usize, least: usize) -> usize {
+        let row = (capacity as u64 * self.per_position).max(1);
+        ((self.limit / row) as usize).max(least)
     }
 }
 
@@ -174,18 +162,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shared_regroup_overlaps_old_and_new_by_one_layer() {
+    fn costs_and_slots_follow_the_budget() {
         let b = KvBudget {
             per_position: 2,
-            layers: 4,
-            limit: 0,
+            limit: 1000,
         };
-        // 10 rows of 100 positions from 800 old ones and a 50-position prompt:
-        // max(800, 1000) + 1800 / 4 = 1450, plus the prompt: 1500 positions.
-        assert_eq!(b.regroup_cost(true, 800, 50, 10, 100), 3000);
-        // A cache that grows each step holds past and present: twice the rows.
-        assert_eq!(b.regroup_cost(false, 800, 50, 10, 100), 2 * (50 + 2000));
-        assert_eq!(b.regroup_cost(false, 3000, 0, 10, 100), 6000);
+        // 10 rows of 100 positions from 800 old ones and a 50-position prompt: the
+        // rows twice (past and present), the prompt beside them.
+        assert_eq!(b.regroup_cost(800, 50, 10, 100), 2 * (50 + 2000));
+        assert_eq!(b.regroup_cost(3000, 0, 10, 100), 6000);
+        // 1000 bytes hold 5 rows of 100 positions; never fewer than asked.
+        assert_eq!(b.slots(100, 1), 5);
+        assert_eq!(b.slots(1000, 3), 3);
     }
 
     #[test]

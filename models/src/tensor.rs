@@ -211,3 +211,66 @@ where
     .map(Into::into)
     .map_err(|e| e.to_string())
 }
+
+/// Rows of a `[rows, ...]` tensor seen in place (its memory, not a copy), to bind as
+/// a run's output so that the run writes into those rows and leaves the others.
+pub enum RowsView {
+    F16(ort::value::TensorRefMut<'static, f16>),
+    F32(ort::value::TensorRefMut<'static, f32>),
+}
+
+impl RowsView {
+    pub fn bind(self, binding: &mut ort::session::IoBinding, name: String) -> ort::Result<()> {
+        match self {
+            RowsView::F16(v) => binding.bind_output(name, v),
+            RowsView::F32(v) => binding.bind_output(name, v),
+        }
+    }
+}
+
+/// A [`RowsView`] of `shape`, starting `offset` elements into `tensor` (on the device
+/// `memory` describes).
+///
+/// The view borrows `tensor`'s memory without a lifetime: use it only while `tensor`
+/// lives and nothing else writes the same rows.
+pub fn rows_view(
+    tensor: &mut DynValue,
+    memory: &ort::memory::MemoryInfo,
+    offset: usize,
+    shape: &[i64],
+) -> TensorResult<RowsView> {
+    let total: i64 = self::shape(tensor)?.iter().product();
+    let count: i64 = shape.iter().product();
+    if offset as i64 + count > total {
+        return Err(format!(
+            "a view of {count} elements at {offset} outside a tensor of {total}"
+        ));
+    }
+    let ty = tensor.dtype().tensor_type();
+    // Only this view writes through the pointer (ONNX Runtime's own accessor
+    // returns it mutable).
+    let base = tensor
+        .view()
+        .downcast::<ort::value::DynTensorValueType>()
+        .map_err(|e| e.to_string())?
+        .data_ptr()
+        .cast_mut();
+    let shape = ort::value::Shape::from(shape);
+    // SAFETY: the range was checked against the tensor's size above, the element
+    // size matches its type, and the caller keeps the tensor alive while the view is
+    // used (see the docs).
+    unsafe {
+        match ty {
+            Some(TensorElementType::Float16) => {
+                let at = base.cast::<f16>().add(offset).cast();
+                ort::value::TensorRefMut::from_raw(memory.clone(), at, shape).map(RowsView::F16)
+            }
+            Some(TensorElementType::Float32) => {
+                let at = base.cast::<f32>().add(offset).cast();
+                ort::value::TensorRefMut::from_raw(memory.clone(), at, shape).map(RowsView::F32)
+            }
+            other => return Err(format!("no view of a {other:?} tensor")),
+        }
+    }
+    .map_err(|e| e.to_string())
+}

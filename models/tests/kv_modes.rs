@@ -106,6 +106,21 @@ fn check_modes(device: Device) {
             golden,
             "{mode:?} in a batch"
         );
+        // A budget of a few rows: requests wait for rows to finish (row slots freed,
+        // or the batch regrouped) and generate the same.
+        let per_position = p.kv_budget().per_position;
+        p.set_kv_budget(per_position * 4 * 300);
+        let tight = p.generate(&batch).unwrap();
+        for (i, (a, b)) in out.iter().zip(&tight).enumerate() {
+            let ids = |o: &tsst_models::policy::GeneratedOutput| {
+                o.as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|g| g.ids.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ids(a), ids(b), "{mode:?}, request {i} under a tight budget");
+        }
         out.extend(p.generate(&many).unwrap());
         results.push((mode, out));
     }

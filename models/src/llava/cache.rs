@@ -53,6 +53,80 @@ impl Llava {
         Ok(out)
     }
 
+    /// A cache of `rows` rows of `len` positions on the decoder's device, its contents
+    /// undefined: the row slots of a shared-buffer batch.
+    pub fn alloc_cache(&mut self, rows: usize, len: usize) -> Result<Cache, ModelError> {
+        let file = self.decoder_file();
+        let err = |e: ort::Error| ModelError::run(&file, e);
+        if self.allocator.is_none() {
+            self.allocator =
+                Some(ort::memory::Allocator::new(&self.decoder, self.memory.clone()).map_err(err)?);
+        }
+        let allocator = self.allocator.as_ref().expect("set above");
+        let d = &self.manifest.decoder;
+        let shape = vec![
+            rows as i64,
+            d.num_kv_heads as i64,
+            len as i64,
+            d.head_dim as i64,
+        ];
+        let new = || {
+            ort::value::DynTensor::new(allocator, self.cache_type, shape.clone())
+                .map(DynValue::from)
+        };
+        (0..d.num_layers)
+            .map(|_| Ok((new().map_err(err)?, new().map_err(err)?)))
+            .collect()
+    }
+
+    /// [`Llava::gather`] into rows `first..first + picks.len()` of `into` (a cache from
+    /// [`Llava::alloc_cache`]), as long as its rows: the gather writes there directly,
+    /// and the other rows are left as they are. Device modes only.
+    pub fn gather_into(
+        &mut self,
+        sources: &[Cache],
+        picks: &[(usize, usize)],
+        into: &mut Cache,
+        first: usize,
+    ) -> Result<(), ModelError> {
+        let file = self.decoder_file();
+        let err = |e: String| ModelError::run(&file, e);
+        if !self.kv_mode.on_device() {
+            return Err(err(
+                "gathering into rows of a cache needs a device mode".into()
+            ));
+        }
+        let shape = match into.first() {
+            Some((k, _)) => tensor::shape(k).map_err(err)?,
+            None => return Err(err("a cache without layers".into())),
+        };
+        let [rows, heads, len, dim] = shape[..] else {
+            return Err(err(format!(
+                "expected a [rows, heads, len, dim] cache, got {shape:?}"
+            )));
+        };
+        if first + picks.len() > rows as usize {
+            return Err(err(format!(
+                "rows {first}..{} outside a cache of {rows}",
+                first + picks.len()
+            )));
+        }
+        let plan = self.plan(sources, picks, len as usize)?;
+        let view = [picks.len() as i64, heads, len, dim];
+        let offset = first * (heads * len * dim) as usize;
+        let layers = sources.first().map_or(0, Vec::len);
+        for l in 0..layers {
+            let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
+            let (k, v) = &mut into[l];
+            let outputs = [
+                tensor::rows_view(k, &self.memory, offset, &view).map_err(err)?,
+                tensor::rows_view(v, &self.memory, offset, &view).map_err(err)?,
+            ];
+            self.run_gather(&layer, &plan, Some(outputs), l + 1 == layers)?;
+        }
+        Ok(())
+    }
+
     /// Checks the sources' shapes and the picks, and lays out the joined batch.
     fn plan(
         &self,
@@ -113,6 +187,24 @@ impl Llava {
                 tensor::gather_cache(&values, picks, len).map_err(err)?,
             ));
         }
+        let (k, v) = self.run_gather(layer, plan, None, last)?;
+        Ok((
+            k.ok_or_else(|| err("the gather graph returned too little".into()))?,
+            v.ok_or_else(|| err("the gather graph returned too little".into()))?,
+        ))
+    }
+
+    /// Runs the gather graph over one layer; its two outputs go to `into` when given
+    /// (views of rows of a larger cache, nothing returned), else to new device tensors.
+    fn run_gather(
+        &mut self,
+        layer: &[&(DynValue, DynValue)],
+        plan: &Plan,
+        into: Option<[tensor::RowsView; 2]>,
+        last: bool,
+    ) -> Result<(Option<DynValue>, Option<DynValue>), ModelError> {
+        let file = self.decoder_file();
+        let err = |e: String| ModelError::run(&file, e);
         let key = OpKey::Gather {
             ty: self.cache_type,
             tensors: 2,
@@ -132,21 +224,32 @@ impl Llava {
         let n = plan.index.len() as i64;
         let idx = tensor::ints(vec![n], plan.index.clone()).map_err(err)?;
         binding.bind_input(ops::GATHER_INDEX, &idx).map_err(oe)?;
-        for t in 0..2 {
-            binding
-                .bind_output_to_device(ops::gather_output(t), &memory)
-                .map_err(oe)?;
+        let bound = into.is_some();
+        match into {
+            Some(views) => {
+                for (t, view) in views.into_iter().enumerate() {
+                    view.bind(&mut binding, ops::gather_output(t)).map_err(oe)?;
+                }
+            }
+            None => {
+                for t in 0..2 {
+                    binding
+                        .bind_output_to_device(ops::gather_output(t), &memory)
+                        .map_err(oe)?;
+                }
+            }
         }
         let mut outputs = match &shrink {
             Some(options) => session.run_binding_with_options(&binding, options),
             None => session.run_binding(&binding),
         }
         .map_err(oe)?;
-        let mut take = |t: usize| {
-            outputs
-                .remove(ops::gather_output(t))
-                .ok_or_else(|| ModelError::run(&file, "the gather graph returned too little"))
-        };
-        Ok((take(0)?, take(1)?))
+        if bound {
+            return Ok((None, None));
+        }
+        Ok((
+            outputs.remove(ops::gather_output(0)),
+            outputs.remove(ops::gather_output(1)),
+        ))
     }
 }

@@ -1,0 +1,335 @@
+//! The policy: continues partial solutions by one reasoning step.
+//!
+//! Per batch, continuous batching: requests are admitted while their caches fit the
+//! budget; each admitted request's prompt is prefilled (several together,
+//! right-padded), its cache forked for the request's samples, and all rows decode
+//! together, one token per decoder run, until each ends at its step delimiter,
+//! end-of-sequence or token limit. Whenever a quarter of the rows have finished (or a
+//! shared buffer is full) the batch regroups: finished rows leave, waiting requests
+//! join, and the cache is rebuilt as wide as the rows need now.
+//!
+//! Padding. Rows keep a mask over their cache slots:
+//! - genai route (GroupQueryAttention): the operator writes a row's new position
+//!   right after its real ones and derives its rotary position from the mask's sum,
+//!   so a row's mask is always ones for its real positions followed by zeros.
+//! - torch route: the new position is appended after the padding; the mask marks the
+//!   padded slots 0 and `position_ids` carries the row's true position.
+//!
+//! Where the caches live is the model's [`KvMode`]: host tensors on the CPU; on CUDA
+//! they stay on the device (IoBinding), in one shared past/present buffer per cache
+//! tensor for float16 genai decoders, and each step's tokens are chosen there (the
+//! sample graph, `ops::sample_graph`): only a token and a log-probability per row
+//! come to the host. On the device, finished rows stay in the batch (their
+//! outputs ignored) until the next regroup.
+use crate::device::Device;
+use crate::error::ModelError;
+use crate::llava::{Cache, Embeds, KvMode, Llava, Prompt, Want};
+use crate::manifest::{Kind, Route};
+use crate::memory::{self, KvBudget};
+use crate::sampling::{choose, Choice, Rng};
+use crate::stop::Step;
+use crate::tensor;
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use tsst_backend::{
+    BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
+};
+
+/// Prompts prefilled per decoder run; bounds the memory of a prefill's logits
+/// (`prompts * length * vocab`).
+const PREFILL_BATCH: usize = 8;
+
+mod regroup;
+mod slots;
+
+pub struct OnnxPolicy {
+    model: Llava,
+    budget: KvBudget,
+    /// `KvMode::Shared`: the row slots, kept between batches.
+    pool: Option<slots::Pool>,
+}
+
+/// A request that decodes: its index in the batch, its prompt, its step budget.
+type Live = (usize, Prompt, usize);
+
+/// What one continuous decode did, for its log line and for the out-of-memory retry.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Regroups (host and bound modes) or admissions (row slots).
+    regroups: usize,
+    steps: usize,
+    most_rows: usize,
+    /// Requests in the batch at the last regroup (all of them with row slots), and its
+    /// planned peak cache bytes.
+    requests: usize,
+    cost: u64,
+}
+
+/// A sampled step with the token ids the model generated for it (including an
+/// end-of-sequence token, and tokens past a "Step k:" cut).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub sample: StepSample,
+    pub ids: Vec<i64>,
+}
+
+pub type GeneratedOutput = Result<Vec<Generated>, RequestError>;
+
+/// One sample being generated.
+struct Row {
+    request: usize,
+    sample: usize,
+    rng: Rng,
+    step: Step,
+    /// Mask over this row's cache positions (see the module docs; unused in a row slot,
+    /// whose mask follows from `valid`).
+    slots: Vec<i64>,
+    /// Real positions so far: the next token's position.
+    valid: usize,
+    budget: usize,
+}
+
+impl OnnxPolicy {
+    pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
+        let model = Llava::load(dir, Kind::Policy, device, ort_lib)?;
+        let budget = KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device);
+        tracing::info!(
+            model = %model.label(),
+            budget_mib = budget.limit >> 20,
+            bytes_per_position = budget.per_position,
+            "cache budget per batch"
+        );
+        Ok(OnnxPolicy {
+            model,
+            budget,
+            pool: None,
+        })
+    }
+
+    /// The cache bytes one batch may hold; a larger batch is decoded in parts.
+    pub fn set_kv_budget(&mut self, limit: u64) {
+        self.budget.limit = limit;
+    }
+
+    pub fn kv_budget(&self) -> KvBudget {
+        self.budget
+    }
+
+    pub fn model(&mut self) -> &mut Llava {
+        &mut self.model
+    }
+
+    /// The token ids of the prompt for `question` continued from `partial`.
+    pub fn prompt_ids(
+        &mut self,
+        question: &tsst_messages::Question,
+        partial: &str,
+    ) -> Result<Vec<i64>, ModelError> {
+        let prompts = self.model.prompts(&[(question, partial)])?;
+        match prompts.into_iter().next() {
+            Some(Ok(p)) => Ok(p.ids),
+            Some(Err(e)) => Err(ModelError::run(&self.model.label(), e)),
+            None => Err(ModelError::run(&self.model.label(), "no prompt")),
+        }
+    }
+
+    /// [`PolicyBackend::expand`] with the generated token ids.
+    pub fn generate(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+    ) -> Result<Vec<GeneratedOutput>, ModelError> {
+        let items: Vec<_> = batch.iter().map(|r| (r.question, r.prefix)).collect();
+        let prompts = self.model.prompts(&items)?;
+        let max_length = self.model.manifest.decoder.max_length;
+        let mut out: Vec<Option<GeneratedOutput>> = vec![None; batch.len()];
+        let mut live: Vec<Live> = Vec::new();
+        for (i, (req, prompt)) in batch.iter().zip(prompts).enumerate() {
+            let prompt = match prompt {
+                Ok(p) => p,
+                Err(e) => {
+                    out[i] = Some(Err(RequestError(e)));
+                    continue;
+                }
+            };
+            let len = self.model.embedded_len(&prompt);
+            if len >= max_length {
+                out[i] = Some(Err(RequestError(format!(
+                    "the prompt takes {len} positions; the model takes at most {max_length}"
+                ))));
+                continue;
+            }
+            let budget = (req.max_new_tokens as usize).min(max_length - len);
+            if req.seeds.is_empty() || budget == 0 {
+                out[i] = Some(Ok(req.seeds.iter().map(|_| empty_sample()).collect()));
+                continue;
+            }
+            live.push((i, prompt, budget));
+        }
+        self.decode_fitting(batch, live, &mut out)?;
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(RequestError("not generated".into()))))
+            .collect())
+    }
+
+    /// Decodes `live`; if the device runs out of memory all the same, the requests not
+    /// yet finished start again under a smaller budget (which later batches keep), so
+    /// that no request fails for want of memory while it fits alone.
+    fn decode_fitting(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: Vec<Live>,
+        out: &mut [Option<GeneratedOutput>],
+    ) -> Result<(), ModelError> {
+        let mut live = live;
+        loop {
+            let mut stats = Stats::default();
+            let result = if self.model.kv_mode() == KvMode::Shared {
+                self.decode_slots(batch, &live, out, &mut stats)
+            } else {
+                self.decode_regrouping(batch, &live, out, &mut stats)
+            };
+            match result {
+                Err(e) if stats.requests > 1 && memory::is_out_of_memory(&e.to_string()) => {
+                    self.budget.limit = self.budget.limit.min(stats.cost) / 4 * 3;
+                    live.retain(|(i, _, _)| out[*i].is_none());
+                    tracing::warn!(
+                        requests = stats.requests,
+                        unfinished = live.len(),
+                        budget_mib = self.budget.limit >> 20,
+                        error = %e,
+                        "out of device memory; decoding the unfinished requests again under a smaller budget"
+                    );
+                }
+                result => {
+                    tracing::debug!(
+                        requests = live.len(),
+                        regroups = stats.regroups,
+                        most_rows = stats.most_rows,
+                        steps = stats.steps,
+                        "batch decoded"
+                    );
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Draws the row's next token from `logits` and updates its step.
+    fn advance(
+        &self,
+        row: &mut Row,
+        logits: &[f32],
+        req: &ExpandRequest<'_>,
+    ) -> Result<(), ModelError> {
+        let choice = choose(logits, req.temperature, &mut row.rng);
+        self.push(row, choice, req)
+    }
+
+    /// Adds a chosen token to the row's step.
+    fn push(
+        &self,
+        row: &mut Row,
+        choice: Choice,
+        req: &ExpandRequest<'_>,
+    ) -> Result<(), ModelError> {
+        let mut ids = row.step.ids.clone();
+        ids.push(choice.token);
+        let text = self.model.tokenizer.decode(&ids)?;
+        let eos = choice.token == self.model.manifest.special_tokens.eos;
+        row.step.push(
+            choice.token,
+            choice.logprob,
+            text,
+            eos,
+            req.delimiter,
+            row.budget,
+        );
+        Ok(())
+    }
+}
+
+/// Writes the samples of every request whose samples have all finished.
+fn settle(
+    live: &[Live],
+    samples: &mut [Vec<Option<Generated>>],
+    out: &mut [Option<GeneratedOutput>],
+) {
+    for (request, _, _) in live {
+        let s = &mut samples[*request];
+        if out[*request].is_none() && !s.is_empty() && s.iter().all(Option::is_some) {
+            out[*request] = Some(Ok(s.drain(..).flatten().collect()));
+        }
+    }
+}
+
+/// The mask of a decode step for a row with cache `slots` and `valid` real
+/// positions (see the module docs); it is also the row's slots afterwards.
+fn next_mask(route: Route, slots: &[i64], valid: usize) -> Vec<i64> {
+    let mut next = slots.to_vec();
+    match route {
+        Route::Torch => next.push(1),
+        Route::Genai => {
+            next.push(0);
+            next[valid] = 1;
+        }
+    }
+    next
+}
+
+fn finish(row: &Row) -> Generated {
+    let f = row.step.finish();
+    Generated {
+        sample: StepSample {
+            text: f.text,
+            logprob: f.logprob,
+            tokens: f.tokens,
+            eos: f.eos,
+        },
+        ids: row.step.ids.clone(),
+    }
+}
+
+fn empty_sample() -> Generated {
+    Generated {
+        sample: StepSample::default(),
+        ids: Vec::new(),
+    }
+}
+
+impl PolicyBackend for OnnxPolicy {
+    fn name(&self) -> String {
+        format!("onnx policy {}", self.model.label())
+    }
+
+    fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
+        let generated = self.generate(batch).map_err(|e| BackendError {
+            backend: self.name(),
+            reason: e.to_string(),
+        })?;
+        Ok(generated
+            .into_iter()
+            .map(|r| r.map(|g| g.into_iter().map(|g| g.sample).collect()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genai_masks_stay_right_padded() {
+        // A 2-token prompt in a 4-slot prefill: the new position follows the real ones.
+        let m = next_mask(Route::Genai, &[1, 1, 0, 0], 2);
+        assert_eq!(m, vec![1, 1, 1, 0, 0]);
+        let m = next_mask(Route::Genai, &m, 3);
+        assert_eq!(m, vec![1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn torch_masks_append_after_the_padding() {
+        let m = next_mask(Route::Torch, &[1, 1, 0, 0], 2);
+        assert_eq!(m, vec![1, 1, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,253 @@
+//! Continuous batching over row slots in shared device buffers (`KvMode::Shared`).
+//!
+//! The batch is a fixed set of slots: per cache tensor one buffer `[slots, kv_heads,
+//! capacity, head_dim]`, bound as both past and present, so GroupQueryAttention writes
+//! only each step's new position. A request is admitted when enough slots are free
+//! for its samples: its prompt is prefilled (several together) and its cache
+//! gathered straight into its free slots; a finished row frees its slot at once. No
+//! step copies the cache, and nothing is compacted: a free slot runs along with a
+//! one-position mask (a few kernels' worth of rows, where the weights are read once
+//! for all) until a row takes it.
+use super::*;
+
+/// The slots' buffers, kept between batches while they fit.
+pub(super) struct Pool {
+    cache: Cache,
+    slots: usize,
+    capacity: usize,
+}
+
+impl OnnxPolicy {
+    pub(super) fn decode_slots(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: &[Live],
+        out: &mut [Option<GeneratedOutput>],
+        stats: &mut Stats,
+    ) -> Result<(), ModelError> {
+        let pad = self.model.manifest.special_tokens.pad;
+        // Every row's positions fit its slot: the longest prompt plus its step budget,
+        // and the position a last step writes.
+        let capacity = live
+            .iter()
+            .map(|(_, p, budget)| self.model.embedded_len(p) + budget + 1)
+            .max()
+            .unwrap_or(1);
+        let least = live
+            .iter()
+            .map(|(i, _, _)| batch[*i].seeds.len())
+            .max()
+            .unwrap_or(1);
+        let rows: usize = live.iter().map(|(i, _, _)| batch[*i].seeds.len()).sum();
+        let mut pool = self.pool(capacity, least, rows, stats)?;
+        stats.requests = live.len();
+        stats.most_rows = pool.slots;
+        let mut rows: Vec<Option<Row>> = (0..pool.slots).map(|_| None).collect();
+        let mut samples: Vec<Vec<Option<Generated>>> =
+            batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
+        let mut waiting: VecDeque<&Live> = live.iter().collect();
+        let result = loop {
+            if let Err(e) = self.admit(
+                batch,
+                &mut waiting,
+                &mut rows,
+                &mut pool,
+                &mut samples,
+                stats,
+            ) {
+                break Err(e);
+            }
+            settle(live, &mut samples, out);
+            if rows.iter().all(Option::is_none) {
+                if waiting.is_empty() {
+                    break Ok(());
+                }
+                continue;
+            }
+            if let Err(e) = self.slot_step(batch, &mut rows, &mut pool, pad, &mut samples) {
+                break Err(e);
+            }
+            stats.steps += 1;
+            settle(live, &mut samples, out);
+        };
+        // The buffers stay for the next batch unless the device ran out of memory.
+        if result.is_ok() {
+            self.pool = Some(pool);
+        }
+        result
+    }
+
+    /// The pool for `capacity` positions a slot: as many slots as the budget holds, but
+    /// no more than the batch's `rows` and no fewer than `least`. The last batch's
+    /// pool serves when it is within a third of that, else it is allocated anew.
+    fn pool(
+        &mut self,
+        capacity: usize,
+        least: usize,
+        rows: usize,
+        stats: &mut Stats,
+    ) -> Result<Pool, ModelError> {
+        let slots = self.budget.slots(capacity, least).min(rows.max(least));
+        stats.cost = (slots * capacity) as u64 * self.budget.per_position;
+        let near = |have: usize, want: usize| have >= want && have * 3 <= want * 4;
+        if let Some(p) = self.pool.take() {
+            if near(p.capacity, capacity) && near(p.slots, slots) {
+                stats.cost = (p.slots * p.capacity) as u64 * self.budget.per_position;
+                return Ok(p);
+            }
+        }
+        tracing::debug!(
+            slots,
+            capacity,
+            mib = stats.cost >> 20,
+            "allocating the row slots"
+        );
+        Ok(Pool {
+            cache: self.model.alloc_cache(slots, capacity)?,
+            slots,
+            capacity,
+        })
+    }
+
+    /// Admits waiting requests while their samples fit the free slots: prefills their
+    /// prompts (up to [`PREFILL_BATCH`] together), draws each sample's first token and
+    /// gathers each still-running sample's cache into a free slot.
+    fn admit(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        waiting: &mut VecDeque<&Live>,
+        rows: &mut [Option<Row>],
+        pool: &mut Pool,
+        samples: &mut [Vec<Option<Generated>>],
+        stats: &mut Stats,
+    ) -> Result<(), ModelError> {
+        loop {
+            let mut free = rows.iter().filter(|r| r.is_none()).count();
+            let mut chunk: Vec<&Live> = Vec::new();
+            while let Some(&next) = waiting.front() {
+                let n = batch[next.0].seeds.len();
+                if n > free || chunk.len() == PREFILL_BATCH {
+                    break;
+                }
+                free -= n;
+                chunk.push(next);
+                waiting.pop_front();
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            stats.regroups += 1;
+            let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
+            let (lens, run) = self.model.prefill_last(&refs)?;
+            // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
+            // not depend on the actors'): prompt positions this policy prefilled.
+            metrics::counter!("tsst_tokens_prefilled_total")
+                .increment(lens.iter().sum::<usize>() as u64);
+            // Rows still running after their first token, each to a free slot.
+            let mut placed: Vec<(usize, usize)> = Vec::new();
+            let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
+            let mut open = open.into_iter();
+            for (b, (request, _, budget)) in chunk.iter().enumerate() {
+                let req = &batch[*request];
+                for (sample, &seed) in req.seeds.iter().enumerate() {
+                    let mut row = Row {
+                        request: *request,
+                        sample,
+                        rng: Rng::new(seed),
+                        step: Step::default(),
+                        slots: Vec::new(),
+                        valid: lens[b],
+                        budget: *budget,
+                    };
+                    self.advance(&mut row, &run.picked[b], req)?;
+                    if row.step.done {
+                        samples[row.request][row.sample] = Some(finish(&row));
+                        continue;
+                    }
+                    let slot = open.next().expect("admitted within the free slots");
+                    rows[slot] = Some(row);
+                    placed.push((slot, b));
+                }
+            }
+            // One gather per run of consecutive slots.
+            let sources = [run.presents];
+            let mut start = 0;
+            while start < placed.len() {
+                let mut end = start + 1;
+                while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
+                    end += 1;
+                }
+                let picks: Vec<(usize, usize)> =
+                    placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
+                self.model
+                    .gather_into(&sources, &picks, &mut pool.cache, placed[start].0)?;
+                start = end;
+            }
+        }
+    }
+
+    /// One decoder run over every slot: the next token of each running row; a free
+    /// slot decodes the pad token over a one-position mask and is ignored.
+    fn slot_step(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        rows: &mut [Option<Row>],
+        pool: &mut Pool,
+        pad: i64,
+        samples: &mut [Vec<Option<Generated>>],
+    ) -> Result<(), ModelError> {
+        let n = rows.len();
+        // The mask reaches the longest row's new position (GroupQueryAttention takes
+        // each row's length from its mask: ones for its positions, then zeros).
+        let width = rows
+            .iter()
+            .flatten()
+            .map(|r| r.valid + 1)
+            .max()
+            .unwrap_or(1);
+        let mut ids = Vec::with_capacity(n);
+        let mut mask = vec![0i64; n * width];
+        let mut positions = Vec::with_capacity(n);
+        let (mut temperature, mut uniform) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (s, row) in rows.iter_mut().enumerate() {
+            let (id, valid) = match row {
+                Some(r) => (r.step.ids.last().copied().unwrap_or(pad), r.valid),
+                None => (pad, 0),
+            };
+            ids.push(id);
+            mask[s * width..s * width + valid + 1].fill(1);
+            positions.push(valid as i64);
+            let t = row.as_ref().map_or(0.0, |r| batch[r.request].temperature);
+            temperature.push(t as f32);
+            uniform.push(match row {
+                Some(r) if t > 0.0 => r.rng.next_f64() as f32,
+                _ => 0.0,
+            });
+        }
+        let embeds = self.model.embed_step(ids)?;
+        let run = self.model.decode(
+            n,
+            Embeds::Value(embeds),
+            mask,
+            positions,
+            std::mem::take(&mut pool.cache),
+            true,
+            Want::Sample {
+                temperature: &temperature,
+                uniform: &uniform,
+            },
+        )?;
+        pool.cache = run.presents;
+        for (s, slot) in rows.iter_mut().enumerate() {
+            let Some(row) = slot.as_mut() else { continue };
+            row.valid += 1;
+            let req = &batch[row.request];
+            self.push(row, run.choices[s], req)?;
+            if row.step.done {
+                samples[row.request][row.sample] = Some(finish(row));
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+}
