@@ -31,6 +31,8 @@ pub struct OnnxValue {
     head_type: TensorElementType,
     /// Whether the head takes `[batch, hidden]` (else `[batch, 1, hidden]`).
     head_rank2: bool,
+    /// Texts that share a prefix are scored from one prefill of it (see `values`).
+    prefix_reuse: bool,
 }
 
 impl OnnxValue {
@@ -64,6 +66,7 @@ impl OnnxValue {
             spec,
             head_type,
             head_rank2: rank != 3,
+            prefix_reuse: true,
         })
     }
 
@@ -101,7 +104,12 @@ impl OnnxValue {
         // Texts that continue one prefix (the children of one node) are scored from
         // one prefill of the prefix.
         let mut scored = vec![false; live.len()];
-        for group in self.shared_prefixes(&live) {
+        let groups = if self.prefix_reuse {
+            self.shared_prefixes(&live)
+        } else {
+            Vec::new()
+        };
+        for group in groups {
             let members = &live[group.members.clone()];
             let refs: Vec<&Prompt> = members.iter().map(|(_, p)| p).collect();
             match self.score_continuations(&refs, group.shared) {
@@ -115,7 +123,13 @@ impl OnnxValue {
                 Err(e) if memory::is_out_of_memory(&e.to_string()) => {
                     tracing::warn!(texts = members.len(), error = %e, "out of device memory; scoring the texts of a shared prefix whole");
                 }
-                Err(e) => return Err(e),
+                // A runtime whose attention cannot continue a cache by several
+                // positions: whole texts from now on (once, loudly).
+                Err(e) => {
+                    tracing::warn!(error = %e, "scoring from a shared prefix failed; this model scores whole texts from now on");
+                    self.prefix_reuse = false;
+                    break;
+                }
             }
         }
         let live: Vec<(usize, Prompt)> = live

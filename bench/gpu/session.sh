@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On the device, after boot.sh and the last part.sh: one benchmarking session in the
+# background (its own session, so it runs on between device calls), from a copy of the
+# repository at /opt/work/repo: bandwidth and the 7B-shaped export, tsst end to end
+# (e2e.sh), then the reference loop (reference.sh), on the same card. Progress in
+# /opt/work/stages.txt; results in /opt/work/out, which poll.sh copies back.
+#   bash bench/gpu/session.sh [N E2E_LIMIT_S REFERENCE_LIMIT_S]
+set -eu
+n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
+rm -rf /opt/work/repo /opt/work/out && mkdir -p /opt/work/repo /opt/work/out
+tar --exclude=./.gpu-carry --exclude=./target --exclude=./.ort -cf - . | tar -C /opt/work/repo -xf -
+cd /opt/work/repo
+cat > /opt/work/session-run.sh <<RUN
+set -u
+export OUT=/opt/work/out TSST=/opt/work/bin/tsst BUILDER=/opt/work/builder
+stage() { echo "\$(date -u +%T) \$*" >> /opt/work/stages.txt; }
+stage export; bash bench/gpu/export-7b.sh > \$OUT/export.txt 2>&1 || { stage export failed; exit 1; }
+stage e2e; bash bench/gpu/e2e.sh 64 $n $e2e_limit > \$OUT/e2e.txt 2>&1
+stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1
+stage done
+RUN
+: > /opt/work/stages.txt
+setsid nohup bash /opt/work/session-run.sh > /opt/work/session.log 2>&1 < /dev/null &
+sleep 2; cat /opt/work/stages.txt
