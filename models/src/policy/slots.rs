@@ -10,6 +10,9 @@
 //! for all) until a row takes it.
 use super::*;
 
+/// Slot capacities are multiples of this many positions.
+const CAPACITY_STEP: usize = 256;
+
 /// The slots' buffers, kept between batches while they fit.
 pub(super) struct Pool {
     cache: Cache,
@@ -39,8 +42,8 @@ impl OnnxPolicy {
             .max()
             .unwrap_or(1);
         let rows: usize = live.iter().map(|(i, _, _)| batch[*i].seeds.len()).sum();
-        let mut pool = self.pool(capacity, least, rows, stats)?;
         stats.requests = live.len();
+        let mut pool = self.pool(capacity, least, rows, stats)?;
         stats.most_rows = pool.slots;
         let mut rows: Vec<Option<Row>> = (0..pool.slots).map(|_| None).collect();
         let mut samples: Vec<Vec<Option<Generated>>> =
@@ -77,9 +80,13 @@ impl OnnxPolicy {
         result
     }
 
-    /// The pool for `capacity` positions a slot: as many slots as the budget holds, but
-    /// no more than the batch's `rows` and no fewer than `least`. The last batch's
-    /// pool serves when it is within a third of that, else it is allocated anew.
+    /// A pool with at least `capacity` positions a slot and `least` slots. The last
+    /// batch's serves while it is that large (however many slots it has: the first
+    /// batch of a search is its largest); otherwise it is dropped and one allocated
+    /// with as many slots as the budget holds (no more than the batch's `rows`), its capacity
+    /// rounded up to [`CAPACITY_STEP`] so that chains growing a little longer each
+    /// round do not allocate again (a freed pool's regions stay in ONNX Runtime's
+    /// arena, where buffers of another size may not fit).
     fn pool(
         &mut self,
         capacity: usize,
@@ -87,15 +94,15 @@ impl OnnxPolicy {
         rows: usize,
         stats: &mut Stats,
     ) -> Result<Pool, ModelError> {
+        let capacity = capacity.next_multiple_of(CAPACITY_STEP);
         let slots = self.budget.slots(capacity, least).min(rows.max(least));
-        stats.cost = (slots * capacity) as u64 * self.budget.per_position;
-        let near = |have: usize, want: usize| have >= want && have * 3 <= want * 4;
         if let Some(p) = self.pool.take() {
-            if near(p.capacity, capacity) && near(p.slots, slots) {
+            if p.capacity >= capacity && p.slots >= least {
                 stats.cost = (p.slots * p.capacity) as u64 * self.budget.per_position;
                 return Ok(p);
             }
         }
+        stats.cost = (slots * capacity) as u64 * self.budget.per_position;
         tracing::debug!(
             slots,
             capacity,
