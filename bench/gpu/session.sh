@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the device, after boot.sh and the last part.sh: one benchmarking session in the
 # background (its own session, so it runs on between device calls), from a copy of the
-# repository at /opt/work/repo: bandwidth and the 7B-shaped export, tsst end to end
-# (e2e.sh), then the reference loop (reference.sh), on the same card. Progress in
+# repository at /opt/work/repo: bandwidth and the 7B-shaped export, the reference loop
+# (reference.sh), then tsst end to end (e2e.sh), on the same card. The machine goes back
+# after 30 s without a call: keep one in flight (a sleep, then poll.sh) while it runs. Progress in
 # /opt/work/stages.txt; results in /opt/work/out, which poll.sh copies back.
 #   bash bench/gpu/session.sh [N E2E_LIMIT_S REFERENCE_LIMIT_S]
 set -eu
@@ -15,8 +16,8 @@ set -u
 export OUT=/opt/work/out TSST=/opt/work/bin/tsst BUILDER=/opt/work/builder
 stage() { echo "\$(date -u +%T) \$*" >> /opt/work/stages.txt; }
 stage export; bash bench/gpu/export-7b.sh > \$OUT/export.txt 2>&1 || { stage export failed; exit 1; }
-stage e2e; bash bench/gpu/e2e.sh 64 $n $e2e_limit > \$OUT/e2e.txt 2>&1
 stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1
+stage e2e; bash bench/gpu/e2e.sh 64 $n $e2e_limit > \$OUT/e2e.txt 2>&1
 stage done
 RUN
 : > /opt/work/stages.txt
