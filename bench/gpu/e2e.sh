@@ -62,7 +62,7 @@ grep -c "backend failed" $OUT/run-$tag.log | sed "s/^/backend_failures=/"
 # Policy batches: admissions into the row slots and decode steps per batch (tsst_models=debug).
 grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    n++; req += v["requests"]; adm += v["regroups"]; steps += v["steps"]; if (v["most_rows"] > rows) rows = v["most_rows"] }
+    n++; req += v["requests"]; adm += v["admissions"]; steps += v["steps"]; if (v["most_rows"] > rows) rows = v["most_rows"] }
   END { if (n) printf "policy_batches=%d requests=%d admissions=%d steps=%d (%.0f a batch) slots<=%d\n", n, req, adm, steps, steps / n, rows }'
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log

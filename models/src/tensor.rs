@@ -231,9 +231,10 @@ impl RowsView {
 /// A [`RowsView`] of `shape`, starting `offset` elements into `tensor` (on the device
 /// `memory` describes).
 ///
-/// The view borrows `tensor`'s memory without a lifetime: use it only while `tensor`
-/// lives and nothing else writes the same rows.
-pub fn rows_view(
+/// # Safety
+/// The view holds `tensor`'s memory without a lifetime: it must be dropped (its run
+/// finished) before `tensor` is, and nothing else may use the same rows meanwhile.
+pub unsafe fn rows_view(
     tensor: &mut DynValue,
     memory: &ort::memory::MemoryInfo,
     offset: usize,
@@ -258,7 +259,7 @@ pub fn rows_view(
     let shape = ort::value::Shape::from(shape);
     // SAFETY: the range was checked against the tensor's size above, the element
     // size matches its type, and the caller keeps the tensor alive while the view is
-    // used (see the docs).
+    // used (this function's contract).
     unsafe {
         match ty {
             Some(TensorElementType::Float16) => {

@@ -118,10 +118,15 @@ impl Llava {
         for l in 0..layers {
             let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
             let (k, v) = &mut into[l];
-            let outputs = [
-                tensor::rows_view(k, &self.memory, offset, &view).map_err(err)?,
-                tensor::rows_view(v, &self.memory, offset, &view).map_err(err)?,
-            ];
+            // SAFETY: `into` outlives the views, which `run_gather` drops with its
+            // binding when the run is over; the rows they cover are the admitted ones,
+            // which no other run touches until it returns.
+            let outputs = unsafe {
+                [
+                    tensor::rows_view(k, &self.memory, offset, &view).map_err(err)?,
+                    tensor::rows_view(v, &self.memory, offset, &view).map_err(err)?,
+                ]
+            };
             self.run_gather(&layer, &plan, Some(outputs), l + 1 == layers)?;
         }
         Ok(())

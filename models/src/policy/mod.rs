@@ -4,9 +4,9 @@
 //! budget; each admitted request's prompt is prefilled (several together,
 //! right-padded), its cache forked for the request's samples, and all rows decode
 //! together, one token per decoder run, until each ends at its step delimiter,
-//! end-of-sequence or token limit. Whenever a quarter of the rows have finished (or a
-//! shared buffer is full) the batch regroups: finished rows leave, waiting requests
-//! join, and the cache is rebuilt as wide as the rows need now.
+//! end-of-sequence or token limit. Rows that finish make room for waiting requests:
+//! on the device in fixed row slots (`slots`), on the host by rebuilding the batch's
+//! cache as rows finish (`regroup`).
 //!
 //! Padding. Rows keep a mask over their cache slots:
 //! - genai route (GroupQueryAttention): the operator writes a row's new position
@@ -55,8 +55,9 @@ type Live = (usize, Prompt, usize);
 /// What one continuous decode did, for its log line and for the out-of-memory retry.
 #[derive(Debug, Default)]
 struct Stats {
-    /// Regroups (host and bound modes) or admissions (row slots).
-    regroups: usize,
+    /// Times waiting requests were admitted (with row slots), or the batch rebuilt
+    /// (host and bound modes; each rebuild admits what fits).
+    admissions: usize,
     steps: usize,
     most_rows: usize,
     /// Requests in the batch at the last regroup (all of them with row slots), and its
@@ -204,7 +205,7 @@ impl OnnxPolicy {
                 result => {
                     tracing::debug!(
                         requests = live.len(),
-                        regroups = stats.regroups,
+                        admissions = stats.admissions,
                         most_rows = stats.most_rows,
                         steps = stats.steps,
                         "batch decoded"

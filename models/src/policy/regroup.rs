@@ -37,7 +37,7 @@ impl OnnxPolicy {
                     &mut samples,
                     stats,
                 )?;
-                stats.regroups += 1;
+                stats.admissions += 1;
                 stats.most_rows = stats.most_rows.max(rows.len());
                 settle(live, &mut samples, out);
                 if rows.is_empty() {

@@ -143,7 +143,7 @@ impl OnnxPolicy {
             if chunk.is_empty() {
                 return Ok(());
             }
-            stats.regroups += 1;
+            stats.admissions += 1;
             let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
             let (lens, run) = self.model.prefill_last(&refs)?;
             // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
