@@ -1,6 +1,6 @@
 //! Building input tensors and reading outputs, for float32 and float16 models alike:
 //! the rest of the crate works in f32 and converts at the session boundary.
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};
 
@@ -34,8 +34,11 @@ pub fn floats(ty: TensorElementType, shape: Vec<i64>, data: Vec<f32>) -> TensorR
             .map(Into::into)
             .map_err(|e| e.to_string()),
         TensorElementType::Float16 => {
-            let data: Vec<f16> = data.into_iter().map(f16::from_f32).collect();
-            Tensor::from_array((shape, data))
+            // The slice conversion runs 8 values an instruction where the CPU has F16C
+            // (a 7B prompt's embeddings are ~4 M values).
+            let mut half = vec![f16::ZERO; data.len()];
+            half.convert_from_f32_slice(&data);
+            Tensor::from_array((shape, half))
                 .map(Into::into)
                 .map_err(|e| e.to_string())
         }
@@ -91,7 +94,9 @@ pub fn read(value: &DynValue) -> TensorResult<(Vec<i64>, Vec<f32>)> {
             let (shape, data) = value
                 .try_extract_tensor::<f16>()
                 .map_err(|e| e.to_string())?;
-            Ok((shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()))
+            let mut out = vec![0f32; data.len()];
+            data.convert_to_f32_slice(&mut out);
+            Ok((shape.to_vec(), out))
         }
         other => Err(format!("expected a float output, got {other:?}")),
     }

@@ -80,6 +80,7 @@ impl OnnxValue {
         &mut self,
         batch: &[ScoreRequest<'_>],
     ) -> Result<Vec<Result<f64, RequestError>>, ModelError> {
+        let began = std::time::Instant::now();
         let items: Vec<_> = batch.iter().map(|r| (r.question, r.text)).collect();
         let prompts = self.model.prompts(&items)?;
         let max_length = self.model.manifest.decoder.max_length;
@@ -159,6 +160,12 @@ impl OnnxValue {
                 Err(e) => return Err(e),
             }
         }
+        tracing::debug!(
+            texts = batch.len(),
+            whole = live.len(),
+            ms = began.elapsed().as_millis() as u64,
+            "texts scored"
+        );
         Ok(out)
     }
 

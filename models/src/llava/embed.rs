@@ -135,15 +135,22 @@ impl Llava {
     pub fn forget_features(&mut self) {
         self.features.clear();
         self.feature_order.clear();
+        self.feature_bytes = 0;
     }
 
     fn remember(&mut self, path: PathBuf, features: Arc<Vec<f32>>) {
-        if self.features.insert(path.clone(), features).is_none() {
-            self.feature_order.push_back(path);
+        let bytes = features.len() * std::mem::size_of::<f32>();
+        match self.features.insert(path.clone(), features) {
+            Some(old) => self.feature_bytes -= old.len() * std::mem::size_of::<f32>(),
+            None => self.feature_order.push_back(path),
         }
-        while self.feature_order.len() > FEATURE_CACHE {
+        self.feature_bytes += bytes;
+        // The newest stays even alone over the limit.
+        while self.feature_bytes > FEATURE_CACHE_BYTES && self.feature_order.len() > 1 {
             if let Some(old) = self.feature_order.pop_front() {
-                self.features.remove(&old);
+                if let Some(f) = self.features.remove(&old) {
+                    self.feature_bytes -= f.len() * std::mem::size_of::<f32>();
+                }
             }
         }
     }

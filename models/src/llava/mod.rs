@@ -32,9 +32,11 @@ mod sample;
 
 pub use decode::Prefill;
 
-/// Image features kept per image file: a question's image is encoded again in every
-/// round of its search otherwise.
-const FEATURE_CACHE: usize = 32;
+/// Bytes of image features kept (per image file, the oldest dropped first): a
+/// question's image is encoded again in every round of its search otherwise, and a
+/// cache smaller than the questions in flight misses every time (they come round in
+/// turn). 1 GiB holds ~110 images at LLaVA-1.5-7B's 576 x 4096.
+const FEATURE_CACHE_BYTES: usize = 1 << 30;
 
 /// A prompt ready to embed: token ids and, when it has an image, that image's
 /// features (`num_image_tokens * hidden_size` values).
@@ -151,6 +153,7 @@ pub struct Llava {
     mask_type: TensorElementType,
     features: HashMap<PathBuf, Arc<Vec<f32>>>,
     feature_order: VecDeque<PathBuf>,
+    feature_bytes: usize,
     env: Environment,
     device: Device,
     kv_mode: KvMode,
@@ -251,6 +254,7 @@ impl Llava {
             mask_type,
             features: HashMap::new(),
             feature_order: VecDeque::new(),
+            feature_bytes: 0,
             env,
             device,
             kv_mode,

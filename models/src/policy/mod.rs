@@ -183,6 +183,7 @@ impl OnnxPolicy {
         out: &mut [Option<GeneratedOutput>],
     ) -> Result<(), ModelError> {
         let mut live = live;
+        let start = std::time::Instant::now();
         loop {
             let mut stats = Stats::default();
             let result = if self.model.kv_mode() == KvMode::Shared {
@@ -208,6 +209,7 @@ impl OnnxPolicy {
                         admissions = stats.admissions,
                         most_rows = stats.most_rows,
                         steps = stats.steps,
+                        ms = start.elapsed().as_millis() as u64,
                         "batch decoded"
                     );
                     return result;
