@@ -8,6 +8,8 @@
 #           (284 MB), xz-compressed and cut to fit beside the tree.
 # Needs the CUDA build first:
 #   CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda -p tsst-workers
+# TSST_BASELINE_BIN=PATH adds another build (say, of the last commit before a change) as
+# boot/tsst-base.xz, for a before/after on the same card (session.sh's `base`).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
@@ -32,6 +34,9 @@ python3 -m zipfile -e "$cache"/onnxruntime_gpu-$ver-*.whl "$work/ort"
 capi=$work/ort/onnxruntime/capi
 tar -C "$capi" -cf - libonnxruntime.so.$ver libonnxruntime_providers_shared.so | xz -6 -T2 > .gpu-carry/boot/core.tar.xz
 xz -6 -T2 -c "$bin" > .gpu-carry/boot/tsst.xz
+if [ -n "${TSST_BASELINE_BIN:-}" ]; then
+  xz -6 -T2 -c "$TSST_BASELINE_BIN" > .gpu-carry/boot/tsst-base.xz
+fi
 python3 -m zipfile -e "$cache"/onnxruntime_genai-0.18.0-*.whl "$work/genai"
 mkdir -p .gpu-carry/boot/builder/site
 cp -r "$work/genai/onnxruntime_genai/models" .gpu-carry/boot/builder/

@@ -5,9 +5,14 @@
 # (reference.sh), then tsst end to end (e2e.sh), on the same card. The machine goes back
 # after 30 s without a call: keep one in flight (a sleep, then poll.sh) while it runs. Progress in
 # /opt/work/stages.txt; results in /opt/work/out, which poll.sh copies back.
-#   bash bench/gpu/session.sh [N E2E_LIMIT_S REFERENCE_LIMIT_S]
+#   bash bench/gpu/session.sh [N E2E_LIMIT_S REFERENCE_LIMIT_S [VARIANT...]]
+# Variants of the tsst run, one e2e.sh each (default: new): `new` (the carried build),
+# `base` (the baseline build, carry.sh's TSST_BASELINE_BIN), `noreuse` (the carried
+# build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0).
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
+shift $(( $# < 3 ? $# : 3 ))
+variants=${*:-new}
 rm -rf /opt/work/repo /opt/work/out && mkdir -p /opt/work/repo /opt/work/out
 tar --exclude=./.gpu-carry --exclude=./target --exclude=./.ort -cf - . | tar -C /opt/work/repo -xf -
 cd /opt/work/repo
@@ -17,7 +22,15 @@ export OUT=/opt/work/out TSST=/opt/work/bin/tsst BUILDER=/opt/work/builder
 stage() { echo "\$(date -u +%T) \$*" >> /opt/work/stages.txt; }
 stage export; bash bench/gpu/export-7b.sh > \$OUT/export.txt 2>&1 || { stage export failed; exit 1; }
 stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1
-stage e2e; bash bench/gpu/e2e.sh 64 $n $e2e_limit > \$OUT/e2e.txt 2>&1
+for v in $variants; do
+  case \$v in
+    new) env=(TSST=/opt/work/bin/tsst TAG=) ;;
+    base) env=(TSST=/opt/work/bin/tsst-base TAG=-base) ;;
+    noreuse) env=(TSST=/opt/work/bin/tsst TAG=-noreuse) ;;
+  esac
+  extra=(); [ \$v = noreuse ] && extra=(TSST_VALUE_PREFIX_REUSE=0)
+  stage e2e \$v; env "\${env[@]}" bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
+done
 stage done
 RUN
 : > /opt/work/stages.txt

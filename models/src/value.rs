@@ -15,6 +15,9 @@ use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
 /// Texts scored per decoder run.
 const SCORE_BATCH: usize = 8;
 
+/// `0` scores every text whole (an ablation switch for benchmarks).
+pub const PREFIX_REUSE_ENV: &str = "TSST_VALUE_PREFIX_REUSE";
+
 /// Leading tokens texts must share to be scored from one prefill of them.
 const MIN_SHARED: usize = 16;
 
@@ -66,7 +69,7 @@ impl OnnxValue {
             spec,
             head_type,
             head_rank2: rank != 3,
-            prefix_reuse: true,
+            prefix_reuse: std::env::var(PREFIX_REUSE_ENV).map_or(true, |v| v != "0"),
         })
     }
 
