@@ -7,6 +7,10 @@ use std::path::Path;
 /// The worker config's device type, so a config value reaches the sessions as is.
 pub use tsst_config::Device;
 
+/// Intra-op threads of each CUDA session (default 1; 0: ONNX Runtime's default, a
+/// spinning pool of every core).
+pub const INTRA_THREADS_ENV: &str = "TSST_ORT_INTRA_THREADS";
+
 /// Caps each CUDA session's memory arena (MiB).
 pub const MEM_LIMIT_ENV: &str = "TSST_CUDA_MEM_LIMIT_MB";
 
@@ -111,13 +115,33 @@ fn with_cuda(
         cuda = cuda.with_memory_limit(mb << 20);
     }
     let cuda = cuda.build().error_on_failure();
-    builder
+    let fail = |e: ort::Error<()>| ModelError::Device {
+        device: Device::Cuda(id).to_string(),
+        reason: e.to_string(),
+    };
+    let mut builder = builder
         .with_execution_providers([cuda])
         .map_err(ort::Error::<()>::from)
-        .map_err(|e| ModelError::Device {
-            device: Device::Cuda(id).to_string(),
-            reason: e.to_string(),
-        })
+        .map_err(fail)?;
+    // A session on the GPU runs only shape arithmetic and small glue on the CPU, but by
+    // default gets a thread pool of every core that spins between runs; a worker opens
+    // a dozen such sessions (two models' parts and the crate's graphs) and runs two
+    // models at once. One thread, no spinning (TSST_ORT_INTRA_THREADS=0 restores ONNX
+    // Runtime's default, for comparison).
+    let threads = std::env::var(INTRA_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
+    if threads > 0 {
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(ort::Error::<()>::from)
+            .map_err(fail)?
+            .with_intra_op_spinning(false)
+            .map_err(ort::Error::<()>::from)
+            .map_err(fail)?;
+    }
+    Ok(builder)
 }
 
 #[cfg(not(feature = "cuda"))]

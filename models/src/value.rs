@@ -234,7 +234,21 @@ impl OnnxValue {
         let (lens, run) = self.model.prefill_last(&[&prefix])?;
         let cached = [run.presents];
         let past = lens[0];
+        // In a shared buffer one copy of the prefix serves every text: as long as the
+        // prefix plus the longest rest, each text writes its positions after the
+        // prefix over the last one's, and its mask reaches only its own. Otherwise each
+        // run returns a longer present beside its past: a copy per text.
         let in_place = self.model.kv_mode() == KvMode::Shared;
+        let longest = prompts
+            .iter()
+            .map(|p| p.ids.len() - shared)
+            .max()
+            .unwrap_or(1);
+        let mut buffer = if in_place {
+            Some(self.model.gather(&cached, &[(0, 0)], past + longest)?)
+        } else {
+            None
+        };
         let mut last = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             let rest = Prompt {
@@ -243,8 +257,10 @@ impl OnnxValue {
             };
             let new = rest.ids.len();
             let embeds = self.model.embed_prompts(&[&rest])?.remove(0);
-            let width = if in_place { past + new } else { past };
-            let cache = self.model.gather(&cached, &[(0, 0)], width)?;
+            let cache = match buffer.take() {
+                Some(b) => b,
+                None => self.model.gather(&cached, &[(0, 0)], past)?,
+            };
             let mut out = self.model.decode(
                 1,
                 Embeds::Host(embeds),
@@ -255,6 +271,9 @@ impl OnnxValue {
                 Want::Rows(&[(0, new - 1)]),
             )?;
             last.push(out.picked.remove(0));
+            if in_place {
+                buffer = Some(out.presents);
+            }
         }
         metrics::counter!("tsst_tokens_prefilled_total")
             .increment((past + prompts.iter().map(|p| p.ids.len() - shared).sum::<usize>()) as u64);
