@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the device, after boot.sh and the parts: ONNX Runtime's intra-op thread pools in
-# CUDA sessions, tsst's default (one thread, no spinning) against ONNX Runtime's (a
-# spinning pool of every core: TSST_ORT_INTRA_THREADS=0), end to end with tiny fp16
+# CUDA sessions, one thread without spinning (TSST_ORT_INTRA_THREADS=1) against ONNX
+# Runtime's default (a spinning pool of every core; 0), end to end with tiny fp16
 # models (tiny-random LLaVA exported for CUDA, the policy's logits biased as in
 # export-7b.sh), so that host overhead is all there is to see: 40 questions at the
 # reference settings, `--batch 64`, LIMIT_S each (alternating, twice).

@@ -7,8 +7,8 @@ use std::path::Path;
 /// The worker config's device type, so a config value reaches the sessions as is.
 pub use tsst_config::Device;
 
-/// Intra-op threads of each CUDA session (default 1; 0: ONNX Runtime's default, a
-/// spinning pool of every core).
+/// Intra-op threads of each CUDA session, without spinning; unset or 0: ONNX Runtime's
+/// default, a spinning pool of every core.
 pub const INTRA_THREADS_ENV: &str = "TSST_ORT_INTRA_THREADS";
 
 /// Caps each CUDA session's memory arena (MiB).
@@ -123,15 +123,15 @@ fn with_cuda(
         .with_execution_providers([cuda])
         .map_err(ort::Error::<()>::from)
         .map_err(fail)?;
-    // A session on the GPU runs only shape arithmetic and small glue on the CPU, but by
-    // default gets a thread pool of every core that spins between runs; a worker opens
-    // a dozen such sessions (two models' parts and the crate's graphs) and runs two
-    // models at once. One thread, no spinning (TSST_ORT_INTRA_THREADS=0 restores ONNX
-    // Runtime's default, for comparison).
+    // A session on the GPU runs only shape arithmetic and small glue on the CPU, yet by
+    // default gets a pool of every core that spins between runs, and a worker opens a
+    // dozen such sessions and runs two models at once. Fewer threads are a switch, not
+    // the default: with tiny fp16 models on an H100 one thread made no difference
+    // (bench/RESULTS.md), and the 7B shape was not measured.
     let threads = std::env::var(INTRA_THREADS_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1);
+        .unwrap_or(0);
     if threads > 0 {
         builder = builder
             .with_intra_threads(threads)
