@@ -14,26 +14,7 @@ for kv in "$@"; do export "$kv"; done
 W=/opt/work/run-b$batch-n$n
 rm -rf $W && mkdir -p $W && cd $W
 $TSST data synth --out synth --n $((n * 2)) --seed 3 > /dev/null
-cat > ref.yaml <<YAML
-task: multiple_choice_steps_beam
-dataset_name: aokvqa
-dataset_root: synth
-data_subset: train
-data_partition: '0_$((n-1))'
-seed: 5
-num_beams: 5
-branch: 5
-n_consistency: 7
-max_length: 1024
-step_max_tokens: 256
-temperature: 0.7
-models:
-  - policy_model: /opt/work/policy-L32
-    value_model: /opt/work/value-L32
-    tag: ref
-    run_flag: true
-    use_value: true
-YAML
+bash "$G/ref-config.sh" $n /opt/work/policy-L32 /opt/work/value-L32 > ref.yaml
 tag=b$batch-n$n${TAG:-}
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 500 > $OUT/smi-$tag.csv &
 smi=$!

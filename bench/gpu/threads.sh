@@ -25,27 +25,7 @@ done
 W=/opt/work/threads
 rm -rf $W && mkdir -p $W && cd $W
 $TSST data synth --out synth --n 80 --seed 3 > /dev/null
-sed -e 's#/opt/work/policy-L32#/opt/work/tiny-policy#' -e 's#/opt/work/value-L32#/opt/work/tiny-value#' \
-  > ref.yaml <<'YAML'
-task: multiple_choice_steps_beam
-dataset_name: aokvqa
-dataset_root: synth
-data_subset: train
-data_partition: '0_39'
-seed: 5
-num_beams: 5
-branch: 5
-n_consistency: 7
-max_length: 1024
-step_max_tokens: 256
-temperature: 0.7
-models:
-  - policy_model: /opt/work/policy-L32
-    value_model: /opt/work/value-L32
-    tag: ref
-    run_flag: true
-    use_value: true
-YAML
+bash "$G/ref-config.sh" 40 /opt/work/tiny-policy /opt/work/tiny-value > ref.yaml
 for rep in 1 2; do
   for t in 0 1; do
     log=$OUT/threads-$t-$rep.log

@@ -218,15 +218,48 @@ impl OnnxPolicy {
         }
     }
 
-    /// Draws the row's next token from `logits` and updates its step.
-    fn advance(
-        &self,
-        row: &mut Row,
-        logits: &[f32],
-        req: &ExpandRequest<'_>,
-    ) -> Result<(), ModelError> {
-        let choice = choose(logits, req.temperature, &mut row.rng);
-        self.push(row, choice, req)
+    /// Prefills the prompts of `chunk` together and starts each request's samples:
+    /// each row's first token is drawn from its prompt's last logits, a sample that
+    /// ends there is written to `samples`. Returns the prompts' caches (right-padded,
+    /// one row per prompt) and the rows still running, each with its prompt's row in
+    /// them; a row's mask covers its prompt (`slots`, in the prefill's width).
+    fn start(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        chunk: &[&Live],
+        samples: &mut [Vec<Option<Generated>>],
+    ) -> Result<(Cache, Vec<(Row, usize)>), ModelError> {
+        let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
+        let (lens, run) = self.model.prefill_last(&refs)?;
+        // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does not
+        // depend on the actors'): prompt positions this policy prefilled.
+        metrics::counter!("tsst_tokens_prefilled_total")
+            .increment(lens.iter().sum::<usize>() as u64);
+        let seq = lens.iter().copied().max().unwrap_or(0);
+        let mut running = Vec::new();
+        for (b, (request, _, budget)) in chunk.iter().enumerate() {
+            let req = &batch[*request];
+            let slots: Vec<i64> = (0..seq).map(|t| i64::from(t < lens[b])).collect();
+            for (sample, &seed) in req.seeds.iter().enumerate() {
+                let mut row = Row {
+                    request: *request,
+                    sample,
+                    rng: Rng::new(seed),
+                    step: Step::default(),
+                    slots: slots.clone(),
+                    valid: lens[b],
+                    budget: *budget,
+                };
+                let choice = choose(&run.picked[b], req.temperature, &mut row.rng);
+                self.push(&mut row, choice, req)?;
+                if row.step.done {
+                    samples[row.request][row.sample] = Some(finish(&row));
+                } else {
+                    running.push((row, b));
+                }
+            }
+        }
+        Ok((run.presents, running))
     }
 
     /// Adds a chosen token to the row's step.

@@ -183,36 +183,12 @@ impl OnnxPolicy {
         let mut fresh: Vec<Row> = Vec::new();
         let base = usize::from(!kept.is_empty());
         for chunk in admitted.chunks(PREFILL_BATCH) {
-            let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
-            let (lens, run) = self.model.prefill_last(&refs)?;
-            // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
-            // not depend on the actors'): prompt positions this policy prefilled.
-            metrics::counter!("tsst_tokens_prefilled_total")
-                .increment(lens.iter().sum::<usize>() as u64);
-            let seq = lens.iter().copied().max().unwrap_or(0);
+            let (presents, running) = self.start(batch, chunk, samples)?;
             let source = base + sources.len();
-            sources.push(run.presents);
-            for (b, (request, _, budget)) in chunk.iter().enumerate() {
-                let req = &batch[*request];
-                let slots: Vec<i64> = (0..seq).map(|t| i64::from(t < lens[b])).collect();
-                for (sample, &seed) in req.seeds.iter().enumerate() {
-                    let mut row = Row {
-                        request: *request,
-                        sample,
-                        rng: Rng::new(seed),
-                        step: Step::default(),
-                        slots: slots.clone(),
-                        valid: lens[b],
-                        budget: *budget,
-                    };
-                    self.advance(&mut row, &run.picked[b], req)?;
-                    if row.step.done {
-                        samples[row.request][row.sample] = Some(finish(&row));
-                    } else {
-                        fresh.push(row);
-                        picks.push((source, b));
-                    }
-                }
+            sources.push(presents);
+            for (row, b) in running {
+                fresh.push(row);
+                picks.push((source, b));
             }
         }
         let mut rows: Vec<Row> = Vec::with_capacity(kept.len() + fresh.len());

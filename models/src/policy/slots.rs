@@ -144,40 +144,20 @@ impl OnnxPolicy {
                 return Ok(());
             }
             stats.admissions += 1;
-            let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
-            let (lens, run) = self.model.prefill_last(&refs)?;
-            // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does
-            // not depend on the actors'): prompt positions this policy prefilled.
-            metrics::counter!("tsst_tokens_prefilled_total")
-                .increment(lens.iter().sum::<usize>() as u64);
-            // Rows still running after their first token, each to a free slot.
-            let mut placed: Vec<(usize, usize)> = Vec::new();
+            let (presents, running) = self.start(batch, &chunk, samples)?;
+            // Rows still running after their first token, each to a free slot (its mask
+            // follows from `valid`).
             let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
-            let mut open = open.into_iter();
-            for (b, (request, _, budget)) in chunk.iter().enumerate() {
-                let req = &batch[*request];
-                for (sample, &seed) in req.seeds.iter().enumerate() {
-                    let mut row = Row {
-                        request: *request,
-                        sample,
-                        rng: Rng::new(seed),
-                        step: Step::default(),
-                        slots: Vec::new(),
-                        valid: lens[b],
-                        budget: *budget,
-                    };
-                    self.advance(&mut row, &run.picked[b], req)?;
-                    if row.step.done {
-                        samples[row.request][row.sample] = Some(finish(&row));
-                        continue;
-                    }
-                    let slot = open.next().expect("admitted within the free slots");
-                    rows[slot] = Some(row);
-                    placed.push((slot, b));
-                }
+            // Admission counted every sample against the free slots.
+            assert!(running.len() <= open.len(), "more rows than free slots");
+            let mut placed: Vec<(usize, usize)> = Vec::with_capacity(running.len());
+            for ((mut row, b), slot) in running.into_iter().zip(open) {
+                row.slots = Vec::new();
+                rows[slot] = Some(row);
+                placed.push((slot, b));
             }
             // One gather per run of consecutive slots.
-            let sources = [run.presents];
+            let sources = [presents];
             let mut start = 0;
             while start < placed.len() {
                 let mut end = start + 1;
