@@ -249,14 +249,20 @@ impl OnnxValue {
         } else {
             None
         };
-        let mut last = Vec::with_capacity(prompts.len());
-        for prompt in prompts {
-            let rest = Prompt {
-                ids: prompt.ids[shared..].to_vec(),
+        // Every text's rest embedded in one run.
+        let rests: Vec<Prompt> = prompts
+            .iter()
+            .map(|p| Prompt {
+                ids: p.ids[shared..].to_vec(),
                 features: None,
-            };
+            })
+            .collect();
+        let embedded = self
+            .model
+            .embed_prompts(&rests.iter().collect::<Vec<_>>())?;
+        let mut last = Vec::with_capacity(prompts.len());
+        for (rest, embeds) in rests.iter().zip(embedded) {
             let new = rest.ids.len();
-            let embeds = self.model.embed_prompts(&[&rest])?.remove(0);
             let cache = match buffer.take() {
                 Some(b) => b,
                 None => self.model.gather(&cached, &[(0, 0)], past)?,

@@ -94,7 +94,13 @@ impl OnnxPolicy {
         rows: usize,
         stats: &mut Stats,
     ) -> Result<Pool, ModelError> {
-        let capacity = capacity.next_multiple_of(CAPACITY_STEP);
+        // Rounded up, but not past the model's positions: GroupQueryAttention's rotary
+        // tables may be no longer.
+        let most = self.model.manifest.decoder.max_length + 1;
+        let capacity = capacity
+            .next_multiple_of(CAPACITY_STEP)
+            .min(most)
+            .max(capacity);
         let slots = self.budget.slots(capacity, least).min(rows.max(least));
         if let Some(p) = self.pool.take() {
             if p.capacity >= capacity && p.slots >= least {
