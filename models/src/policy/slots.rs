@@ -28,7 +28,6 @@ impl OnnxPolicy {
         out: &mut [Option<GeneratedOutput>],
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
-        let pad = self.model.manifest.special_tokens.pad;
         // Every row's positions fit its slot: the longest prompt plus its step budget,
         // and the position a last step writes.
         let capacity = live
@@ -41,38 +40,11 @@ impl OnnxPolicy {
             .map(|(i, _, _)| batch[*i].seeds.len())
             .max()
             .unwrap_or(1);
-        let rows: usize = live.iter().map(|(i, _, _)| batch[*i].seeds.len()).sum();
+        let total: usize = live.iter().map(|(i, _, _)| batch[*i].seeds.len()).sum();
         stats.requests = live.len();
-        let mut pool = self.pool(capacity, least, rows, stats)?;
+        let mut pool = self.pool(capacity, least, total, stats)?;
         stats.most_rows = pool.slots;
-        let mut rows: Vec<Option<Row>> = (0..pool.slots).map(|_| None).collect();
-        let mut samples: Vec<Vec<Option<Generated>>> =
-            batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
-        let mut waiting: VecDeque<&Live> = live.iter().collect();
-        let result = loop {
-            if let Err(e) = self.admit(
-                batch,
-                &mut waiting,
-                &mut rows,
-                &mut pool,
-                &mut samples,
-                stats,
-            ) {
-                break Err(e);
-            }
-            settle(live, &mut samples, out);
-            if rows.iter().all(Option::is_none) {
-                if waiting.is_empty() {
-                    break Ok(());
-                }
-                continue;
-            }
-            if let Err(e) = self.slot_step(batch, &mut rows, &mut pool, pad, &mut samples) {
-                break Err(e);
-            }
-            stats.steps += 1;
-            settle(live, &mut samples, out);
-        };
+        let result = self.run_slots(batch, live, out, &mut pool, stats);
         // The buffers stay for the next batch unless the device ran out of memory.
         if result.is_ok() {
             self.pool = Some(pool);
@@ -80,11 +52,40 @@ impl OnnxPolicy {
         result
     }
 
+    /// Admits and decodes until every request of `live` has its samples.
+    fn run_slots(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: &[Live],
+        out: &mut [Option<GeneratedOutput>],
+        pool: &mut Pool,
+        stats: &mut Stats,
+    ) -> Result<(), ModelError> {
+        let pad = self.model.manifest.special_tokens.pad;
+        let mut rows: Vec<Option<Row>> = (0..pool.slots).map(|_| None).collect();
+        let mut samples: Vec<Vec<Option<Generated>>> =
+            batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
+        let mut waiting: VecDeque<&Live> = live.iter().collect();
+        loop {
+            self.admit(batch, &mut waiting, &mut rows, pool, &mut samples, stats)?;
+            settle(live, &mut samples, out);
+            if rows.iter().all(Option::is_none) {
+                if waiting.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.slot_step(batch, &mut rows, pool, pad, &mut samples)?;
+            stats.steps += 1;
+            settle(live, &mut samples, out);
+        }
+    }
+
     /// A pool with at least `capacity` positions a slot and `least` slots. The last
     /// batch's serves while it is that large (however many slots it has: the first
     /// batch of a search is its largest); otherwise it is dropped and one allocated
-    /// with as many slots as the budget holds (no more than the batch's `rows`), its capacity
-    /// rounded up to [`CAPACITY_STEP`] so that chains growing a little longer each
+    /// with as many slots as the budget holds (no more than the batch's `rows`), its
+    /// capacity rounded up to [`CAPACITY_STEP`] so that chains growing a little longer each
     /// round do not allocate again (a freed pool's regions stay in ONNX Runtime's
     /// arena, where buffers of another size may not fit).
     fn pool(
