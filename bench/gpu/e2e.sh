@@ -40,16 +40,18 @@ print(dict(c)); [print(' ',k,v) for k,v in r.items()]"
 fi
 grep -c "question failed" $OUT/run-$tag.log | sed "s/^/questions_failed_in_log=/"
 grep -c "backend failed" $OUT/run-$tag.log | sed "s/^/backend_failures=/"
-# Policy batches: admissions into the row slots and decode steps per batch (tsst_models=debug).
+# Policy batches: admissions into the row slots and decode steps per batch, prompt
+# positions prefilled per expanded node, question stems (tsst_models=debug; the
+# cumulative fields are read off the last line).
 grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     n++; req += v["requests"]; adm += v["admissions"]; steps += v["steps"]; ms += v["ms"]; if (v["most_rows"] > rows) rows = v["most_rows"] }
-  END { if (n) printf "policy_batches=%d requests=%d admissions=%d steps=%d (%.0f a batch) slots<=%d policy_busy_s=%.1f\n", n, req, adm, steps, steps / n, rows, ms / 1000 }'
+  END { if (n) printf "policy_batches=%d requests=%d admissions=%d steps=%d (%.0f a batch) slots<=%d policy_busy_s=%.1f prefilled_per_expansion=%.0f stems=%s stem_hits=%s stem_misses=%s\n", n, req, adm, steps, steps / n, rows, ms / 1000, (req ? v["prefilled"] / req : 0), v["stems"], v["stem_hits"], v["stem_misses"] }'
 # Value batches: texts, those scored whole (not from a shared prefix), time.
 grep "texts scored" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     n++; t += v["texts"]; w += v["whole"]; ms += v["ms"] }
-  END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f\n", n, t, w, ms / 1000 }'
+  END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f prefilled_per_text=%.0f stems=%s stem_hits=%s stem_misses=%s\n", n, t, w, ms / 1000, (t ? v["prefilled"] / t : 0), v["stems"], v["stem_hits"], v["stem_misses"] }'
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log
 grep "allocating the row slots" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -3

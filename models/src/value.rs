@@ -40,7 +40,17 @@ pub struct OnnxValue {
 
 impl OnnxValue {
     pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
-        let model = Llava::load(dir, Kind::Value, device, ort_lib)?;
+        let mut model = Llava::load(dir, Kind::Value, device, ort_lib)?;
+        // In shared buffers, half of what a policy's batch may hold keeps the
+        // questions' stems (the value model holds no other cache between calls).
+        let stems = if model.kv_mode() == KvMode::Shared {
+            memory::KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device)
+                .limit
+                / 2
+        } else {
+            0
+        };
+        model.set_stem_bytes(stems);
         let spec = model
             .manifest
             .value_head
@@ -125,6 +135,7 @@ impl OnnxValue {
                 }
                 // Left to the chunks below, which halve on out-of-memory.
                 Err(e) if memory::is_out_of_memory(&e.to_string()) => {
+                    self.model.drop_stems();
                     tracing::warn!(texts = members.len(), error = %e, "out of device memory; scoring the texts of a shared prefix whole");
                 }
                 // A runtime whose attention cannot continue a cache by several
@@ -157,6 +168,7 @@ impl OnnxValue {
                     start += chunk.len();
                 }
                 Err(e) if size > 1 && memory::is_out_of_memory(&e.to_string()) => {
+                    self.model.drop_stems();
                     size /= 2;
                     tracing::warn!(texts = size, error = %e, "out of device memory; scoring fewer texts at once");
                 }
@@ -166,6 +178,10 @@ impl OnnxValue {
         tracing::debug!(
             texts = batch.len(),
             whole = live.len(),
+            prefilled = self.model.prefilled(),
+            stems = self.model.stems().entries(),
+            stem_hits = self.model.stems().hits,
+            stem_misses = self.model.stems().misses,
             ms = began.elapsed().as_millis() as u64,
             "texts scored"
         );
@@ -230,10 +246,8 @@ impl OnnxValue {
         let prefix = Prompt {
             ids: prompts[0].ids[..shared].to_vec(),
             features: prompts[0].features.clone(),
+            stem: prompts[0].stem.min(shared - 1),
         };
-        let (lens, run) = self.model.prefill_last(&[&prefix])?;
-        let cached = [run.presents];
-        let past = lens[0];
         // In a shared buffer one copy of the prefix serves every text: as long as the
         // prefix plus the longest rest, each text writes its positions after the
         // prefix over the last one's, and its mask reaches only its own. Otherwise each
@@ -244,10 +258,21 @@ impl OnnxValue {
             .map(|p| p.ids.len() - shared)
             .max()
             .unwrap_or(1);
-        let mut buffer = if in_place {
-            Some(self.model.gather(&cached, &[(0, 0)], past + longest)?)
-        } else {
-            None
+        // The prefix over its question's stem where one serves, else whole.
+        let (past, mut buffer, cached) = match self.model.prefill_over_stem(&prefix, longest)? {
+            Some((past, run)) => (past, Some(run.presents), None),
+            None => {
+                let (lens, run) = self.model.prefill_last(&[&prefix])?;
+                self.model.count_prefilled(lens[0]);
+                let cached = [run.presents];
+                let past = lens[0];
+                let buffer = if in_place {
+                    Some(self.model.gather(&cached, &[(0, 0)], past + longest)?)
+                } else {
+                    None
+                };
+                (past, buffer, Some(cached))
+            }
         };
         // Every text's rest embedded in one run.
         let rests: Vec<Prompt> = prompts
@@ -255,6 +280,7 @@ impl OnnxValue {
             .map(|p| Prompt {
                 ids: p.ids[shared..].to_vec(),
                 features: None,
+                stem: 0,
             })
             .collect();
         let embedded = self
@@ -263,9 +289,10 @@ impl OnnxValue {
         let mut last = Vec::with_capacity(prompts.len());
         for (rest, embeds) in rests.iter().zip(embedded) {
             let new = rest.ids.len();
-            let cache = match buffer.take() {
-                Some(b) => b,
-                None => self.model.gather(&cached, &[(0, 0)], past)?,
+            let cache = match (buffer.take(), &cached) {
+                (Some(b), _) => b,
+                (None, Some(cached)) => self.model.gather(cached, &[(0, 0)], past)?,
+                (None, None) => unreachable!("a stem's prefix is always in a buffer"),
             };
             let mut out = self.model.decode(
                 1,
@@ -281,14 +308,34 @@ impl OnnxValue {
                 buffer = Some(out.presents);
             }
         }
-        metrics::counter!("tsst_tokens_prefilled_total")
-            .increment((past + prompts.iter().map(|p| p.ids.len() - shared).sum::<usize>()) as u64);
+        self.model
+            .count_prefilled(prompts.iter().map(|p| p.ids.len() - shared).sum());
         self.head(last)
     }
 
+    /// Values of whole texts: each over its question's stem where one serves, the
+    /// others prefilled together.
     fn score_prompts(&mut self, prompts: &[&Prompt]) -> Result<Vec<f64>, ModelError> {
-        let (_, run) = self.model.prefill_last(prompts)?;
-        self.head(run.picked)
+        let mut last: Vec<Option<Vec<f32>>> = Vec::with_capacity(prompts.len());
+        let mut whole: Vec<&Prompt> = Vec::new();
+        for p in prompts {
+            match self.model.prefill_over_stem(p, 0)? {
+                Some((_, mut run)) => last.push(Some(run.picked.remove(0))),
+                None => {
+                    last.push(None);
+                    whole.push(p);
+                }
+            }
+        }
+        if !whole.is_empty() {
+            let (lens, run) = self.model.prefill_last(&whole)?;
+            self.model.count_prefilled(lens.iter().sum());
+            let mut picked = run.picked.into_iter();
+            for l in last.iter_mut().filter(|l| l.is_none()) {
+                *l = picked.next();
+            }
+        }
+        self.head(last.into_iter().flatten().collect())
     }
 
     /// The value head over each text's last hidden state.

@@ -9,12 +9,23 @@ use tsst_backend::{ExpandRequest, ScoreRequest, ValueBackend};
 use tsst_messages::{DataSource, Question, StepDelimiter};
 use tsst_models::{Device, KvMode, OnnxPolicy, OnnxValue};
 
-/// Each mode, and Bound with presents allocated by the crate.
-const MODES: [(KvMode, bool); 4] = [
-    (KvMode::Host, false),
-    (KvMode::Bound, false),
-    (KvMode::Bound, true),
-    (KvMode::Shared, false),
+/// How a mode runs besides its KvMode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Extra {
+    None,
+    /// Bound, with presents allocated by the crate.
+    Prealloc,
+    /// Shared, each prompt prefilled over its question's cached stem.
+    Stems,
+}
+
+/// Each mode, Bound with presents allocated by the crate, and Shared with stems.
+const MODES: [(KvMode, Extra); 5] = [
+    (KvMode::Host, Extra::None),
+    (KvMode::Bound, Extra::None),
+    (KvMode::Bound, Extra::Prealloc),
+    (KvMode::Shared, Extra::None),
+    (KvMode::Shared, Extra::Stems),
 ];
 
 fn request<'a>(
@@ -92,10 +103,12 @@ fn check_modes(device: Device) {
         })
         .collect();
     let mut results = Vec::new();
-    for (mode, prealloc) in MODES {
+    for (mode, extra) in MODES {
         let mut p = OnnxPolicy::load(&dir, device, None).unwrap();
         p.model().set_kv_mode(mode).unwrap();
-        p.model().set_prealloc_presents(prealloc);
+        p.model().set_prealloc_presents(extra == Extra::Prealloc);
+        p.model()
+            .set_stem_bytes(if extra == Extra::Stems { 1 << 30 } else { 0 });
         let single = p
             .generate(&[request(&q, "", &[1], 0.0, StepDelimiter::StepMarker, 12)])
             .unwrap();
@@ -122,10 +135,17 @@ fn check_modes(device: Device) {
             assert_eq!(ids(a), ids(b), "{mode:?}, request {i} under a tight budget");
         }
         out.extend(p.generate(&many).unwrap());
-        results.push((mode, out));
+        if extra == Extra::Stems {
+            // Both questions' stems kept, and every later prompt (19 in all) prefilled
+            // over one.
+            let stems = p.model().stems();
+            assert_eq!((stems.entries(), stems.misses, stems.hits), (2, 2, 17));
+        }
+        results.push(((mode, extra), out));
     }
     let (_, host) = &results[0];
-    for (mode, out) in &results[1..] {
+    for ((mode, extra), out) in &results[1..] {
+        let mode = (mode, extra);
         for (i, (a, b)) in host.iter().zip(out).enumerate() {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
             assert_eq!(a.len(), b.len());
@@ -154,15 +174,32 @@ fn check_modes(device: Device) {
     let mut v = OnnxValue::load(&fixture("tiny-value"), device, None).unwrap();
     // The goldens' texts share their question's prefix: scored from one prefill of it
     // (in `Shared`, each text's rest written in place after one copy of the prefix).
-    for mode in [KvMode::Host, KvMode::Bound, KvMode::Shared] {
+    // Then in `Shared` with stems: twice, the second time over the stem the first kept.
+    let runs = [
+        (KvMode::Host, 0),
+        (KvMode::Bound, 0),
+        (KvMode::Shared, 0),
+        (KvMode::Shared, 1 << 30),
+        (KvMode::Shared, 1 << 30),
+    ];
+    for (run, (mode, stems)) in runs.into_iter().enumerate() {
         v.model().set_kv_mode(mode).unwrap();
+        if run != 4 {
+            v.model().set_stem_bytes(stems);
+        }
         let got = v.score(&reqs).unwrap();
         for (c, got) in cases.iter().zip(&got) {
             let want = c["value"].as_f64().unwrap();
             let got = *got.as_ref().unwrap();
-            assert!((got - want).abs() < 1e-4, "{mode:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{mode:?}, stems {stems}: {got} vs {want}"
+            );
         }
     }
+    let stems = v.model().stems();
+    assert_eq!((stems.entries(), stems.misses), (1, 1));
+    assert!(stems.hits >= 1);
 }
 
 #[test]

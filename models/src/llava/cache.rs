@@ -22,12 +22,19 @@ impl Llava {
     ) -> Result<Cache, ModelError> {
         let plan = self.plan(sources, picks, len)?;
         let layers = sources.first().map_or(0, Vec::len);
-        (0..layers)
-            .map(|l| {
-                let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
-                self.gather_layer(&layer, picks, len, &plan, l + 1 == layers)
-            })
-            .collect()
+        if !self.kv_mode.on_device() {
+            return (0..layers)
+                .map(|l| {
+                    let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
+                    self.gather_host(&layer, picks, len)
+                })
+                .collect();
+        }
+        // Every layer in one run: the sources stay, so a run per layer would save no
+        // memory, only add runs.
+        let tensors = by_tensor(sources, 0..layers);
+        let out = self.run_gather(&tensors, &plan, None, true)?;
+        pairs(out, &self.decoder_file())
     }
 
     /// [`Llava::gather`] that consumes its sources one layer at a time: each source
@@ -48,7 +55,16 @@ impl Llava {
             let layer: Vec<(DynValue, DynValue)> =
                 sources.iter_mut().flat_map(|s| s.next()).collect();
             let refs: Vec<&(DynValue, DynValue)> = layer.iter().collect();
-            out.push(self.gather_layer(&refs, picks, len, &plan, l + 1 == layers)?);
+            if !self.kv_mode.on_device() {
+                out.push(self.gather_host(&refs, picks, len)?);
+                continue;
+            }
+            let tensors = vec![
+                refs.iter().map(|s| &s.0).collect(),
+                refs.iter().map(|s| &s.1).collect(),
+            ];
+            let pair = self.run_gather(&tensors, &plan, None, l + 1 == layers)?;
+            out.extend(pairs(pair, &self.decoder_file())?);
         }
         Ok(out)
     }
@@ -115,20 +131,19 @@ impl Llava {
         let view = [picks.len() as i64, heads, len, dim];
         let offset = first * (heads * len * dim) as usize;
         let layers = sources.first().map_or(0, Vec::len);
-        for l in 0..layers {
-            let layer: Vec<&(DynValue, DynValue)> = sources.iter().map(|s| &s[l]).collect();
-            let (k, v) = &mut into[l];
+        let mut outputs = Vec::with_capacity(2 * layers);
+        for (k, v) in into.iter_mut() {
             // SAFETY: `into` outlives the views, which `run_gather` drops with its
             // binding when the run is over; the rows they cover are the admitted ones,
             // which no other run touches until it returns.
-            let outputs = unsafe {
-                [
-                    tensor::rows_view(k, &self.memory, offset, &view).map_err(err)?,
-                    tensor::rows_view(v, &self.memory, offset, &view).map_err(err)?,
-                ]
-            };
-            self.run_gather(&layer, &plan, Some(outputs), l + 1 == layers)?;
+            unsafe {
+                outputs.push(tensor::rows_view(k, &self.memory, offset, &view).map_err(err)?);
+                outputs.push(tensor::rows_view(v, &self.memory, offset, &view).map_err(err)?);
+            }
         }
+        // Every layer in one run, written in place.
+        let tensors = by_tensor(sources, 0..layers);
+        self.run_gather(&tensors, &plan, Some(outputs), true)?;
         Ok(())
     }
 
@@ -172,58 +187,56 @@ impl Llava {
         Ok(Plan { index, pads })
     }
 
-    /// One layer's key and value rows gathered from `layer` (one entry per source).
-    /// `last`: on CUDA, the run hands the arena's free regions back to the device.
-    fn gather_layer(
-        &mut self,
+    /// One layer's key and value rows gathered on the host ([`KvMode::Host`]).
+    fn gather_host(
+        &self,
         layer: &[&(DynValue, DynValue)],
         picks: &[(usize, usize)],
         len: usize,
-        plan: &Plan,
-        last: bool,
     ) -> Result<(DynValue, DynValue), ModelError> {
         let file = self.decoder_file();
         let err = |e: String| ModelError::run(&file, e);
-        if !self.kv_mode.on_device() {
-            let keys: Vec<&DynValue> = layer.iter().map(|s| &s.0).collect();
-            let values: Vec<&DynValue> = layer.iter().map(|s| &s.1).collect();
-            return Ok((
-                tensor::gather_cache(&keys, picks, len).map_err(err)?,
-                tensor::gather_cache(&values, picks, len).map_err(err)?,
-            ));
-        }
-        let (k, v) = self.run_gather(layer, plan, None, last)?;
+        let keys: Vec<&DynValue> = layer.iter().map(|s| &s.0).collect();
+        let values: Vec<&DynValue> = layer.iter().map(|s| &s.1).collect();
         Ok((
-            k.ok_or_else(|| err("the gather graph returned too little".into()))?,
-            v.ok_or_else(|| err("the gather graph returned too little".into()))?,
+            tensor::gather_cache(&keys, picks, len).map_err(err)?,
+            tensor::gather_cache(&values, picks, len).map_err(err)?,
         ))
     }
 
-    /// Runs the gather graph over one layer; its two outputs go to `into` when given
-    /// (views of rows of a larger cache, nothing returned), else to new device tensors.
+    /// Runs the gather graph over `tensors` (each with one entry per source); its
+    /// outputs go to `into` when given (views of rows of larger caches, nothing
+    /// returned), else to new device tensors. `last`: on CUDA, the run hands the
+    /// arena's free regions back to the device.
     fn run_gather(
         &mut self,
-        layer: &[&(DynValue, DynValue)],
+        tensors: &[Vec<&DynValue>],
         plan: &Plan,
-        into: Option<[tensor::RowsView; 2]>,
+        into: Option<Vec<tensor::RowsView>>,
         last: bool,
-    ) -> Result<(Option<DynValue>, Option<DynValue>), ModelError> {
+    ) -> Result<Vec<DynValue>, ModelError> {
         let file = self.decoder_file();
         let err = |e: String| ModelError::run(&file, e);
+        let sources = plan.pads.len();
         let key = OpKey::Gather {
             ty: self.cache_type,
-            tensors: 2,
-            sources: layer.len(),
+            tensors: tensors.len(),
+            sources,
         };
         let memory = self.memory.clone();
         let shrink = self.shrink.clone().filter(|_| last);
         let session = self.op(key)?;
         let oe = |e: ort::Error| ModelError::run(&file, e);
         let mut binding = session.create_binding().map_err(oe)?;
-        for (s, (k, v)) in layer.iter().enumerate() {
-            binding.bind_input(ops::gather_input(0, s), k).map_err(oe)?;
-            binding.bind_input(ops::gather_input(1, s), v).map_err(oe)?;
-            let p = tensor::ints(vec![8], plan.pads[s].clone()).map_err(err)?;
+        for (t, per_source) in tensors.iter().enumerate() {
+            for (s, x) in per_source.iter().enumerate() {
+                binding
+                    .bind_input(ops::gather_input(t, s), *x)
+                    .map_err(oe)?;
+            }
+        }
+        for (s, pads) in plan.pads.iter().enumerate() {
+            let p = tensor::ints(vec![8], pads.clone()).map_err(err)?;
             binding.bind_input(ops::gather_pads(s), &p).map_err(oe)?;
         }
         let n = plan.index.len() as i64;
@@ -237,7 +250,7 @@ impl Llava {
                 }
             }
             None => {
-                for t in 0..2 {
+                for t in 0..tensors.len() {
                     binding
                         .bind_output_to_device(ops::gather_output(t), &memory)
                         .map_err(oe)?;
@@ -250,11 +263,40 @@ impl Llava {
         }
         .map_err(oe)?;
         if bound {
-            return Ok((None, None));
+            return Ok(Vec::new());
         }
-        Ok((
-            outputs.remove(ops::gather_output(0)),
-            outputs.remove(ops::gather_output(1)),
-        ))
+        (0..tensors.len())
+            .map(|t| {
+                outputs
+                    .remove(ops::gather_output(t))
+                    .ok_or_else(|| err("the gather graph returned too little".into()))
+            })
+            .collect()
     }
+}
+
+/// The key and value tensors of `layers` of every source, in the gather graph's
+/// order: per layer its keys, then its values, each with one entry per source.
+fn by_tensor(sources: &[Cache], layers: std::ops::Range<usize>) -> Vec<Vec<&DynValue>> {
+    layers
+        .flat_map(|l| {
+            [
+                sources.iter().map(|s| &s[l].0).collect(),
+                sources.iter().map(|s| &s[l].1).collect(),
+            ]
+        })
+        .collect()
+}
+
+/// Gather outputs in key, value order as one cache entry per layer.
+fn pairs(outputs: Vec<DynValue>, file: &str) -> Result<Cache, ModelError> {
+    if !outputs.len().is_multiple_of(2) {
+        return Err(ModelError::run(file, "an odd number of gathered tensors"));
+    }
+    let mut it = outputs.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
 }

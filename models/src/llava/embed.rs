@@ -14,6 +14,8 @@ impl Llava {
     ) -> Result<Vec<Result<Prompt, String>>, ModelError> {
         let mut out = Vec::with_capacity(items.len());
         let mut pending: Vec<(usize, PathBuf)> = Vec::new();
+        // Each question's opening ids (its conversation before any solution text).
+        let mut openings: HashMap<String, Vec<i64>> = HashMap::new();
         for (i, (question, partial)) in items.iter().enumerate() {
             let text = tsst_labels::conversation(question, partial);
             let ids = match self.tokenizer.encode(&text) {
@@ -23,6 +25,15 @@ impl Llava {
                     continue;
                 }
             };
+            let opening = openings
+                .entry(tsst_labels::conversation(question, ""))
+                .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());
+            let stem = opening
+                .iter()
+                .zip(&ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(ids.len().saturating_sub(1));
             let images = ids
                 .iter()
                 .filter(|&&id| id == self.manifest.special_tokens.image)
@@ -39,12 +50,14 @@ impl Llava {
                     Some(f) => out.push(Ok(Prompt {
                         ids,
                         features: Some(f.clone()),
+                        stem,
                     })),
                     None => {
                         pending.push((i, path.clone()));
                         out.push(Ok(Prompt {
                             ids,
                             features: None,
+                            stem,
                         }));
                     }
                 }
@@ -52,6 +65,7 @@ impl Llava {
                 out.push(Ok(Prompt {
                     ids,
                     features: None,
+                    stem,
                 }));
             }
         }

@@ -29,8 +29,10 @@ mod cache;
 mod decode;
 mod embed;
 mod sample;
+mod stems;
 
 pub use decode::Prefill;
+pub use stems::{Stems, STEMS_ENV};
 
 /// Bytes of image features kept (per image file, the oldest dropped first): a
 /// question's image is encoded again in every round of its search otherwise, and a
@@ -44,6 +46,9 @@ const FEATURE_CACHE_BYTES: usize = 1 << 30;
 pub struct Prompt {
     pub ids: Vec<i64>,
     pub features: Option<Arc<Vec<f32>>>,
+    /// Leading ids that open every prompt of its question (the conversation up to
+    /// the assistant's text, less at least one id): what a stem caches (`stems`).
+    pub stem: usize,
 }
 
 /// Per image: its features, or why it could not be read.
@@ -170,6 +175,10 @@ pub struct Llava {
     /// starve the other model on the device.
     shrink: Option<Arc<ort::session::RunOptions>>,
     allocator: Option<ort::memory::Allocator>,
+    /// Question openings' caches kept across calls (`stems`).
+    stems: Stems,
+    /// Prompt positions prefilled so far.
+    prefilled: u64,
 }
 
 impl Llava {
@@ -263,6 +272,8 @@ impl Llava {
             prealloc: false,
             allocator: None,
             shrink: shrink_options(device)?,
+            stems: Stems::default(),
+            prefilled: 0,
         })
     }
 
@@ -333,6 +344,21 @@ impl Llava {
             }
         };
         Ok(&mut self.ops[at].1)
+    }
+
+    /// Counts prompt positions prefilled; a policy's also go to the worker's
+    /// `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does not depend on the
+    /// actors').
+    pub fn count_prefilled(&mut self, positions: usize) {
+        self.prefilled += positions as u64;
+        if self.manifest.kind == Kind::Policy {
+            metrics::counter!("tsst_tokens_prefilled_total").increment(positions as u64);
+        }
+    }
+
+    /// Prompt positions prefilled since the model was loaded.
+    pub fn prefilled(&self) -> u64 {
+        self.prefilled
     }
 
     pub fn route(&self) -> Route {

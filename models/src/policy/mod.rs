@@ -39,6 +39,10 @@ use tsst_backend::{
 /// (`prompts * length * vocab`).
 const PREFILL_BATCH: usize = 8;
 
+/// In [`KvMode::Shared`], one part in this many of the cache budget keeps question
+/// stems (`llava::stems`), the rest the row slots.
+const STEM_SHARE: u64 = 3;
+
 mod regroup;
 mod slots;
 
@@ -92,11 +96,21 @@ struct Row {
 
 impl OnnxPolicy {
     pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
-        let model = Llava::load(dir, Kind::Policy, device, ort_lib)?;
-        let budget = KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device);
+        let mut model = Llava::load(dir, Kind::Policy, device, ort_lib)?;
+        let mut budget =
+            KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device);
+        // In shared buffers, a third of the budget keeps the questions' stems.
+        let share = if model.kv_mode() == KvMode::Shared {
+            budget.limit / STEM_SHARE
+        } else {
+            0
+        };
+        let stems = model.set_stem_bytes(share);
+        budget.limit = budget.limit.saturating_sub(stems);
         tracing::info!(
             model = %model.label(),
             budget_mib = budget.limit >> 20,
+            stems_mib = stems >> 20,
             bytes_per_position = budget.per_position,
             "cache budget per batch"
         );
@@ -194,6 +208,7 @@ impl OnnxPolicy {
             match result {
                 Err(e) if stats.requests > 1 && memory::is_out_of_memory(&e.to_string()) => {
                     self.budget.limit = self.budget.limit.min(stats.cost) / 4 * 3;
+                    self.model.drop_stems();
                     live.retain(|(i, _, _)| out[*i].is_none());
                     tracing::warn!(
                         requests = stats.requests,
@@ -209,6 +224,10 @@ impl OnnxPolicy {
                         admissions = stats.admissions,
                         most_rows = stats.most_rows,
                         steps = stats.steps,
+                        prefilled = self.model.prefilled(),
+                        stems = self.model.stems().entries(),
+                        stem_hits = self.model.stems().hits,
+                        stem_misses = self.model.stems().misses,
                         ms = start.elapsed().as_millis() as u64,
                         "batch decoded"
                     );
@@ -231,35 +250,51 @@ impl OnnxPolicy {
     ) -> Result<(Cache, Vec<(Row, usize)>), ModelError> {
         let refs: Vec<&Prompt> = chunk.iter().map(|(_, p, _)| p).collect();
         let (lens, run) = self.model.prefill_last(&refs)?;
-        // The worker's `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does not
-        // depend on the actors'): prompt positions this policy prefilled.
-        metrics::counter!("tsst_tokens_prefilled_total")
-            .increment(lens.iter().sum::<usize>() as u64);
+        self.model.count_prefilled(lens.iter().sum());
         let seq = lens.iter().copied().max().unwrap_or(0);
         let mut running = Vec::new();
-        for (b, (request, _, budget)) in chunk.iter().enumerate() {
-            let req = &batch[*request];
+        for (b, live) in chunk.iter().enumerate() {
             let slots: Vec<i64> = (0..seq).map(|t| i64::from(t < lens[b])).collect();
-            for (sample, &seed) in req.seeds.iter().enumerate() {
-                let mut row = Row {
-                    request: *request,
-                    sample,
-                    rng: Rng::new(seed),
-                    step: Step::default(),
-                    slots: slots.clone(),
-                    valid: lens[b],
-                    budget: *budget,
-                };
-                let choice = choose(&run.picked[b], req.temperature, &mut row.rng);
-                self.push(&mut row, choice, req)?;
-                if row.step.done {
-                    samples[row.request][row.sample] = Some(finish(&row));
-                } else {
-                    running.push((row, b));
-                }
+            for row in self.begin(batch, live, &run.picked[b], lens[b], slots, samples)? {
+                running.push((row, b));
             }
         }
         Ok((run.presents, running))
+    }
+
+    /// A request's samples from its prompt's last logits (the prompt `len` positions,
+    /// masked by `slots`): each draws its first token; those that end there go to
+    /// `samples`, the others are returned.
+    fn begin(
+        &self,
+        batch: &[ExpandRequest<'_>],
+        (request, _, budget): &Live,
+        logits: &[f32],
+        len: usize,
+        slots: Vec<i64>,
+        samples: &mut [Vec<Option<Generated>>],
+    ) -> Result<Vec<Row>, ModelError> {
+        let req = &batch[*request];
+        let mut running = Vec::new();
+        for (sample, &seed) in req.seeds.iter().enumerate() {
+            let mut row = Row {
+                request: *request,
+                sample,
+                rng: Rng::new(seed),
+                step: Step::default(),
+                slots: slots.clone(),
+                valid: len,
+                budget: *budget,
+            };
+            let choice = choose(logits, req.temperature, &mut row.rng);
+            self.push(&mut row, choice, req)?;
+            if row.step.done {
+                samples[row.request][row.sample] = Some(finish(&row));
+            } else {
+                running.push(row);
+            }
+        }
+        Ok(running)
     }
 
     /// Adds a chosen token to the row's step.

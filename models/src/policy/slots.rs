@@ -151,33 +151,60 @@ impl OnnxPolicy {
                 return Ok(());
             }
             stats.admissions += 1;
-            let (presents, running) = self.start(batch, &chunk, samples)?;
-            // Rows still running after their first token, each to a free slot (its mask
-            // follows from `valid`).
-            let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
-            // Admission counted every sample against the free slots.
-            assert!(running.len() <= open.len(), "more rows than free slots");
-            let mut placed: Vec<(usize, usize)> = Vec::with_capacity(running.len());
-            for ((mut row, b), slot) in running.into_iter().zip(open) {
-                row.slots = Vec::new();
-                rows[slot] = Some(row);
-                placed.push((slot, b));
-            }
-            // One gather per run of consecutive slots.
-            let sources = [presents];
-            let mut start = 0;
-            while start < placed.len() {
-                let mut end = start + 1;
-                while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
-                    end += 1;
+            if self.model.stems_on() {
+                // One prompt a run over its question's stem.
+                for live in chunk {
+                    let (presents, running) = match self.model.prefill_over_stem(&live.1, 0)? {
+                        Some((len, run)) => {
+                            let rows =
+                                self.begin(batch, live, &run.picked[0], len, Vec::new(), samples)?;
+                            (run.presents, rows.into_iter().map(|r| (r, 0)).collect())
+                        }
+                        None => self.start(batch, &[live], samples)?,
+                    };
+                    self.place(presents, running, rows, pool)?;
                 }
-                let picks: Vec<(usize, usize)> =
-                    placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
-                self.model
-                    .gather_into(&sources, &picks, &mut pool.cache, placed[start].0)?;
-                start = end;
+            } else {
+                let (presents, running) = self.start(batch, &chunk, samples)?;
+                self.place(presents, running, rows, pool)?;
             }
         }
+    }
+
+    /// Puts rows still running after their first token each into a free slot (its
+    /// mask follows from `valid`), their caches gathered there from row `b` of
+    /// `presents`.
+    fn place(
+        &mut self,
+        presents: Cache,
+        running: Vec<(Row, usize)>,
+        rows: &mut [Option<Row>],
+        pool: &mut Pool,
+    ) -> Result<(), ModelError> {
+        let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
+        // Admission counted every sample against the free slots.
+        assert!(running.len() <= open.len(), "more rows than free slots");
+        let mut placed: Vec<(usize, usize)> = Vec::with_capacity(running.len());
+        for ((mut row, b), slot) in running.into_iter().zip(open) {
+            row.slots = Vec::new();
+            rows[slot] = Some(row);
+            placed.push((slot, b));
+        }
+        // One gather per run of consecutive slots.
+        let sources = [presents];
+        let mut start = 0;
+        while start < placed.len() {
+            let mut end = start + 1;
+            while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
+                end += 1;
+            }
+            let picks: Vec<(usize, usize)> =
+                placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
+            self.model
+                .gather_into(&sources, &picks, &mut pool.cache, placed[start].0)?;
+            start = end;
+        }
+        Ok(())
     }
 
     /// One decoder run over every slot: the next token of each running row; a free
