@@ -41,12 +41,13 @@ pub struct OnnxValue {
 impl OnnxValue {
     pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
         let mut model = Llava::load(dir, Kind::Value, device, ort_lib)?;
-        // In shared buffers, half of what a policy's batch may hold keeps the
-        // questions' stems (the value model holds no other cache between calls).
+        // In shared buffers, a quarter of what a policy's batch may hold keeps the
+        // questions' stems (the value model holds no other cache between calls; the
+        // policy's slots and stems share the device).
         let stems = if model.kv_mode() == KvMode::Shared {
             memory::KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device)
                 .limit
-                / 2
+                / 4
         } else {
             0
         };

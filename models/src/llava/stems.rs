@@ -205,7 +205,18 @@ impl Llava {
                 let _ = self.stems.insert(stem);
             }
         }
-        result.map(Some)
+        match result {
+            Ok(run) => Ok(Some(run)),
+            Err(e) if crate::memory::is_out_of_memory(&e.to_string()) => Err(e),
+            // A runtime that cannot continue a cache in place: whole prompts from now
+            // on (once, loudly); a model that fails anyway fails there too.
+            Err(e) => {
+                tracing::warn!(model = %self.label(), error = %e, "prefilling over a question's stem failed; this model prefills whole prompts from now on");
+                self.stems.limit = 0;
+                self.drop_stems();
+                Ok(None)
+            }
+        }
     }
 
     /// The prompt's positions after its first `ids` (cached in `stem`, `past`
