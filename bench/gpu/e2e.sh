@@ -24,7 +24,7 @@ rc=$?
 end=$(date +%s.%N)
 kill $smi
 echo "rc=$rc wall=$(awk "BEGIN{printf \"%.1f\", $end-$start}") s"
-peak=$(awk -F', ' '{gsub(/ MiB/,"",$2); if ($2>m) m=$2} END {print m}' $OUT/smi-$tag.csv)
+peak=$(awk -F', ' '{gsub(/ MiB/,"",$2); if ($2+0>m) m=$2+0} END {print m}' $OUT/smi-$tag.csv)
 util=$(awk -F', ' '{gsub(/ %/,"",$3); s+=$3; n++} END {printf "%.0f", s/n}' $OUT/smi-$tag.csv)
 echo "peak_mib=$peak mean_util=$util%"
 f=$(ls runs/*/results.jsonl 2>/dev/null | head -1)
@@ -51,7 +51,8 @@ grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
 grep "texts scored" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     n++; t += v["texts"]; w += v["whole"]; ms += v["ms"] }
-  END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f prefilled_per_text=%.0f stems=%s stem_hits=%s stem_misses=%s\n", n, t, w, ms / 1000, (t ? v["prefilled"] / t : 0), v["stems"], v["stem_hits"], v["stem_misses"] }'
+    { pr += v["prompts_ms"]; px += v["prefix_ms"]; re += v["rests_ms"]; ru += v["runs_ms"]; wh += v["whole_ms"]; hd += v["head_ms"] }
+  END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f prefilled_per_text=%.0f stems=%s stem_hits=%s stem_misses=%s\nvalue_phases_s: prompts=%.1f prefix=%.1f rests=%.1f runs=%.1f whole=%.1f head=%.1f\n", n, t, w, ms / 1000, (t ? v["prefilled"] / t : 0), v["stems"], v["stem_hits"], v["stem_misses"], pr / 1000, px / 1000, re / 1000, ru / 1000, wh / 1000, hd / 1000 }'
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log
 grep "allocating the row slots" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -3

@@ -21,6 +21,23 @@ pub const PREFIX_REUSE_ENV: &str = "TSST_VALUE_PREFIX_REUSE";
 /// Leading tokens texts must share to be scored from one prefill of them.
 const MIN_SHARED: usize = 16;
 
+/// Where a call's time went, for its debug line: milliseconds building prompts,
+/// prefilling shared prefixes (and copying them into buffers), embedding the texts'
+/// rests, running the rests, prefilling whole texts, and in the value head.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    pub prompts: f64,
+    pub prefix: f64,
+    pub rests: f64,
+    pub runs: f64,
+    pub whole: f64,
+    pub head: f64,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
 /// A run of consecutive texts in a batch and the ids they all begin with.
 struct Shared {
     members: std::ops::Range<usize>,
@@ -36,22 +53,15 @@ pub struct OnnxValue {
     head_rank2: bool,
     /// Texts that share a prefix are scored from one prefill of it (see `values`).
     prefix_reuse: bool,
+    /// The current call's.
+    phases: Phases,
 }
 
 impl OnnxValue {
     pub fn load(dir: &Path, device: Device, ort_lib: Option<&Path>) -> Result<Self, ModelError> {
         let mut model = Llava::load(dir, Kind::Value, device, ort_lib)?;
-        // In shared buffers, a quarter of what a policy's batch may hold keeps the
-        // questions' stems (the value model holds no other cache between calls; the
-        // policy's slots and stems share the device).
-        let stems = if model.kv_mode() == KvMode::Shared {
-            memory::KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device)
-                .limit
-                / 4
-        } else {
-            0
-        };
-        model.set_stem_bytes(stems);
+        // Question stems only where TSST_STEM_CACHE_MB asks for them.
+        model.set_stem_bytes(0);
         let spec = model
             .manifest
             .value_head
@@ -81,11 +91,17 @@ impl OnnxValue {
             head_type,
             head_rank2: rank != 3,
             prefix_reuse: std::env::var(PREFIX_REUSE_ENV).map_or(true, |v| v != "0"),
+            phases: Phases::default(),
         })
     }
 
     pub fn model(&mut self) -> &mut Llava {
         &mut self.model
+    }
+
+    /// Where the last call's time went.
+    pub fn phases(&self) -> Phases {
+        self.phases
     }
 
     /// Scores `(question, text)` pairs; a request whose prompt cannot be built fails
@@ -95,8 +111,10 @@ impl OnnxValue {
         batch: &[ScoreRequest<'_>],
     ) -> Result<Vec<Result<f64, RequestError>>, ModelError> {
         let began = std::time::Instant::now();
+        self.phases = Phases::default();
         let items: Vec<_> = batch.iter().map(|r| (r.question, r.text)).collect();
         let prompts = self.model.prompts(&items)?;
+        self.phases.prompts = ms_since(began);
         let max_length = self.model.manifest.decoder.max_length;
         let mut out: Vec<Result<f64, RequestError>> = Vec::with_capacity(batch.len());
         let mut live: Vec<(usize, Prompt)> = Vec::new();
@@ -184,6 +202,12 @@ impl OnnxValue {
             stem_hits = self.model.stems().hits,
             stem_misses = self.model.stems().misses,
             ms = began.elapsed().as_millis() as u64,
+            prompts_ms = self.phases.prompts as u64,
+            prefix_ms = self.phases.prefix as u64,
+            rests_ms = self.phases.rests as u64,
+            runs_ms = self.phases.runs as u64,
+            whole_ms = self.phases.whole as u64,
+            head_ms = self.phases.head as u64,
             "texts scored"
         );
         Ok(out)
@@ -260,6 +284,7 @@ impl OnnxValue {
             .max()
             .unwrap_or(1);
         // The prefix over its question's stem where one serves, else whole.
+        let t = std::time::Instant::now();
         let (past, mut buffer, cached) = match self.model.prefill_over_stem(&prefix, longest)? {
             Some((past, run)) => (past, Some(run.presents), None),
             None => {
@@ -275,7 +300,9 @@ impl OnnxValue {
                 (past, buffer, Some(cached))
             }
         };
+        self.phases.prefix += ms_since(t);
         // Every text's rest embedded in one run.
+        let t = std::time::Instant::now();
         let rests: Vec<Prompt> = prompts
             .iter()
             .map(|p| Prompt {
@@ -287,6 +314,8 @@ impl OnnxValue {
         let embedded = self
             .model
             .embed_prompts(&rests.iter().collect::<Vec<_>>())?;
+        self.phases.rests += ms_since(t);
+        let t = std::time::Instant::now();
         let mut last = Vec::with_capacity(prompts.len());
         for (rest, embeds) in rests.iter().zip(embedded) {
             let new = rest.ids.len();
@@ -309,6 +338,7 @@ impl OnnxValue {
                 buffer = Some(out.presents);
             }
         }
+        self.phases.runs += ms_since(t);
         self.model
             .count_prefilled(prompts.iter().map(|p| p.ids.len() - shared).sum());
         self.head(last)
@@ -317,6 +347,7 @@ impl OnnxValue {
     /// Values of whole texts: each over its question's stem where one serves, the
     /// others prefilled together.
     fn score_prompts(&mut self, prompts: &[&Prompt]) -> Result<Vec<f64>, ModelError> {
+        let t = std::time::Instant::now();
         let mut last: Vec<Option<Vec<f32>>> = Vec::with_capacity(prompts.len());
         let mut whole: Vec<&Prompt> = Vec::new();
         for p in prompts {
@@ -336,11 +367,19 @@ impl OnnxValue {
                 *l = picked.next();
             }
         }
+        self.phases.whole += ms_since(t);
         self.head(last.into_iter().flatten().collect())
     }
 
     /// The value head over each text's last hidden state.
     fn head(&mut self, last: Vec<Vec<f32>>) -> Result<Vec<f64>, ModelError> {
+        let t = std::time::Instant::now();
+        let values = self.run_head(last);
+        self.phases.head += ms_since(t);
+        values
+    }
+
+    fn run_head(&mut self, last: Vec<Vec<f32>>) -> Result<Vec<f64>, ModelError> {
         let hidden = self.model.hidden_size();
         let rows = last.len();
         let shape = if self.head_rank2 {

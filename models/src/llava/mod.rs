@@ -34,6 +34,11 @@ mod stems;
 pub use decode::Prefill;
 pub use stems::{Stems, STEMS_ENV};
 
+/// `0` keeps every CUDA arena's free regions instead of handing them back to the
+/// device after prefills and gathers (a switch for measuring: giving memory back
+/// frees it with `cudaFree`, which waits for the whole device).
+pub const ARENA_SHRINK_ENV: &str = "TSST_ARENA_SHRINK";
+
 /// Bytes of image features kept (per image file, the oldest dropped first): a
 /// question's image is encoded again in every round of its search otherwise, and a
 /// cache smaller than the questions in flight misses every time (they come round in
@@ -382,6 +387,9 @@ fn shrink_options(device: Device) -> Result<Option<Arc<ort::session::RunOptions>
     let Device::Cuda(id) = device else {
         return Ok(None);
     };
+    if std::env::var(ARENA_SHRINK_ENV).is_ok_and(|v| v == "0") {
+        return Ok(None);
+    }
     let fail = |e: ort::Error| ModelError::Device {
         device: device.to_string(),
         reason: e.to_string(),

@@ -10,6 +10,10 @@
 //! (GroupQueryAttention takes several new positions over a past for one sequence
 //! only).
 //!
+//! Off unless [`STEMS_ENV`] gives the store its bytes: at the 7B shape on an 80 GB
+//! card the policy's stems came out of its row slots, and the search was no faster
+//! while the value model was its bottleneck (bench/RESULTS.md).
+//!
 //! The store is bounded by bytes. Questions come round in turn, so least recently
 //! used eviction would miss every time once they outnumber the entries; instead a
 //! full store replaces an entry only when it has gone unused for
@@ -106,8 +110,8 @@ fn same_image(a: &Option<Arc<Vec<f32>>>, b: &Option<Arc<Vec<f32>>>) -> bool {
 }
 
 impl Llava {
-    /// Bytes of stems kept (0: none, which is also the default outside
-    /// [`KvMode::Shared`]). [`STEMS_ENV`] overrides it. Returns the bytes set.
+    /// Bytes of stems kept (0: none, the default; stems serve in [`KvMode::Shared`]
+    /// only). [`STEMS_ENV`] overrides it. Returns the bytes set.
     pub fn set_stem_bytes(&mut self, bytes: u64) -> u64 {
         self.stems.limit = match std::env::var(STEMS_ENV)
             .ok()

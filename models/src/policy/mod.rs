@@ -39,10 +39,6 @@ use tsst_backend::{
 /// (`prompts * length * vocab`).
 const PREFILL_BATCH: usize = 8;
 
-/// In [`KvMode::Shared`], one part in this many of the cache budget keeps question
-/// stems (`llava::stems`), the rest the row slots.
-const STEM_SHARE: u64 = 3;
-
 mod regroup;
 mod slots;
 
@@ -99,13 +95,11 @@ impl OnnxPolicy {
         let mut model = Llava::load(dir, Kind::Policy, device, ort_lib)?;
         let mut budget =
             KvBudget::for_decoder(&model.manifest.decoder, model.manifest.dtype, device);
-        // In shared buffers, a third of the budget keeps the questions' stems.
-        let share = if model.kv_mode() == KvMode::Shared {
-            budget.limit / STEM_SHARE
-        } else {
-            0
-        };
-        let stems = model.set_stem_bytes(share);
+        // Question stems are off unless TSST_STEM_CACHE_MB asks for them; their bytes
+        // come out of the slots' budget (measured at the 7B shape on an H100: a third
+        // of it for stems left 27 slots instead of 41, and no faster search while the
+        // value model is the bottleneck; bench/RESULTS.md).
+        let stems = model.set_stem_bytes(0);
         budget.limit = budget.limit.saturating_sub(stems);
         tracing::info!(
             model = %model.label(),

@@ -1,0 +1,112 @@
+//! The value model's calls in isolation, the way a search batches them: `--nodes`
+//! frontier nodes (over `--questions` questions, each with its own image), each with
+//! `--children` children whose texts continue the node's chain by one step. Times
+//! `--calls` calls (the first not counted) and splits each into its phases.
+//!
+//! ```text
+//! cargo run --release --example value_timing -p tsst-models -- VALUE_DIR [--device cuda:0]
+//!     [--questions 8] [--nodes 64] [--children 5] [--chain-steps 8] [--calls 4]
+//!     [--kv host|bound|shared]
+//! ```
+//! `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and `TSST_ARENA_SHRINK` apply.
+use std::path::PathBuf;
+use std::time::Instant;
+use tsst_backend::ScoreRequest;
+use tsst_messages::{DataSource, Question};
+use tsst_models::{Device, KvMode, OnnxValue};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut it = std::env::args().skip(1);
+    let dir = PathBuf::from(it.next().ok_or("usage: value_timing VALUE_DIR [--device D] [--questions N] [--nodes N] [--children N] [--chain-steps N] [--calls N]")?);
+    let (mut device, mut questions, mut nodes, mut children, mut chain, mut calls) =
+        (Device::Cpu, 8usize, 64usize, 5usize, 8usize, 4usize);
+    let mut kv: Option<KvMode> = None;
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--device" => device = value.parse()?,
+            "--questions" => questions = value.parse()?,
+            "--nodes" => nodes = value.parse()?,
+            "--children" => children = value.parse()?,
+            "--chain-steps" => chain = value.parse()?,
+            "--calls" => calls = value.parse()?,
+            "--kv" => kv = Some(value.parse()?),
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    let images = tempdir()?;
+    let qs: Vec<Question> = (0..questions)
+        .map(|q| {
+            let path = images.join(format!("{q}.png"));
+            let shade = (q * 37 % 256) as u8;
+            image::RgbImage::from_pixel(64, 64, image::Rgb([shade, 255 - shade, 128]))
+                .save(&path)?;
+            Ok(Question {
+                id: format!("q{q}"),
+                source: DataSource::Aokvqa,
+                image: Some(path),
+                question: format!("How many shapes are in picture {q}?"),
+                choices: vec!["one".into(), "two".into(), "three".into(), "four".into()],
+                answer: 0,
+                rationales: vec![],
+                context: None,
+            })
+        })
+        .collect::<Result<_, image::ImageError>>()?;
+    let mut texts = Vec::new();
+    for n in 0..nodes {
+        let prefix: String = (1..=chain)
+            .map(|k| format!("Step {k}: Node {n} sees shape number {k} in the picture. "))
+            .collect();
+        for c in 0..children {
+            texts.push((
+                n % questions,
+                format!(
+                    "{prefix}Step {}: Child {c} counts the shapes again.",
+                    chain + 1
+                ),
+            ));
+        }
+    }
+    let batch: Vec<ScoreRequest> = texts
+        .iter()
+        .map(|(q, text)| ScoreRequest {
+            question: &qs[*q],
+            text,
+        })
+        .collect();
+    let mut value = OnnxValue::load(&dir, device, None)?;
+    if let Some(mode) = kv {
+        value.model().set_kv_mode(mode)?;
+    }
+    println!(
+        "{} texts a call ({nodes} nodes x {children} children, {questions} questions), {device}, {:?}",
+        batch.len(),
+        value.model().kv_mode()
+    );
+    for call in 0..calls {
+        let t = Instant::now();
+        let out = value.values(&batch)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let failed = out.iter().filter(|r| r.is_err()).count();
+        let p = value.phases();
+        println!(
+            "call {call}{}: {ms:.0} ms, {:.2} ms a text; prompts {:.0}, prefix {:.0}, rests {:.0}, runs {:.0}, whole {:.0}, head {:.0} ms; failed {failed}",
+            if call == 0 { " (warm-up)" } else { "" },
+            ms / batch.len() as f64,
+            p.prompts,
+            p.prefix,
+            p.rests,
+            p.runs,
+            p.whole,
+            p.head
+        );
+    }
+    Ok(())
+}
+
+fn tempdir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tsst-value-timing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
