@@ -9,6 +9,9 @@ unxz .gpu-carry/boot/tsst.xz /opt/work/bin/tsst && chmod +x /opt/work/bin/tsst
 if [ -f .gpu-carry/boot/tsst-base.xz ]; then
   unxz .gpu-carry/boot/tsst-base.xz /opt/work/bin/tsst-base && chmod +x /opt/work/bin/tsst-base
 fi
+if [ -f .gpu-carry/boot/examples.tar.xz ]; then
+  unxz .gpu-carry/boot/examples.tar.xz /tmp/examples.tar && tar -C /opt/work/bin -xf /tmp/examples.tar
+fi
 unxz .gpu-carry/boot/core.tar.xz /tmp/core.tar && tar -C /opt/ortgpu/site/onnxruntime/capi -xf /tmp/core.tar
 rm -rf /opt/work/builder && cp -r .gpu-carry/boot/builder /opt/work/builder
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

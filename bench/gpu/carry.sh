@@ -34,6 +34,12 @@ python3 -m zipfile -e "$cache"/onnxruntime_gpu-$ver-*.whl "$work/ort"
 capi=$work/ort/onnxruntime/capi
 tar -C "$capi" -cf - libonnxruntime.so.$ver libonnxruntime_providers_shared.so | xz -6 -T2 > .gpu-carry/boot/core.tar.xz
 xz -6 -T2 -c "$bin" > .gpu-carry/boot/tsst.xz
+# The models crate's timing examples, where built:
+#   CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda -p tsst-models --examples
+ex=$(dirname "$bin")/examples
+if [ -x "$ex/value_timing" ] && [ -x "$ex/timing" ]; then
+  tar -C "$ex" -cf - value_timing timing | xz -6 -T2 > .gpu-carry/boot/examples.tar.xz
+fi
 if [ -n "${TSST_BASELINE_BIN:-}" ]; then
   xz -6 -T2 -c "$TSST_BASELINE_BIN" > .gpu-carry/boot/tsst-base.xz
 fi
