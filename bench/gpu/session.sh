@@ -9,7 +9,8 @@
 # Variants of the tsst run, one e2e.sh each (default: new): `new` (the carried build),
 # `base` (the baseline build, carry.sh's TSST_BASELINE_BIN), `noreuse` (the carried
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
-# with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget).
+# with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
+# `steps` (the carried build scoring in row slots, one position a run: TSST_VALUE_RESTS=steps).
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
 shift $(( $# < 3 ? $# : 3 ))
@@ -29,9 +30,11 @@ for v in $variants; do
     base) env=(TSST=/opt/work/bin/tsst-base TAG=-base) ;;
     noreuse) env=(TSST=/opt/work/bin/tsst TAG=-noreuse) ;;
     stems) env=(TSST=/opt/work/bin/tsst TAG=-stems) ;;
+    steps) env=(TSST=/opt/work/bin/tsst TAG=-steps) ;;
   esac
   extra=(); [ \$v = noreuse ] && extra=(TSST_VALUE_PREFIX_REUSE=0)
   [ \$v = stems ] && extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916})
+  [ \$v = steps ] && extra=(TSST_VALUE_RESTS=steps)
   stage e2e \$v; env "\${env[@]}" bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
 done
 stage done

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On the device, after boot.sh, the parts and export-7b.sh: the value model's calls in
-# isolation at the 7B shape (models/examples/value_timing, carried by carry.sh), with
-# a node's children scored from their shared prefix (default) and whole
-# (TSST_VALUE_PREFIX_REUSE=0), then once more with ONNX Runtime's profile, summed by
-# operator (profile_top.py). Where a value call's ~60 ms a text go (bench/RESULTS.md).
+# isolation at the 7B shape (models/examples/value_timing, carried by carry.sh): a
+# node's children scored from their shared prefix, each child's rest a run (default),
+# in row slots one position a run (TSST_VALUE_RESTS=steps), and whole
+# (TSST_VALUE_PREFIX_REUSE=0); then the default and steps once more with ONNX
+# Runtime's profile, summed by operator (profile_top.py). Where a value call's ~60 ms
+# a text go (bench/RESULTS.md).
 #   bench/gpu/value.sh [NODES] [CALLS]
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
@@ -11,8 +13,13 @@ G=$(cd "$(dirname "$0")" && pwd)
 nodes=${1:-64} calls=${2:-3}
 T=/opt/work/bin/value_timing
 M=/opt/work/value-L32
-$T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | grep -v "^\s*$" | tail -$((calls + 1))
-TSST_VALUE_PREFIX_REUSE=0 $T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | tail -$((calls + 1))
-rm -rf /opt/work/prof && mkdir -p /opt/work/prof
-TSST_ORT_PROFILE=/opt/work/prof/value $T $M --device cuda:0 --nodes 16 --calls 2 2>&1 | tail -2
-for f in /opt/work/prof/value*.json; do python3 "$G/profile_top.py" "$f" --top 10; done 2>&1 | head -60
+for v in "" TSST_VALUE_RESTS=steps TSST_VALUE_PREFIX_REUSE=0; do
+  echo "== ${v:-default}"
+  env $v $T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | tail -$((calls + 1))
+done
+for v in runs steps; do
+  rm -rf /opt/work/prof-$v && mkdir -p /opt/work/prof-$v
+  echo "== profile, TSST_VALUE_RESTS=$v"
+  TSST_VALUE_RESTS=$v TSST_ORT_PROFILE=/opt/work/prof-$v/value $T $M --device cuda:0 --nodes 16 --calls 2 2>&1 | tail -1
+  python3 "$G/profile_top.py" /opt/work/prof-$v/value*.json --top 8 2>&1 | grep -v " 0 runs" | head -40
+done

@@ -8,7 +8,8 @@
 //!     [--questions 8] [--nodes 64] [--children 5] [--chain-steps 8] [--calls 4]
 //!     [--kv host|bound|shared]
 //! ```
-//! `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and `TSST_ARENA_SHRINK` apply.
+//! `TSST_VALUE_RESTS`, `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and
+//! `TSST_ARENA_SHRINK` apply.
 use std::path::PathBuf;
 use std::time::Instant;
 use tsst_backend::ScoreRequest;
@@ -91,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let failed = out.iter().filter(|r| r.is_err()).count();
         let p = value.phases();
         println!(
-            "call {call}{}: {ms:.0} ms, {:.2} ms a text; prompts {:.0}, prefix {:.0}, rests {:.0}, runs {:.0}, whole {:.0}, head {:.0} ms; failed {failed}",
+            "call {call}{}: {ms:.0} ms, {:.2} ms a text; prompts {:.0}, prefix {:.0}, rests {:.0}, runs {:.0}, whole {:.0}, head {:.0} ms; {} admissions, {} steps; failed {failed}",
             if call == 0 { " (warm-up)" } else { "" },
             ms / batch.len() as f64,
             p.prompts,
@@ -99,7 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p.rests,
             p.runs,
             p.whole,
-            p.head
+            p.head,
+            p.admissions,
+            p.steps
         );
     }
     Ok(())

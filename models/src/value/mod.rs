@@ -12,6 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
 
+mod slots;
+
+pub use slots::RESTS_ENV;
+
 /// Texts scored per decoder run.
 const SCORE_BATCH: usize = 8;
 
@@ -23,9 +27,12 @@ const MIN_SHARED: usize = 16;
 
 /// Where a call's time went, for its debug line: milliseconds building prompts,
 /// prefilling shared prefixes (and copying them into buffers), embedding the texts'
-/// rests, running the rests, prefilling whole texts, and in the value head.
+/// rests, running the rests, prefilling whole texts, and in the value head; in row
+/// slots, how many times groups were admitted and how many steps ran.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Phases {
+    pub admissions: usize,
+    pub steps: usize,
     pub prompts: f64,
     pub prefix: f64,
     pub rests: f64,
@@ -55,6 +62,11 @@ pub struct OnnxValue {
     prefix_reuse: bool,
     /// The current call's.
     phases: Phases,
+    /// Texts are scored in row slots, one position a run (`slots`).
+    steps: bool,
+    /// The row slots' budget and buffers.
+    budget: crate::memory::KvBudget,
+    pool: Option<slots::Pool>,
 }
 
 impl OnnxValue {
@@ -85,18 +97,37 @@ impl OnnxValue {
             .and_then(|o| o.dtype().tensor_shape().map(|s| s.len()))
             .unwrap_or(2);
         Ok(OnnxValue {
-            model,
+            budget: Self::slot_budget(&model, device),
             head,
             spec,
             head_type,
             head_rank2: rank != 3,
             prefix_reuse: std::env::var(PREFIX_REUSE_ENV).map_or(true, |v| v != "0"),
             phases: Phases::default(),
+            steps: std::env::var(RESTS_ENV).is_ok_and(|v| v == "steps"),
+            pool: None,
+            model,
         })
     }
 
     pub fn model(&mut self) -> &mut Llava {
         &mut self.model
+    }
+
+    /// Scores texts in row slots, one position a run (`slots`; `KvMode::Shared`
+    /// only), instead of each text's rest in a run of its own.
+    pub fn set_steps(&mut self, on: bool) {
+        self.steps = on;
+    }
+
+    /// The row slots' budget (bytes of cache the slots may hold).
+    pub fn set_kv_budget(&mut self, limit: u64) {
+        self.budget.limit = limit;
+        self.pool = None;
+    }
+
+    pub fn kv_budget(&self) -> crate::memory::KvBudget {
+        self.budget
     }
 
     /// Where the last call's time went.
@@ -132,6 +163,27 @@ impl OnnxValue {
                     }
                 }
                 Err(e) => out.push(Err(RequestError(e))),
+            }
+        }
+        if self.steps && self.model.kv_mode() == KvMode::Shared && !live.is_empty() {
+            match self.score_slots(&live) {
+                Ok(hidden) => {
+                    for ((i, _), v) in live.iter().zip(self.head(hidden)?) {
+                        out[*i] = Ok(v);
+                    }
+                    self.log_call(batch.len(), 0, began);
+                    return Ok(out);
+                }
+                // The texts go the other way below, which halves on out-of-memory;
+                // later calls get smaller slots.
+                Err(e) if memory::is_out_of_memory(&e.to_string()) => {
+                    self.budget.limit /= 2;
+                    tracing::warn!(texts = live.len(), error = %e, "out of device memory in the value model's row slots; scoring these texts run by run");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scoring in row slots failed; this model scores run by run from now on");
+                    self.steps = false;
+                }
             }
         }
         // Texts that continue one prefix (the children of one node) are scored from
@@ -194,9 +246,15 @@ impl OnnxValue {
                 Err(e) => return Err(e),
             }
         }
+        self.log_call(batch.len(), live.len(), began);
+        Ok(out)
+    }
+
+    /// The call's debug line.
+    fn log_call(&self, texts: usize, whole: usize, began: std::time::Instant) {
         tracing::debug!(
-            texts = batch.len(),
-            whole = live.len(),
+            texts,
+            whole,
             prefilled = self.model.prefilled(),
             stems = self.model.stems().entries(),
             stem_hits = self.model.stems().hits,
@@ -208,9 +266,10 @@ impl OnnxValue {
             runs_ms = self.phases.runs as u64,
             whole_ms = self.phases.whole as u64,
             head_ms = self.phases.head as u64,
+            admissions = self.phases.admissions,
+            steps = self.phases.steps,
             "texts scored"
         );
-        Ok(out)
     }
 
     /// The runs of two or more consecutive texts in `live` that share a prefix of at
