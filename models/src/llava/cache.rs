@@ -147,6 +147,29 @@ impl Llava {
         Ok(())
     }
 
+    /// Gathers row `b` of `presents` into slot `s` of `into` for each `(s, b)` of
+    /// `placed` (slots ascending): one gather per run of consecutive slots.
+    pub fn gather_into_slots(
+        &mut self,
+        presents: Cache,
+        placed: &[(usize, usize)],
+        into: &mut Cache,
+    ) -> Result<(), ModelError> {
+        let sources = [presents];
+        let mut start = 0;
+        while start < placed.len() {
+            let mut end = start + 1;
+            while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
+                end += 1;
+            }
+            let picks: Vec<(usize, usize)> =
+                placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
+            self.gather_into(&sources, &picks, into, placed[start].0)?;
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Checks the sources' shapes and the picks, and lays out the joined batch.
     fn plan(
         &self,

@@ -307,6 +307,31 @@ impl Llava {
     }
 }
 
+/// The inputs of a decode step over row slots in shared buffers: per slot, the id
+/// to feed and the positions already in the slot (`None`: a free slot, fed `pad`
+/// over a one-position mask). Returns the ids, the mask (`[slots, width]`: ones for
+/// each row's positions and the new one; GroupQueryAttention takes each row's length
+/// from it) and the positions.
+pub fn slot_step_inputs(rows: &[Option<(i64, usize)>], pad: i64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let n = rows.len();
+    let width = rows
+        .iter()
+        .flatten()
+        .map(|&(_, valid)| valid + 1)
+        .max()
+        .unwrap_or(1);
+    let mut ids = Vec::with_capacity(n);
+    let mut mask = vec![0i64; n * width];
+    let mut positions = Vec::with_capacity(n);
+    for (s, row) in rows.iter().enumerate() {
+        let (id, valid) = row.unwrap_or((pad, 0));
+        ids.push(id);
+        mask[s * width..s * width + valid + 1].fill(1);
+        positions.push(valid as i64);
+    }
+    (ids, mask, positions)
+}
+
 /// A batch of prompts laid out for one prefill run, right-padded: each row's real
 /// positions come first, so the genai route's mask-derived positions are 0..len and
 /// the torch route's positions are given explicitly.

@@ -31,7 +31,7 @@ mod embed;
 mod sample;
 mod stems;
 
-pub use decode::Prefill;
+pub use decode::{slot_step_inputs, Prefill};
 pub use stems::{Stems, STEMS_ENV};
 
 /// `0` keeps every CUDA arena's free regions instead of handing them back to the

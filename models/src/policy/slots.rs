@@ -9,6 +9,7 @@
 //! one-position mask (a few kernels' worth of rows, where the weights are read once
 //! for all) until a row takes it.
 use super::*;
+use crate::llava::slot_step_inputs;
 
 /// Slot capacities are multiples of this many positions.
 const CAPACITY_STEP: usize = 256;
@@ -190,20 +191,8 @@ impl OnnxPolicy {
             rows[slot] = Some(row);
             placed.push((slot, b));
         }
-        // One gather per run of consecutive slots.
-        let sources = [presents];
-        let mut start = 0;
-        while start < placed.len() {
-            let mut end = start + 1;
-            while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
-                end += 1;
-            }
-            let picks: Vec<(usize, usize)> =
-                placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
-            self.model
-                .gather_into(&sources, &picks, &mut pool.cache, placed[start].0)?;
-            start = end;
-        }
+        self.model
+            .gather_into_slots(presents, &placed, &mut pool.cache)?;
         Ok(())
     }
 
@@ -218,26 +207,16 @@ impl OnnxPolicy {
         samples: &mut [Vec<Option<Generated>>],
     ) -> Result<(), ModelError> {
         let n = rows.len();
-        // The mask reaches the longest row's new position (GroupQueryAttention takes
-        // each row's length from its mask: ones for its positions, then zeros).
-        let width = rows
+        let inputs: Vec<Option<(i64, usize)>> = rows
             .iter()
-            .flatten()
-            .map(|r| r.valid + 1)
-            .max()
-            .unwrap_or(1);
-        let mut ids = Vec::with_capacity(n);
-        let mut mask = vec![0i64; n * width];
-        let mut positions = Vec::with_capacity(n);
+            .map(|r| {
+                r.as_ref()
+                    .map(|r| (r.step.ids.last().copied().unwrap_or(pad), r.valid))
+            })
+            .collect();
+        let (ids, mask, positions) = slot_step_inputs(&inputs, pad);
         let (mut temperature, mut uniform) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (s, row) in rows.iter_mut().enumerate() {
-            let (id, valid) = match row {
-                Some(r) => (r.step.ids.last().copied().unwrap_or(pad), r.valid),
-                None => (pad, 0),
-            };
-            ids.push(id);
-            mask[s * width..s * width + valid + 1].fill(1);
-            positions.push(valid as i64);
+        for row in rows.iter_mut() {
             let t = row.as_ref().map_or(0.0, |r| batch[r.request].temperature);
             temperature.push(t as f32);
             uniform.push(match row {

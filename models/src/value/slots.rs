@@ -12,7 +12,7 @@
 //! step feeds every row its next token; a row whose text is complete hands over its
 //! hidden state and frees its slot for the next group.
 use super::*;
-use crate::llava::Cache;
+use crate::llava::{slot_step_inputs, Cache};
 use crate::memory::KvBudget;
 use std::collections::VecDeque;
 
@@ -227,19 +227,8 @@ impl OnnxValue {
                     placed.push((slot, b));
                 }
             }
-            let sources = [run.presents];
-            let mut start = 0;
-            while start < placed.len() {
-                let mut end = start + 1;
-                while end < placed.len() && placed[end].0 == placed[end - 1].0 + 1 {
-                    end += 1;
-                }
-                let picks: Vec<(usize, usize)> =
-                    placed[start..end].iter().map(|&(_, b)| (0, b)).collect();
-                self.model
-                    .gather_into(&sources, &picks, &mut pool.cache, placed[start].0)?;
-                start = end;
-            }
+            self.model
+                .gather_into_slots(run.presents, &placed, &mut pool.cache)?;
         }
     }
 
@@ -254,32 +243,19 @@ impl OnnxValue {
         last: &mut [Option<Vec<f32>>],
     ) -> Result<(), ModelError> {
         let n = rows.len();
-        let width = rows
-            .iter()
-            .flatten()
-            .map(|r| r.valid + 1)
-            .max()
-            .unwrap_or(1);
-        let mut ids = Vec::with_capacity(n);
-        let mut mask = vec![0i64; n * width];
-        let mut positions = Vec::with_capacity(n);
-        let mut done: Vec<(usize, usize)> = Vec::new();
         let active = rows.iter().flatten().count();
+        let mut done: Vec<(usize, usize)> = Vec::new();
+        let mut inputs: Vec<Option<(i64, usize)>> = Vec::with_capacity(n);
         for (s, row) in rows.iter().enumerate() {
-            let (id, valid) = match row {
-                Some(r) => {
-                    let text = &live[r.text].1.ids;
-                    if r.next + 1 == text.len() {
-                        done.push((s, 0));
-                    }
-                    (text[r.next], r.valid)
+            inputs.push(row.as_ref().map(|r| {
+                let text = &live[r.text].1.ids;
+                if r.next + 1 == text.len() {
+                    done.push((s, 0));
                 }
-                None => (pad, 0),
-            };
-            ids.push(id);
-            mask[s * width..s * width + valid + 1].fill(1);
-            positions.push(valid as i64);
+                (text[r.next], r.valid)
+            }));
         }
+        let (ids, mask, positions) = slot_step_inputs(&inputs, pad);
         // A run brings back at least one row.
         let picks: &[(usize, usize)] = if done.is_empty() { &[(0, 0)] } else { &done };
         let embeds = self.model.embed_step(ids)?;
