@@ -12,7 +12,13 @@ records) and builds every text with the llava_v1 template inference uses
   the loss is on the target tokens only.
 - value: the text is `SYSTEM USER: <human> ASSISTANT: <gpt>` with no `</s>` appended,
   so the head reads the same last token as at inference; MSE of the head's output
-  (LayerNorm -> Linear on the last hidden state) against `value`.
+  (LayerNorm -> Linear on the last hidden state) against `value`. With
+  `--rank-weight W > 0`, a batch holds whole questions (the records sharing an image
+  and a human turn), and the loss adds W times a pairwise ranking term over each
+  question's pairs whose targets differ by more than `--rank-margin`: log(1 +
+  exp(-(v_better - v_worse))). Regression alone can fit targets that say how far a
+  chain got and still leave a question's right and wrong solutions in any order;
+  search picks among one question's solutions.
 
 LoRA (peft) on the language model's projections (r 128 / alpha 256 by default) or full
 fine-tuning (`--full`); the value head is always trained in full. Seeded; the state
@@ -71,6 +77,10 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--export", action="store_true", help="export OUT/hf to OUT/onnx when done")
+    ap.add_argument("--rank-weight", type=float, default=0.0,
+                    help="value: weight of the within-question ranking term (0: regression only)")
+    ap.add_argument("--rank-margin", type=float, default=0.05,
+                    help="value: targets closer than this are not ranked")
     return ap.parse_args(argv)
 
 
@@ -152,12 +162,58 @@ class Examples:
                 ids = G.expand_image_tokens(ids, special["image"], n_img)
                 if labels is not None:
                     labels = [-100] * (len(ids) - n_before) + labels
-            self.items.append({"id": r["id"], "ids": ids, "labels": labels, "pixels": px, "value": r.get("value")})
+            self.items.append({"id": r["id"], "ids": ids, "labels": labels, "pixels": px, "value": r.get("value"),
+                               "question": (r.get("image"), human)})
 
     @staticmethod
     def encode(tok, special, text):
         ids = tok.encode(text).ids
         return ids if ids and ids[0] == special["bos"] else [special["bos"]] + ids
+
+
+def batches(items, size, seed, by_question):
+    """One epoch's batches of item indices, shuffled by `seed`: records at random, or
+    (`by_question`) whole questions at random, a question larger than a batch in parts."""
+    rng = random.Random(seed)
+    if not by_question:
+        perm = list(range(len(items)))
+        rng.shuffle(perm)
+        return [perm[i:i + size] for i in range(0, len(perm), size)]
+    groups = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item["question"], []).append(i)
+    order = list(groups.values())
+    rng.shuffle(order)
+    out, current = [], []
+    for group in order:
+        for part in [group[i:i + size] for i in range(0, len(group), size)]:
+            if current and len(current) + len(part) > size:
+                out.append(current)
+                current = []
+            current += part
+    if current:
+        out.append(current)
+    return out
+
+
+def rank_loss(values, targets, questions, margin):
+    """Mean of log(1 + exp(-(v_i - v_j))) over the pairs of one question with
+    t_i > t_j + margin; None where the batch has no such pair."""
+    terms = []
+    for i in range(len(values)):
+        for j in range(len(values)):
+            if questions[i] == questions[j] and targets[i] > targets[j] + margin:
+                terms.append(torch.nn.functional.softplus(values[j] - values[i]))
+    return torch.stack(terms).mean() if terms else None
+
+
+def value_of(inner, head, item, device, dtype):
+    ids = torch.tensor([item["ids"]], device=device)
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if item["pixels"] is not None:
+        kwargs["pixel_values"] = item["pixels"].to(device, dtype)
+    hidden = inner(**kwargs).last_hidden_state[:, -1]
+    return head(hidden.to(head.linear.weight.dtype)).float().reshape(())
 
 
 def loss_of(model, inner, head, item, device, dtype):
@@ -168,9 +224,8 @@ def loss_of(model, inner, head, item, device, dtype):
     if head is None:
         out = model(**kwargs, labels=torch.tensor([item["labels"]], device=device))
         return out.loss
-    hidden = inner(**kwargs).last_hidden_state[:, -1]
-    value = head(hidden.to(head.linear.weight.dtype))
-    return torch.nn.functional.mse_loss(value.float(), torch.tensor([item["value"]], device=device).float())
+    value = value_of(inner, head, item, device, dtype)
+    return torch.nn.functional.mse_loss(value, torch.tensor(item["value"], device=device).float())
 
 
 def main(argv=None):
@@ -208,11 +263,10 @@ def main(argv=None):
         groups.append({"params": list(head.parameters()), "lr": a.head_lr})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
 
+    ranking = head is not None and a.rank_weight > 0
     order = []
     for epoch in range(a.epochs):
-        perm = list(range(len(data.items)))
-        random.Random(a.seed + epoch).shuffle(perm)
-        order += [(epoch, perm[i:i + a.batch]) for i in range(0, len(perm), a.batch)]
+        order += [(epoch, b) for b in batches(data.items, a.batch, a.seed + epoch, ranking)]
     step = 0
     if os.path.exists(os.path.join(state_dir, "state.pt")):
         saved = torch.load(os.path.join(state_dir, "state.pt"), map_location=a.device)
@@ -230,14 +284,30 @@ def main(argv=None):
     while step < len(order):
         epoch, batch = order[step]
         opt.zero_grad()
-        total = 0.0
-        for i in batch:
-            loss = loss_of(model, inner, head, data.items[i], a.device, dtype) / len(batch)
+        total, ranked = 0.0, None
+        if ranking:
+            # The whole batch at once: the ranking term couples its items.
+            items = [data.items[i] for i in batch]
+            values = [value_of(inner, head, item, a.device, dtype) for item in items]
+            targets = [item["value"] for item in items]
+            loss = torch.nn.functional.mse_loss(torch.stack(values), torch.tensor(targets, device=a.device).float())
+            rank = rank_loss(values, targets, [item["question"] for item in items], a.rank_margin)
+            if rank is not None:
+                ranked = round(rank.item(), 6)
+                loss = loss + a.rank_weight * rank
             loss.backward()
-            total += loss.item()
+            total = loss.item()
+        else:
+            for i in batch:
+                loss = loss_of(model, inner, head, data.items[i], a.device, dtype) / len(batch)
+                loss.backward()
+                total += loss.item()
         opt.step()
         step += 1
-        print(json.dumps({"step": step, "of": len(order), "epoch": epoch, "loss": round(total, 6)}), flush=True)
+        line = {"step": step, "of": len(order), "epoch": epoch, "loss": round(total, 6)}
+        if ranked is not None:
+            line["rank"] = ranked
+        print(json.dumps(line), flush=True)
         if step % a.save_every == 0 or step == len(order):
             save_state(state_dir, model, head, opt, step)
 
@@ -254,7 +324,8 @@ def main(argv=None):
     with open(os.path.join(a.out, "train.json"), "w") as f:
         json.dump({"kind": a.kind, "base": a.base, "data": a.data, "records": len(records), "steps": len(order),
                    "seconds": round(time.time() - t0, 1), "lora": None if a.full else
-                   {"r": a.lora_r, "alpha": a.lora_alpha}, "seed": a.seed}, f, indent=1)
+                   {"r": a.lora_r, "alpha": a.lora_alpha}, "seed": a.seed,
+                   "rank_weight": a.rank_weight if head is not None else None}, f, indent=1)
     if a.export:
         cmd = [sys.executable, os.path.join(EXPORT, "export_llava.py"), "--checkpoint", hf, "--kind", a.kind,
                "--dtype", "fp32", "--out", os.path.join(a.out, "onnx")]

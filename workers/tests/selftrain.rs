@@ -256,11 +256,17 @@ fn a_round_with_the_real_trainer_makes_new_weights_that_the_loop_loads() {
     let dir = tmp.path();
     synth_and_configs(dir);
     let tools = repo().join("tools/train/train.py");
+    // The value model also with the within-question ranking term.
     let stage = |kind: &str, data: &str| {
+        let rank = if kind == "value" {
+            ", --rank-weight, '1'"
+        } else {
+            ""
+        };
         format!(
             "  - {{name: train-{kind}, program: '{py}', args: ['{tools}', --kind, {kind}, --base, '{{parent_{kind}}}', \
              --data, '{{{data}}}', --image-root, synth, --out, '{{out}}/{kind}', --lora-r, '8', --lora-alpha, '16', \
-             --epochs, '2', --export], timeout_secs: 600}}\n",
+             --epochs, '2', --export{rank}], timeout_secs: 600}}\n",
             py = python.display(),
             tools = tools.display(),
         )
