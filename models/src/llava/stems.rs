@@ -139,7 +139,7 @@ impl Llava {
         self.kv_mode == KvMode::Shared && self.stems.limit > 0
     }
 
-    /// Prefills `prompt` over the cached cache of its stem, prefilling and caching the
+    /// Prefills `prompt` over a copy of its stem's cache, prefilling and caching the
     /// stem first when absent. Returns the prompt's positions and the run: the last
     /// position's row, and as presents one row of `positions + extra` positions in
     /// which the prompt's are written (the rest free for a continuation in place).
