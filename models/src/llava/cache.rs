@@ -2,6 +2,20 @@
 //! merging a running batch with fresh prompts).
 use super::*;
 
+/// Slot capacities are multiples of this many positions, so that chains growing a
+/// little longer each call do not allocate again (a freed pool's regions stay in ONNX
+/// Runtime's arena, where buffers of another size may not fit).
+const CAPACITY_STEP: usize = 256;
+
+/// Row slots in shared device buffers (`[slots, kv_heads, capacity, head_dim]` per
+/// cache tensor), kept between calls while they fit: the policy's and the value
+/// model's continuous batching.
+pub struct SlotPool {
+    pub cache: Cache,
+    pub slots: usize,
+    pub capacity: usize,
+}
+
 /// Where a gather's rows come from: each source's first row in the joined batch,
 /// and the pads (positive) or crop (negative) of its length axis.
 struct Plan {
@@ -145,6 +159,39 @@ impl Llava {
         let tensors = by_tensor(sources, 0..layers);
         self.run_gather(&tensors, &plan, Some(outputs), true)?;
         Ok(())
+    }
+
+    /// `capacity` rounded up to [`CAPACITY_STEP`], but not past the model's positions
+    /// (GroupQueryAttention's rotary tables may be no longer).
+    pub fn slot_capacity(&self, capacity: usize) -> usize {
+        let most = self.manifest.decoder.max_length + 1;
+        capacity
+            .next_multiple_of(CAPACITY_STEP)
+            .min(most)
+            .max(capacity)
+    }
+
+    /// `kept` if it has at least `capacity` positions a slot and `least` slots
+    /// (however many slots it has); otherwise it is dropped and `slots` slots of
+    /// `capacity` positions allocated. Returns the pool and whether it is new.
+    pub fn slot_pool(
+        &mut self,
+        kept: Option<SlotPool>,
+        capacity: usize,
+        least: usize,
+        slots: usize,
+    ) -> Result<(SlotPool, bool), ModelError> {
+        if let Some(p) = kept {
+            if p.capacity >= capacity && p.slots >= least {
+                return Ok((p, false));
+            }
+        }
+        let pool = SlotPool {
+            cache: self.alloc_cache(slots, capacity)?,
+            slots,
+            capacity,
+        };
+        Ok((pool, true))
     }
 
     /// Gathers row `b` of `presents` into slot `s` of `into` for each `(s, b)` of

@@ -25,15 +25,21 @@ impl Llava {
                     continue;
                 }
             };
-            let opening = openings
-                .entry(tsst_labels::conversation(question, ""))
-                .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());
-            let stem = opening
-                .iter()
-                .zip(&ids)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(ids.len().saturating_sub(1));
+            // Only where stems serve: otherwise a second tokenization per prompt for
+            // nothing.
+            let stem = if self.stems_on() {
+                let opening = openings
+                    .entry(tsst_labels::conversation(question, ""))
+                    .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());
+                opening
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(ids.len().saturating_sub(1))
+            } else {
+                0
+            };
             let images = ids
                 .iter()
                 .filter(|&&id| id == self.manifest.special_tokens.image)

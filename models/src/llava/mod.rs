@@ -31,6 +31,7 @@ mod embed;
 mod sample;
 mod stems;
 
+pub use cache::SlotPool;
 pub use decode::{slot_step_inputs, Prefill};
 pub use stems::{Stems, STEMS_ENV};
 
@@ -53,6 +54,7 @@ pub struct Prompt {
     pub features: Option<Arc<Vec<f32>>>,
     /// Leading ids that open every prompt of its question (the conversation up to
     /// the assistant's text, less at least one id): what a stem caches (`stems`).
+    /// 0 while the model keeps no stems.
     pub stem: usize,
 }
 

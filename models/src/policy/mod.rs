@@ -46,7 +46,7 @@ pub struct OnnxPolicy {
     model: Llava,
     budget: KvBudget,
     /// `KvMode::Shared`: the row slots, kept between batches.
-    pool: Option<slots::Pool>,
+    pool: Option<crate::llava::SlotPool>,
 }
 
 /// A request that decodes: its index in the batch, its prompt, its step budget.

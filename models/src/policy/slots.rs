@@ -9,17 +9,7 @@
 //! one-position mask (a few kernels' worth of rows, where the weights are read once
 //! for all) until a row takes it.
 use super::*;
-use crate::llava::slot_step_inputs;
-
-/// Slot capacities are multiples of this many positions.
-const CAPACITY_STEP: usize = 256;
-
-/// The slots' buffers, kept between batches while they fit.
-pub(super) struct Pool {
-    cache: Cache,
-    slots: usize,
-    capacity: usize,
-}
+use crate::llava::{slot_step_inputs, SlotPool};
 
 impl OnnxPolicy {
     pub(super) fn decode_slots(
@@ -59,7 +49,7 @@ impl OnnxPolicy {
         batch: &[ExpandRequest<'_>],
         live: &[Live],
         out: &mut [Option<GeneratedOutput>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
         let pad = self.model.manifest.special_tokens.pad;
@@ -86,42 +76,29 @@ impl OnnxPolicy {
     /// batch's serves while it is that large (however many slots it has: the first
     /// batch of a search is its largest); otherwise it is dropped and one allocated
     /// with as many slots as the budget holds (no more than the batch's `rows`), its
-    /// capacity rounded up to [`CAPACITY_STEP`] so that chains growing a little longer each
-    /// round do not allocate again (a freed pool's regions stay in ONNX Runtime's
-    /// arena, where buffers of another size may not fit).
+    /// capacity rounded up (`Llava::slot_capacity`).
     fn pool(
         &mut self,
         capacity: usize,
         least: usize,
         rows: usize,
         stats: &mut Stats,
-    ) -> Result<Pool, ModelError> {
-        // Rounded up, but not past the model's positions: GroupQueryAttention's rotary
-        // tables may be no longer.
-        let most = self.model.manifest.decoder.max_length + 1;
-        let capacity = capacity
-            .next_multiple_of(CAPACITY_STEP)
-            .min(most)
-            .max(capacity);
+    ) -> Result<SlotPool, ModelError> {
+        let capacity = self.model.slot_capacity(capacity);
         let slots = self.budget.slots(capacity, least).min(rows.max(least));
-        if let Some(p) = self.pool.take() {
-            if p.capacity >= capacity && p.slots >= least {
-                stats.cost = (p.slots * p.capacity) as u64 * self.budget.per_position;
-                return Ok(p);
-            }
+        let (pool, new) = self
+            .model
+            .slot_pool(self.pool.take(), capacity, least, slots)?;
+        stats.cost = (pool.slots * pool.capacity) as u64 * self.budget.per_position;
+        if new {
+            tracing::debug!(
+                slots,
+                capacity,
+                mib = stats.cost >> 20,
+                "allocating the row slots"
+            );
         }
-        stats.cost = (slots * capacity) as u64 * self.budget.per_position;
-        tracing::debug!(
-            slots,
-            capacity,
-            mib = stats.cost >> 20,
-            "allocating the row slots"
-        );
-        Ok(Pool {
-            cache: self.model.alloc_cache(slots, capacity)?,
-            slots,
-            capacity,
-        })
+        Ok(pool)
     }
 
     /// Admits waiting requests while their samples fit the free slots: prefills their
@@ -132,7 +109,7 @@ impl OnnxPolicy {
         batch: &[ExpandRequest<'_>],
         waiting: &mut VecDeque<&Live>,
         rows: &mut [Option<Row>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
         samples: &mut [Vec<Option<Generated>>],
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
@@ -180,7 +157,7 @@ impl OnnxPolicy {
         presents: Cache,
         running: Vec<(Row, usize)>,
         rows: &mut [Option<Row>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
     ) -> Result<(), ModelError> {
         let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
         // Admission counted every sample against the free slots.
@@ -202,7 +179,7 @@ impl OnnxPolicy {
         &mut self,
         batch: &[ExpandRequest<'_>],
         rows: &mut [Option<Row>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
         pad: i64,
         samples: &mut [Vec<Option<Generated>>],
     ) -> Result<(), ModelError> {

@@ -66,7 +66,7 @@ pub struct OnnxValue {
     steps: bool,
     /// The row slots' budget and buffers.
     budget: crate::memory::KvBudget,
-    pool: Option<slots::Pool>,
+    pool: Option<crate::llava::SlotPool>,
 }
 
 impl OnnxValue {

@@ -12,25 +12,15 @@
 //! step feeds every row its next token; a row whose text is complete hands over its
 //! hidden state and frees its slot for the next group.
 use super::*;
-use crate::llava::{slot_step_inputs, Cache};
+use crate::llava::{slot_step_inputs, SlotPool};
 use crate::memory::KvBudget;
 use std::collections::VecDeque;
-
-/// Slot capacities are multiples of this many positions (as the policy's).
-const CAPACITY_STEP: usize = 256;
 
 /// Prefixes prefilled per decoder run.
 const PREFILL_BATCH: usize = 8;
 
 /// `steps` scores texts in row slots ([`OnnxValue::score_slots`]).
 pub const RESTS_ENV: &str = "TSST_VALUE_RESTS";
-
-/// The slots' buffers, kept between calls while they fit.
-pub(super) struct Pool {
-    cache: Cache,
-    slots: usize,
-    capacity: usize,
-}
 
 /// Texts that begin with the same `shared` ids: scored from one prefill of those.
 struct Group {
@@ -67,7 +57,7 @@ impl OnnxValue {
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let embedded = |p: &Prompt| self.model.embedded_len(p);
         let longest = live.iter().map(|(_, p)| embedded(p) + 1).max().unwrap_or(1);
-        let capacity = self.round_capacity(longest);
+        let capacity = self.model.slot_capacity(longest);
         // A group larger than the budget's slots is scored in parts.
         let fit = self.budget.slots(capacity, 1);
         let groups = self.slot_groups(live, fit);
@@ -111,44 +101,30 @@ impl OnnxValue {
         groups
     }
 
-    /// `capacity` rounded up to [`CAPACITY_STEP`], but not past the model's positions
-    /// (GroupQueryAttention's rotary tables may be no longer).
-    fn round_capacity(&self, capacity: usize) -> usize {
-        let most = self.model.manifest.decoder.max_length + 1;
-        capacity
-            .next_multiple_of(CAPACITY_STEP)
-            .min(most)
-            .max(capacity)
-    }
-
-    /// A pool of at least `capacity` positions a slot and `least` slots (see the
-    /// policy's `slots::pool`: the last call's serves while it is large enough,
-    /// capacities round up to [`CAPACITY_STEP`]).
+    /// Row slots of at least `capacity` positions and `least` slots: the last call's
+    /// while they are large enough, else as many as the budget holds (no more than
+    /// the call's `rows`).
     fn slot_pool(
         &mut self,
         capacity: usize,
         least: usize,
         rows: usize,
-    ) -> Result<Pool, ModelError> {
-        if let Some(p) = self.pool.take() {
-            if p.capacity >= capacity && p.slots >= least {
-                return Ok(p);
-            }
-        }
+    ) -> Result<SlotPool, ModelError> {
         let slots = self.budget.slots(capacity, least).min(rows.max(least));
-        tracing::debug!(slots, capacity, "allocating the value model's row slots");
-        Ok(Pool {
-            cache: self.model.alloc_cache(slots, capacity)?,
-            slots,
-            capacity,
-        })
+        let (pool, new) = self
+            .model
+            .slot_pool(self.pool.take(), capacity, least, slots)?;
+        if new {
+            tracing::debug!(slots, capacity, "allocating the value model's row slots");
+        }
+        Ok(pool)
     }
 
     fn run_slots(
         &mut self,
         live: &[(usize, Prompt)],
         groups: &[Group],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let pad = self.model.manifest.special_tokens.pad;
         let mut last: Vec<Option<Vec<f32>>> = vec![None; live.len()];
@@ -181,7 +157,7 @@ impl OnnxValue {
         live: &[(usize, Prompt)],
         waiting: &mut VecDeque<&Group>,
         rows: &mut [Option<Row>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
     ) -> Result<(), ModelError> {
         loop {
             let mut free = rows.iter().filter(|r| r.is_none()).count();
@@ -238,7 +214,7 @@ impl OnnxValue {
         &mut self,
         live: &[(usize, Prompt)],
         rows: &mut [Option<Row>],
-        pool: &mut Pool,
+        pool: &mut SlotPool,
         pad: i64,
         last: &mut [Option<Vec<f32>>],
     ) -> Result<(), ModelError> {
