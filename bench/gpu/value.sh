@@ -10,7 +10,7 @@
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 . "$G/env.sh"
-nodes=${1:-64} calls=${2:-3}
+nodes=${1:-64} calls=${2:-2}
 T=/opt/work/bin/value_timing
 M=/opt/work/value-L32
 for v in "" TSST_VALUE_RESTS=steps TSST_VALUE_PREFIX_REUSE=0; do

@@ -9,9 +9,9 @@ use super::{Broker, BrokerError, Consumer, Delivery};
 use crate::metrics::{ACKED, CONSUMED, DEAD_LETTERED, PUBLISHED, REQUEUED};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
@@ -132,7 +132,7 @@ pub struct AmqpDelivery {
 /// A consumer on one queue; it subscribes again when its channel is lost.
 pub struct AmqpConsumer {
     stream: lapin::Consumer,
-    _channel: Channel,
+    channel: Channel,
     subscription: u64,
     broker: AmqpBroker,
     role: Option<Role>,
@@ -407,7 +407,7 @@ impl AmqpBroker {
         let (stream, channel, subscription) = self.subscribe(queue, prefetch).await?;
         Ok(AmqpConsumer {
             stream,
-            _channel: channel,
+            channel,
             subscription,
             broker: self.clone(),
             role: None,
@@ -501,6 +501,31 @@ impl Broker for AmqpBroker {
     }
 }
 
+impl AmqpConsumer {
+    /// Stops new deliveries while the ones taken stay unsettled: a message requeued
+    /// after this stays in the queue instead of coming straight back to this consumer.
+    pub async fn cancel(&self) -> Result<(), BrokerError> {
+        bounded("cancelling a consumer", async {
+            let tag = self.stream.tag();
+            Ok(self
+                .channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await?)
+        })
+        .await
+    }
+
+    /// Closes its channel and waits for the broker's answer, which comes after every
+    /// settlement sent before it: once this returns, requeued messages are back in
+    /// their queue for any reader.
+    pub async fn close(self) -> Result<(), BrokerError> {
+        bounded("closing a consumer", async {
+            Ok(self.channel.close(200, "done".into()).await?)
+        })
+        .await
+    }
+}
+
 impl Consumer for AmqpConsumer {
     type Delivery = AmqpDelivery;
 
@@ -535,7 +560,7 @@ impl Consumer for AmqpConsumer {
                 match self.broker.subscribe(&self.queue, self.prefetch).await {
                     Ok((stream, channel, subscription)) => {
                         self.stream = stream;
-                        self._channel = channel;
+                        self.channel = channel;
                         self.subscription = subscription;
                         tracing::info!(queue = %self.queue, "consuming again");
                         break;

@@ -67,6 +67,9 @@ async fn one_queue(
             Ok(None) | Err(_) => break,
         }
     }
+    // Nothing more comes, so a message requeued below stays in the queue instead of
+    // being delivered straight back here.
+    consumer.cancel().await?;
     println!("{role}: {} dead letters", taken.len());
     let mut replayed = 0;
     for d in &taken {
@@ -89,6 +92,9 @@ async fn one_queue(
             d.requeue().await?;
         }
     }
+    // Answered after every settlement above: the requeued are back for any reader
+    // when the command exits.
+    consumer.close().await?;
     Ok((taken.len(), replayed))
 }
 
