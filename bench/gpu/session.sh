@@ -12,7 +12,8 @@
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
 # `steps` (the carried build scoring in row slots, one position a run: TSST_VALUE_RESTS=steps).
 # `value` is no e2e run but value.sh (the value model's calls in isolation, with a
-# profile), run where it stands in the list.
+# profile), run where it stands in the list; so is `reference`, which otherwise runs
+# before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
 shift $(( $# < 3 ? $# : 3 ))
@@ -25,8 +26,14 @@ set -u
 export OUT=/opt/work/out TSST=/opt/work/bin/tsst BUILDER=/opt/work/builder
 stage() { echo "\$(date -u +%T) \$*" >> /opt/work/stages.txt; }
 stage export; bash bench/gpu/export-7b.sh > \$OUT/export.txt 2>&1 || { stage export failed; exit 1; }
-stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1
+case " $variants " in
+  *" reference "*) ;;
+  *) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1 ;;
+esac
 for v in $variants; do
+  if [ \$v = reference ]; then
+    stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue
+  fi
   if [ \$v = value ]; then
     stage value; bash bench/gpu/value.sh > \$OUT/value.txt 2>&1; continue
   fi

@@ -17,6 +17,15 @@ for v in "" TSST_VALUE_RESTS=steps TSST_VALUE_PREFIX_REUSE=0; do
   echo "== ${v:-default}"
   env $v $T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | tail -$((calls + 1))
 done
+# Each child's own step 100 words longer: does a run's cost follow its positions?
+for v in "" TSST_VALUE_RESTS=steps; do
+  echo "== ${v:-default}, --rest-words 100"
+  env $v $T $M --device cuda:0 --nodes 16 --calls $calls --rest-words 100 2>&1 | tail -$((calls + 1))
+done
+# Which attention kernel GroupQueryAttention picks (flash, memory-efficient, ...).
+echo "== attention kernels"
+ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 $T $M --device cuda:0 --nodes 2 --calls 1 2>&1 |
+  grep -i "attention" | sed 's/Node=[^ ]*//' | sort | uniq -c | head -20
 for v in runs steps; do
   rm -rf /opt/work/prof-$v && mkdir -p /opt/work/prof-$v
   echo "== profile, TSST_VALUE_RESTS=$v"

@@ -6,8 +6,10 @@
 //! ```text
 //! cargo run --release --example value_timing -p tsst-models -- VALUE_DIR [--device cuda:0]
 //!     [--questions 8] [--nodes 64] [--children 5] [--chain-steps 8] [--calls 4]
-//!     [--kv host|bound|shared]
+//!     [--kv host|bound|shared] [--rest-words 1]
 //! ```
+//! `--rest-words N` ends each child's own step with N words (1 by default): whether
+//! a continuation's cost grows with its positions or is fixed per run.
 //! `TSST_VALUE_RESTS`, `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and
 //! `TSST_ARENA_SHRINK` apply.
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut device, mut questions, mut nodes, mut children, mut chain, mut calls) =
         (Device::Cpu, 8usize, 64usize, 5usize, 8usize, 4usize);
     let mut kv: Option<KvMode> = None;
+    let mut rest_words = 1usize;
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -32,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--chain-steps" => chain = value.parse()?,
             "--calls" => calls = value.parse()?,
             "--kv" => kv = Some(value.parse()?),
+            "--rest-words" => rest_words = value.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -63,8 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             texts.push((
                 n % questions,
                 format!(
-                    "{prefix}Step {}: Child {c} counts the shapes again.",
-                    chain + 1
+                    "{prefix}Step {}: Child {c} counts the shapes{}.",
+                    chain + 1,
+                    " again".repeat(rest_words)
                 ),
             ));
         }
