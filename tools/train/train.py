@@ -30,7 +30,9 @@ Hugging Face checkpoint (with `value_head.safetensors` for a value model) that
 into `OUT/onnx`.
 
 `--base` may also be a model directory this tool exported (`OUT/onnx`, what the
-registry names): its checkpoint `OUT/hf` is trained on. `--base tiny-random` starts from the tiny random LLaVA of the committed fixtures (its
+registry names): its checkpoint `OUT/hf` is trained on; a shipped one without its
+checkpoint (`models/demo/value`) is rebuilt from its ONNX files first
+(`from_onnx.py`, into `OUT/base-hf`). `--base tiny-random` starts from the tiny random LLaVA of the committed fixtures (its
 seed and tokenizer), so the loop runs on the CPU with no checkpoint.
 """
 import argparse
@@ -84,8 +86,9 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def load_base(base, kind):
-    """(model, tokenizer, special ids, head or None, tokenizer saver)."""
+def load_base(base, kind, rebuild_dir):
+    """(model, tokenizer, special ids, head or None, tokenizer saver). An exported model
+    directory without its checkpoint beside it is rebuilt under `rebuild_dir`."""
     from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
     if base == "tiny-random":
         import tiny
@@ -107,7 +110,13 @@ def load_base(base, kind):
         # A model directory this tool exported (OUT/onnx): train from its checkpoint.
         hf = os.path.join(os.path.dirname(os.path.abspath(base)), "hf")
         if not os.path.exists(os.path.join(hf, "config.json")):
-            raise SystemExit(f"{base} is an exported model without its checkpoint at {hf}")
+            # A shipped model (models/demo) comes without its checkpoint: rebuilt from
+            # the ONNX files and checked against the directory's goldens.
+            import from_onnx
+            rebuilt = os.path.join(rebuild_dir, "base-hf")
+            from_onnx.convert(base, rebuilt)
+            print(json.dumps({"rebuilt_checkpoint": rebuilt, "from": base}), flush=True)
+            hf = rebuilt
         base = hf
     model = LlavaForConditionalGeneration.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     tok = Tokenizer.from_file(os.path.join(base, "tokenizer.json"))
@@ -216,16 +225,33 @@ def value_of(inner, head, item, device, dtype):
     return head(hidden.to(head.linear.weight.dtype)).float().reshape(())
 
 
-def loss_of(model, inner, head, item, device, dtype):
+def values_of(inner, head, items, device, dtype, pad):
+    """The values of several items in one forward pass: right-padded, so that each
+    item's real positions see only its own earlier ones (causal attention) and its
+    last real position's state is what `value_of` reads. Items without an image, or a
+    mix, go one at a time."""
+    if len(items) == 1 or not all(item["pixels"] is not None for item in items):
+        return torch.stack([value_of(inner, head, item, device, dtype) for item in items])
+    width = max(len(item["ids"]) for item in items)
+    ids = torch.full((len(items), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, item in enumerate(items):
+        ids[i, :len(item["ids"])] = torch.tensor(item["ids"])
+        mask[i, :len(item["ids"])] = 1
+    pixels = torch.cat([item["pixels"].reshape(1, *item["pixels"].shape[-3:]) for item in items])
+    out = inner(input_ids=ids.to(device), attention_mask=mask.to(device),
+                pixel_values=pixels.to(device, dtype)).last_hidden_state
+    last = torch.tensor([len(item["ids"]) - 1 for item in items], device=device)
+    hidden = out[torch.arange(len(items), device=device), last]
+    return head(hidden.to(head.linear.weight.dtype)).float().reshape(len(items))
+
+
+def policy_loss(model, item, device, dtype):
     ids = torch.tensor([item["ids"]], device=device)
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if item["pixels"] is not None:
         kwargs["pixel_values"] = item["pixels"].to(device, dtype)
-    if head is None:
-        out = model(**kwargs, labels=torch.tensor([item["labels"]], device=device))
-        return out.loss
-    value = value_of(inner, head, item, device, dtype)
-    return torch.nn.functional.mse_loss(value, torch.tensor(item["value"], device=device).float())
+    return model(**kwargs, labels=torch.tensor([item["labels"]], device=device)).loss
 
 
 def main(argv=None):
@@ -235,7 +261,7 @@ def main(argv=None):
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     os.makedirs(a.out, exist_ok=True)
     state_dir = os.path.join(a.out, "state")
-    model, tok, special, head, save_tok = load_base(a.base, a.kind)
+    model, tok, special, head, save_tok = load_base(a.base, a.kind, a.out)
     cfg = model.config
     with open(a.data) as f:
         records = json.load(f)
@@ -285,21 +311,22 @@ def main(argv=None):
         epoch, batch = order[step]
         opt.zero_grad()
         total, ranked = 0.0, None
-        if ranking:
-            # The whole batch at once: the ranking term couples its items.
+        if head is not None:
+            # The whole batch in one pass (the ranking term couples its items anyway).
             items = [data.items[i] for i in batch]
-            values = [value_of(inner, head, item, a.device, dtype) for item in items]
+            values = values_of(inner, head, items, a.device, dtype, special["pad"])
             targets = [item["value"] for item in items]
-            loss = torch.nn.functional.mse_loss(torch.stack(values), torch.tensor(targets, device=a.device).float())
-            rank = rank_loss(values, targets, [item["question"] for item in items], a.rank_margin)
-            if rank is not None:
-                ranked = round(rank.item(), 6)
-                loss = loss + a.rank_weight * rank
+            loss = torch.nn.functional.mse_loss(values, torch.tensor(targets, device=a.device).float())
+            if ranking:
+                rank = rank_loss(values, targets, [item["question"] for item in items], a.rank_margin)
+                if rank is not None:
+                    ranked = round(rank.item(), 6)
+                    loss = loss + a.rank_weight * rank
             loss.backward()
             total = loss.item()
         else:
             for i in batch:
-                loss = loss_of(model, inner, head, data.items[i], a.device, dtype) / len(batch)
+                loss = policy_loss(model, data.items[i], a.device, dtype) / len(batch)
                 loss.backward()
                 total += loss.item()
         opt.step()

@@ -6,6 +6,7 @@
 //!   evaluation, state and resume), quickly.
 //! - One round with the real trainer (tools/train: LoRA in PyTorch, merged and exported
 //!   to ONNX): the versions it makes are new weights that the next stages load.
+//! - The shipped demo models rebuild into PyTorch checkpoints (tools/train/from_onnx.py).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -406,4 +407,69 @@ fn a_warm_start_is_version_zero_and_round_one_trains_from_it() {
     );
     let r1 = std::fs::read_to_string(dir.join("out/r1/warm-r1-search.yaml")).unwrap();
     assert!(r1.contains("tiny-policy"), "{r1}");
+}
+
+/// The shipped demo models come without their PyTorch checkpoints: `from_onnx.py`
+/// rebuilds them from the ONNX files, and writes a checkpoint only when it gives back
+/// the model directory's goldens (which the export checked against ONNX Runtime).
+#[test]
+fn the_shipped_demo_models_rebuild_into_checkpoints_that_match_their_goldens() {
+    let Some(python) = train_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tool = repo().join("tools/train/from_onnx.py");
+    let demo = repo().join("models/demo");
+    for kind in ["policy", "value"] {
+        let out = tmp.path().join(kind);
+        let run = Command::new(&python)
+            .arg(&tool)
+            .arg(demo.join(kind))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(line["kind"], kind, "{line}");
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(out.join(file).exists(), "{kind}: no {file}");
+        }
+        assert_eq!(out.join("value_head.safetensors").exists(), kind == "value");
+    }
+
+    // A directory whose goldens the rebuilt model does not give back (one value moved
+    // by 0.01) is refused, and nothing is written.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for e in std::fs::read_dir(demo.join("value")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), broken.join(e.file_name())).unwrap();
+    }
+    let goldens = broken.join("goldens.json");
+    let mut g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&goldens).unwrap()).unwrap();
+    let v = g["value"][0]["value"].as_f64().unwrap();
+    g["value"][0]["value"] = serde_json::json!(v + 0.01);
+    std::fs::write(&goldens, g.to_string()).unwrap();
+    let out = tmp.path().join("refused");
+    let run = Command::new(&python)
+        .arg(&tool)
+        .arg(&broken)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not give the goldens back"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }
