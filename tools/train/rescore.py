@@ -34,8 +34,9 @@ def question_of(record_id):
     return record_id.split("/")[1]
 
 
-def summary(questions, values):
-    """The figures above for one model's `values` (per question, per solution)."""
+def summary(questions, values, absent):
+    """The figures above for one model's `values` (per question, per solution);
+    `absent` more questions had no right solution."""
     pos = [v for q, vs in zip(questions, values) for s, v in zip(q["solutions"], vs) if right(s)]
     neg = [v for q, vs in zip(questions, values) for s, v in zip(q["solutions"], vs) if not right(s)]
     top = [right(q["solutions"][max(range(len(vs)), key=vs.__getitem__)]) for q, vs in zip(questions, values)]
@@ -43,7 +44,7 @@ def summary(questions, values):
              if 0 < sum(map(right, q["solutions"])) < len(q["solutions"])]
     mixed_top = sum(right(q["solutions"][max(range(len(vs)), key=vs.__getitem__)]) for q, vs in mixed)
     chance = sum(sum(map(right, q["solutions"])) / len(q["solutions"]) for q, _ in mixed)
-    return {"auc": round(auc(pos, neg), 3), "top_right": round(sum(top) / len(top), 3),
+    return {"auc": round(auc(pos, neg), 3), "top_right": round(sum(top) / (len(top) + absent), 3),
             "mixed_questions": len(mixed), "mixed_top_right": mixed_top, "mixed_chance": round(chance, 1)}
 
 
@@ -60,6 +61,11 @@ def main(argv=None):
     prompt = {}
     for r in dv:
         prompt.setdefault(question_of(r["id"]), r)
+    # Dv holds no records of a question none of whose solutions is right: its top
+    # solution is wrong whatever the model, so it only counts in `top_right`.
+    absent = [q for q in questions if q["question_id"] not in prompt]
+    if any(right(s) for q in absent for s in q["solutions"]):
+        raise SystemExit(f"{a.dv} lacks questions of {a.results} that have right solutions: another run's?")
     questions = [q for q in questions if q["question_id"] in prompt]
     records = []
     for q in questions:
@@ -71,8 +77,8 @@ def main(argv=None):
             if base.get("image") is not None:
                 rec["image"] = base["image"]
             records.append(rec)
-    out = {"questions": len(questions), "solutions": len(records)}
-    out["run"] = summary(questions, [[s["value"] for s in q["solutions"]] for q in questions])
+    out = {"questions": len(questions) + len(absent), "all_wrong": len(absent), "solutions": len(records)}
+    out["run"] = summary(questions, [[s["value"] for s in q["solutions"]] for q in questions], len(absent))
     for spec in a.model:
         name, path = spec.split("=", 1)
         with tempfile.TemporaryDirectory() as work:
@@ -82,13 +88,16 @@ def main(argv=None):
         cfg = model.config
         n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
         data = T.Examples(records, tok, special, a.image_root, cfg.vision_config.image_size, n_img, "value")
+        flat = []
         with torch.no_grad():
-            flat = [float(T.value_of(model.model, head, item, "cpu", torch.float32)) for item in data.items]
+            for at in range(0, len(data.items), 32):
+                chunk = data.items[at:at + 32]
+                flat += T.values_of(model.model, head, chunk, "cpu", torch.float32, special["pad"]).tolist()
         values, at = [], 0
         for q in questions:
             values.append(flat[at:at + len(q["solutions"])])
             at += len(q["solutions"])
-        out[name] = summary(questions, values)
+        out[name] = summary(questions, values, len(absent))
         print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
     print(json.dumps(out))
 
