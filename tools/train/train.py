@@ -79,6 +79,9 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--export", action="store_true", help="export OUT/hf to OUT/onnx when done")
+    ap.add_argument("--micro-batch", type=int, default=4,
+                    help="value records per forward pass (their gradients summed over the batch); "
+                         "the ranking term passes the whole batch at once")
     ap.add_argument("--rank-weight", type=float, default=0.0,
                     help="value: weight of the within-question ranking term (0: regression only)")
     ap.add_argument("--rank-margin", type=float, default=0.05,
@@ -311,19 +314,27 @@ def main(argv=None):
         epoch, batch = order[step]
         opt.zero_grad()
         total, ranked = 0.0, None
-        if head is not None:
-            # The whole batch in one pass (the ranking term couples its items anyway).
+        if ranking:
+            # The whole batch in one pass: the ranking term couples its items.
             items = [data.items[i] for i in batch]
             values = values_of(inner, head, items, a.device, dtype, special["pad"])
             targets = [item["value"] for item in items]
             loss = torch.nn.functional.mse_loss(values, torch.tensor(targets, device=a.device).float())
-            if ranking:
-                rank = rank_loss(values, targets, [item["question"] for item in items], a.rank_margin)
-                if rank is not None:
-                    ranked = round(rank.item(), 6)
-                    loss = loss + a.rank_weight * rank
+            rank = rank_loss(values, targets, [item["question"] for item in items], a.rank_margin)
+            if rank is not None:
+                ranked = round(rank.item(), 6)
+                loss = loss + a.rank_weight * rank
             loss.backward()
             total = loss.item()
+        elif head is not None:
+            # Passes of --micro-batch items, their gradients summed: the batch's mean.
+            for at in range(0, len(batch), a.micro_batch):
+                items = [data.items[i] for i in batch[at:at + a.micro_batch]]
+                values = values_of(inner, head, items, a.device, dtype, special["pad"])
+                targets = torch.tensor([item["value"] for item in items], device=a.device).float()
+                loss = torch.nn.functional.mse_loss(values, targets, reduction="sum") / len(batch)
+                loss.backward()
+                total += loss.item()
         else:
             for i in batch:
                 loss = policy_loss(model, data.items[i], a.device, dtype) / len(batch)
