@@ -16,6 +16,27 @@ pub struct SlotPool {
     pub capacity: usize,
 }
 
+/// The next admission into row slots: items taken in order from the front of
+/// `waiting` while each fits the `free` slots left (`size` rows each), at most `most`.
+pub fn take_fitting<T: Copy>(
+    waiting: &mut std::collections::VecDeque<T>,
+    mut free: usize,
+    most: usize,
+    size: impl Fn(T) -> usize,
+) -> Vec<T> {
+    let mut chunk = Vec::new();
+    while let Some(&next) = waiting.front() {
+        let n = size(next);
+        if n > free || chunk.len() == most {
+            break;
+        }
+        free -= n;
+        chunk.push(next);
+        waiting.pop_front();
+    }
+    chunk
+}
+
 /// Where a gather's rows come from: each source's first row in the joined batch,
 /// and the pads (positive) or crop (negative) of its length axis.
 struct Plan {

@@ -53,6 +53,28 @@ impl Llava {
         Ok((pre.lens, run))
     }
 
+    /// One sequence's `new` positions (`embeds`, on the host) run after the `past`
+    /// positions of `cache`, in place where `in_place`; picks the last position's
+    /// output.
+    pub fn continue_one(
+        &mut self,
+        embeds: Vec<f32>,
+        new: usize,
+        past: usize,
+        cache: Cache,
+        in_place: bool,
+    ) -> Result<DecoderOutput, ModelError> {
+        self.decode(
+            1,
+            Embeds::Host(embeds),
+            vec![1; past + new],
+            (past..past + new).map(|t| t as i64).collect(),
+            cache,
+            in_place,
+            Want::Rows(&[(0, new - 1)]),
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn decode(
         &mut self,

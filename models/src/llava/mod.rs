@@ -31,7 +31,7 @@ mod embed;
 mod sample;
 mod stems;
 
-pub use cache::SlotPool;
+pub use cache::{take_fitting, SlotPool};
 pub use decode::{slot_step_inputs, Prefill};
 pub use stems::{Stems, STEMS_ENV};
 

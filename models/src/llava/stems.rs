@@ -241,15 +241,7 @@ impl Llava {
         let new = rest.ids.len();
         let embeds = self.embed_prompts(&[&rest])?.remove(0);
         let buffer = self.gather(stem, &[(0, 0)], past + new + extra)?;
-        let run = self.decode(
-            1,
-            Embeds::Host(embeds),
-            vec![1; past + new],
-            (past..past + new).map(|t| t as i64).collect(),
-            buffer,
-            true,
-            Want::Rows(&[(0, new - 1)]),
-        )?;
+        let run = self.continue_one(embeds, new, past, buffer, true)?;
         self.count_prefilled(new);
         Ok((past + new, run))
     }

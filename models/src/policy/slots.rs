@@ -9,7 +9,7 @@
 //! one-position mask (a few kernels' worth of rows, where the weights are read once
 //! for all) until a row takes it.
 use super::*;
-use crate::llava::{slot_step_inputs, SlotPool};
+use crate::llava::{slot_step_inputs, take_fitting, SlotPool};
 
 impl OnnxPolicy {
     pub(super) fn decode_slots(
@@ -114,17 +114,10 @@ impl OnnxPolicy {
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
         loop {
-            let mut free = rows.iter().filter(|r| r.is_none()).count();
-            let mut chunk: Vec<&Live> = Vec::new();
-            while let Some(&next) = waiting.front() {
-                let n = batch[next.0].seeds.len();
-                if n > free || chunk.len() == PREFILL_BATCH {
-                    break;
-                }
-                free -= n;
-                chunk.push(next);
-                waiting.pop_front();
-            }
+            let free = rows.iter().filter(|r| r.is_none()).count();
+            let chunk = take_fitting(waiting, free, PREFILL_BATCH, |l: &Live| {
+                batch[l.0].seeds.len()
+            });
             if chunk.is_empty() {
                 return Ok(());
             }

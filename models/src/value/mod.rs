@@ -383,15 +383,9 @@ impl OnnxValue {
                 (None, Some(cached)) => self.model.gather(cached, &[(0, 0)], past)?,
                 (None, None) => unreachable!("a stem's prefix is always in a buffer"),
             };
-            let mut out = self.model.decode(
-                1,
-                Embeds::Host(embeds),
-                vec![1; past + new],
-                (past..past + new).map(|t| t as i64).collect(),
-                cache,
-                in_place,
-                Want::Rows(&[(0, new - 1)]),
-            )?;
+            let mut out = self
+                .model
+                .continue_one(embeds, new, past, cache, in_place)?;
             last.push(out.picked.remove(0));
             if in_place {
                 buffer = Some(out.presents);

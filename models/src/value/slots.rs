@@ -12,7 +12,7 @@
 //! step feeds every row its next token; a row whose text is complete hands over its
 //! hidden state and frees its slot for the next group.
 use super::*;
-use crate::llava::{slot_step_inputs, SlotPool};
+use crate::llava::{slot_step_inputs, take_fitting, SlotPool};
 use crate::memory::KvBudget;
 use std::collections::VecDeque;
 
@@ -160,16 +160,8 @@ impl OnnxValue {
         pool: &mut SlotPool,
     ) -> Result<(), ModelError> {
         loop {
-            let mut free = rows.iter().filter(|r| r.is_none()).count();
-            let mut chunk: Vec<&Group> = Vec::new();
-            while let Some(&next) = waiting.front() {
-                if next.members.len() > free || chunk.len() == PREFILL_BATCH {
-                    break;
-                }
-                free -= next.members.len();
-                chunk.push(next);
-                waiting.pop_front();
-            }
+            let free = rows.iter().filter(|r| r.is_none()).count();
+            let chunk = take_fitting(waiting, free, PREFILL_BATCH, |g: &Group| g.members.len());
             if chunk.is_empty() {
                 return Ok(());
             }
