@@ -2,25 +2,25 @@
 # On the device, after boot.sh, the parts and export-7b.sh: the value model's calls in
 # isolation at the 7B shape (models/examples/value_timing, carried by carry.sh): a
 # node's children scored from their shared prefix, each child's rest a run (default),
-# in row slots one position a run (TSST_VALUE_RESTS=steps), and whole
-# (TSST_VALUE_PREFIX_REUSE=0); then the default and steps once more with ONNX
+# in row slots one position a run (TSST_VALUE_RESTS=steps), and whole where VALUE_WHOLE
+# is set (TSST_VALUE_PREFIX_REUSE=0); then the default and steps once more with ONNX
 # Runtime's profile, summed by operator (profile_top.py). Where a value call's ~60 ms
 # a text go (bench/RESULTS.md).
 #   bench/gpu/value.sh [NODES] [CALLS]
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 . "$G/env.sh"
-nodes=${1:-64} calls=${2:-2}
+nodes=${1:-32} calls=${2:-2}
 T=/opt/work/bin/value_timing
 M=/opt/work/value-L32
-for v in "" TSST_VALUE_RESTS=steps TSST_VALUE_PREFIX_REUSE=0; do
+for v in "" TSST_VALUE_RESTS=steps ${VALUE_WHOLE:+TSST_VALUE_PREFIX_REUSE=0}; do
   echo "== ${v:-default}"
   env $v $T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | tail -$((calls + 1))
 done
 # Each child's own step 100 words longer: does a run's cost follow its positions?
 for v in "" TSST_VALUE_RESTS=steps; do
   echo "== ${v:-default}, --rest-words 100"
-  env $v $T $M --device cuda:0 --nodes 16 --calls $calls --rest-words 100 2>&1 | tail -$((calls + 1))
+  env $v $T $M --device cuda:0 --nodes 8 --calls $calls --rest-words 100 2>&1 | tail -$((calls + 1))
 done
 # Which attention kernel GroupQueryAttention picks (flash, memory-efficient, ...).
 echo "== attention kernels"
@@ -29,6 +29,6 @@ ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 $T $M --device cuda:0 --nodes 2 --calls
 for v in runs steps; do
   rm -rf /opt/work/prof-$v && mkdir -p /opt/work/prof-$v
   echo "== profile, TSST_VALUE_RESTS=$v"
-  TSST_VALUE_RESTS=$v TSST_ORT_PROFILE=/opt/work/prof-$v/value $T $M --device cuda:0 --nodes 16 --calls 2 2>&1 | tail -1
+  TSST_VALUE_RESTS=$v TSST_ORT_PROFILE=/opt/work/prof-$v/value $T $M --device cuda:0 --nodes 8 --calls 2 2>&1 | tail -1
   python3 "$G/profile_top.py" /opt/work/prof-$v/value*.json --top 8 2>&1 | grep -v " 0 runs" | head -40
 done
