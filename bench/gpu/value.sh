@@ -22,6 +22,13 @@ for v in "" TSST_VALUE_RESTS=steps; do
   echo "== ${v:-default}, --rest-words 100"
   env $v $T $M --device cuda:0 --nodes 8 --calls $calls --rest-words 100 2>&1 | tail -$((calls + 1))
 done
+# Each child's step 1-60 words, drawn afresh every call, as a search's steps vary. The
+# e2e run's rests (~30 positions) took ~47 ms each where value_timing's (equal
+# lengths) took 7.5 (bench/RESULTS.md): does a length not seen before cost more?
+for v in "" TSST_VALUE_RESTS=steps; do
+  echo "== ${v:-default}, --rest-words 1-60"
+  env $v $T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 2>&1 | tail -3
+done
 # Which attention kernel GroupQueryAttention picks (flash, memory-efficient, ...).
 echo "== attention kernels"
 ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 $T $M --device cuda:0 --nodes 2 --calls 1 2>&1 |

@@ -9,7 +9,9 @@
 //!     [--kv host|bound|shared] [--rest-words 1]
 //! ```
 //! `--rest-words N` ends each child's own step with N words (1 by default): whether
-//! a continuation's cost grows with its positions or is fixed per run.
+//! a continuation's cost grows with its positions or is fixed per run. `--rest-words
+//! A-B` draws each child's count from A..=B, afresh for every call, as a search's
+//! steps vary: whether a length not seen before costs more than one seen.
 //! `TSST_VALUE_RESTS`, `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and
 //! `TSST_ARENA_SHRINK` apply.
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut device, mut questions, mut nodes, mut children, mut chain, mut calls) =
         (Device::Cpu, 8usize, 64usize, 5usize, 8usize, 4usize);
     let mut kv: Option<KvMode> = None;
-    let mut rest_words = 1usize;
+    let mut rest_words = (1usize, 1usize);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -35,7 +37,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--chain-steps" => chain = value.parse()?,
             "--calls" => calls = value.parse()?,
             "--kv" => kv = Some(value.parse()?),
-            "--rest-words" => rest_words = value.parse()?,
+            "--rest-words" => {
+                rest_words = match value.split_once('-') {
+                    Some((lo, hi)) => (lo.parse()?, hi.parse()?),
+                    None => (value.parse()?, value.parse()?),
+                };
+                if rest_words.0 > rest_words.1 {
+                    return Err(format!("--rest-words {value}: empty range").into());
+                }
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -58,39 +68,54 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })
         .collect::<Result<_, image::ImageError>>()?;
-    let mut texts = Vec::new();
-    for n in 0..nodes {
-        let prefix: String = (1..=chain)
-            .map(|k| format!("Step {k}: Node {n} sees shape number {k} in the picture. "))
-            .collect();
-        for c in 0..children {
-            texts.push((
-                n % questions,
-                format!(
-                    "{prefix}Step {}: Child {c} counts the shapes{}.",
-                    chain + 1,
-                    " again".repeat(rest_words)
-                ),
-            ));
+    // Each child's words: fixed, or drawn (a small LCG, so the example needs no
+    // random crate) afresh for each call.
+    let texts_of_call = |call: usize| -> Vec<(usize, String)> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ call as u64;
+        let mut words = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            rest_words.0 + (state >> 33) as usize % (rest_words.1 - rest_words.0 + 1)
+        };
+        let mut texts = Vec::new();
+        for n in 0..nodes {
+            let prefix: String = (1..=chain)
+                .map(|k| format!("Step {k}: Node {n} sees shape number {k} in the picture. "))
+                .collect();
+            for c in 0..children {
+                texts.push((
+                    n % questions,
+                    format!(
+                        "{prefix}Step {}: Child {c} counts the shapes{}.",
+                        chain + 1,
+                        " again".repeat(words())
+                    ),
+                ));
+            }
         }
-    }
-    let batch: Vec<ScoreRequest> = texts
-        .iter()
-        .map(|(q, text)| ScoreRequest {
-            question: &qs[*q],
-            text,
-        })
-        .collect();
+        texts
+    };
     let mut value = OnnxValue::load(&dir, device, None)?;
     if let Some(mode) = kv {
         value.model().set_kv_mode(mode)?;
     }
+    let texts = nodes * children;
     println!(
-        "{} texts a call ({nodes} nodes x {children} children, {questions} questions), {device}, {:?}",
-        batch.len(),
+        "{texts} texts a call ({nodes} nodes x {children} children, {questions} questions, rests of {}-{} words), {device}, {:?}",
+        rest_words.0,
+        rest_words.1,
         value.model().kv_mode()
     );
     for call in 0..calls {
+        let texts = texts_of_call(call);
+        let batch: Vec<ScoreRequest> = texts
+            .iter()
+            .map(|(q, text)| ScoreRequest {
+                question: &qs[*q],
+                text,
+            })
+            .collect();
         let t = Instant::now();
         let out = value.values(&batch)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
