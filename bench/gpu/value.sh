@@ -25,10 +25,16 @@ done
 # Each child's step 1-60 words, drawn afresh every call, as a search's steps vary. The
 # e2e run's rests (~30 positions) took ~47 ms each where value_timing's (equal
 # lengths) took 7.5 (bench/RESULTS.md): does a length not seen before cost more?
-for v in "" TSST_VALUE_RESTS=steps; do
+# Also with arena memory never handed back after a prefix's prefill (TSST_ARENA_SHRINK=0).
+for v in "" TSST_VALUE_RESTS=steps TSST_ARENA_SHRINK=0; do
   echo "== ${v:-default}, --rest-words 1-60"
   env $v $T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 2>&1 | tail -3
 done
+# The same with a question's nodes next to each other in the call, as in the search: its
+# nodes' texts then share one prefix up to where their chains part, and every rest
+# carries its node's chain since then.
+echo "== default, --rest-words 1-60 --adjacent 1"
+$T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 --adjacent 1 2>&1 | tail -3
 # Which attention kernel GroupQueryAttention picks (flash, memory-efficient, ...).
 echo "== attention kernels"
 ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 $T $M --device cuda:0 --nodes 2 --calls 1 2>&1 |

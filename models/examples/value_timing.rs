@@ -6,12 +6,14 @@
 //! ```text
 //! cargo run --release --example value_timing -p tsst-models -- VALUE_DIR [--device cuda:0]
 //!     [--questions 8] [--nodes 64] [--children 5] [--chain-steps 8] [--calls 4]
-//!     [--kv host|bound|shared] [--rest-words 1]
+//!     [--kv host|bound|shared] [--rest-words 1] [--adjacent 0]
 //! ```
 //! `--rest-words N` ends each child's own step with N words (1 by default): whether
 //! a continuation's cost grows with its positions or is fixed per run. `--rest-words
 //! A-B` draws each child's count from A..=B, afresh for every call, as a search's
-//! steps vary: whether a length not seen before costs more than one seen.
+//! steps vary: whether a length not seen before costs more than one seen. `--adjacent 1`
+//! puts a question's nodes next to each other in the call, as a search's score batches
+//! do (by default node n belongs to question n mod `--questions`, so neighbours differ).
 //! `TSST_VALUE_RESTS`, `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and
 //! `TSST_ARENA_SHRINK` apply.
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut device, mut questions, mut nodes, mut children, mut chain, mut calls) =
         (Device::Cpu, 8usize, 64usize, 5usize, 8usize, 4usize);
     let mut kv: Option<KvMode> = None;
+    let mut adjacent = false;
     let mut rest_words = (1usize, 1usize);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -37,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--chain-steps" => chain = value.parse()?,
             "--calls" => calls = value.parse()?,
             "--kv" => kv = Some(value.parse()?),
+            "--adjacent" => adjacent = value != "0",
             "--rest-words" => {
                 rest_words = match value.split_once('-') {
                     Some((lo, hi)) => (lo.parse()?, hi.parse()?),
@@ -85,7 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             for c in 0..children {
                 texts.push((
-                    n % questions,
+                    if adjacent {
+                        n * questions / nodes
+                    } else {
+                        n % questions
+                    },
                     format!(
                         "{prefix}Step {}: Child {c} counts the shapes{}.",
                         chain + 1,
@@ -100,9 +108,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(mode) = kv {
         value.model().set_kv_mode(mode)?;
     }
-    let texts = nodes * children;
+    let per_call = nodes * children;
     println!(
-        "{texts} texts a call ({nodes} nodes x {children} children, {questions} questions, rests of {}-{} words), {device}, {:?}",
+        "{per_call} texts a call ({nodes} nodes x {children} children, {questions} questions, rests of {}-{} words), {device}, {:?}",
         rest_words.0,
         rest_words.1,
         value.model().kv_mode()
