@@ -15,15 +15,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections import defaultdict
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import train as T  # noqa: E402
+from rescore import score  # noqa: E402
 
 
 def shape(record):
@@ -47,22 +44,6 @@ def pairs(records, limit):
         if matched:
             out.append((q, matched))
     return out[:limit] if limit else out
-
-
-def score(path, records, image_root):
-    with tempfile.TemporaryDirectory() as work:
-        model, tok, special, head, _ = T.load_base(path, "value", work)
-    model.eval()
-    head.eval()
-    cfg = model.config
-    n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
-    data = T.Examples(records, tok, special, image_root, cfg.vision_config.image_size, n_img, "value")
-    values = []
-    with torch.no_grad():
-        for at in range(0, len(data.items), 32):
-            values += T.values_of(model.model, head, data.items[at:at + 32], "cpu", torch.float32,
-                                  special["pad"]).tolist()
-    return values
 
 
 def summary(groups, values):

@@ -48,6 +48,23 @@ def summary(questions, values, absent):
             "mixed_questions": len(mixed), "mixed_top_right": mixed_top, "mixed_chance": round(chance, 1)}
 
 
+def score(path, records, image_root):
+    """The value of each of `records` (train.py's value records) by the model at `path`."""
+    with tempfile.TemporaryDirectory() as work:
+        model, tok, special, head, _ = T.load_base(path, "value", work)
+    model.eval()
+    head.eval()
+    cfg = model.config
+    n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+    data = T.Examples(records, tok, special, image_root, cfg.vision_config.image_size, n_img, "value")
+    values = []
+    with torch.no_grad():
+        for at in range(0, len(data.items), 32):
+            values += T.values_of(model.model, head, data.items[at:at + 32], "cpu", torch.float32,
+                                  special["pad"]).tolist()
+    return values
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", required=True)
@@ -81,18 +98,7 @@ def main(argv=None):
     out["run"] = summary(questions, [[s["value"] for s in q["solutions"]] for q in questions], len(absent))
     for spec in a.model:
         name, path = spec.split("=", 1)
-        with tempfile.TemporaryDirectory() as work:
-            model, tok, special, head, _ = T.load_base(path, "value", work)
-        model.eval()
-        head.eval()
-        cfg = model.config
-        n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
-        data = T.Examples(records, tok, special, a.image_root, cfg.vision_config.image_size, n_img, "value")
-        flat = []
-        with torch.no_grad():
-            for at in range(0, len(data.items), 32):
-                chunk = data.items[at:at + 32]
-                flat += T.values_of(model.model, head, chunk, "cpu", torch.float32, special["pad"]).tolist()
+        flat = score(path, records, a.image_root)
         values, at = [], 0
         for q in questions:
             values.append(flat[at:at + len(q["solutions"])])
