@@ -11,10 +11,11 @@
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
 # `steps` (the carried build scoring in row slots, one position a run: TSST_VALUE_RESTS=steps),
-# `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0).
-# `value` is no e2e run but value.sh (the value model's calls in isolation, with a
-# profile), run where it stands in the list; so is `reference`, which otherwise runs
-# before the variants.
+# `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
+# `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto).
+# `value` is no e2e run but value.sh (the value model's calls in isolation and the
+# decode step, under both attention settings), run where it stands in the list; so is
+# `reference`, which otherwise runs before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
 shift $(( $# < 3 ? $# : 3 ))
@@ -45,11 +46,13 @@ for v in $variants; do
     stems) env=(TSST=/opt/work/bin/tsst TAG=-stems) ;;
     steps) env=(TSST=/opt/work/bin/tsst TAG=-steps) ;;
     noshrink) env=(TSST=/opt/work/bin/tsst TAG=-noshrink) ;;
+    auto) env=(TSST=/opt/work/bin/tsst TAG=-auto) ;;
   esac
   extra=(); [ \$v = noreuse ] && extra=(TSST_VALUE_PREFIX_REUSE=0)
   [ \$v = stems ] && extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916})
   [ \$v = steps ] && extra=(TSST_VALUE_RESTS=steps)
   [ \$v = noshrink ] && extra=(TSST_ARENA_SHRINK=0)
+  [ \$v = auto ] && extra=(TSST_ATTENTION=auto)
   stage e2e \$v; env "\${env[@]}" bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
 done
 stage done

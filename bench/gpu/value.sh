@@ -1,34 +1,31 @@
 #!/usr/bin/env bash
 # On the device, after boot.sh, the parts and export-7b.sh: the value model's calls in
-# isolation at the 7B shape (models/examples/value_timing, carried by carry.sh): a
-# node's children scored from their shared prefix, each child's rest a run, with every
-# rest of a call one length, then with lengths that vary as a search's do; then ONNX
-# Runtime's profile, summed by operator (profile_top.py). Why a child's rest took 47 ms
-# inside the search and 7.5 ms here (bench/RESULTS.md, "The value model alone and inside
-# the search", which also has row slots, longer rests and the attention kernel).
-#   bench/gpu/value.sh [NODES] [CALLS]
+# isolation at the 7B shape (models/examples/value_timing, carried by carry.sh), with
+# attention pinned to flash / memory-efficient kernels (TSST_ATTENTION=flash, the
+# default) and with ONNX Runtime's own choice (`auto`: cuDNN's fused attention on
+# Hopper, one cuDNN graph built per new shape). Each case once with every rest of a call
+# one length (call 1 repeats call 0's lengths), once with each child's step 1-60 words
+# drawn afresh every call, as a search's are. Why a child's rest took 47 ms inside the
+# search and 7.5 ms here (bench/RESULTS.md, "The value model alone and inside the
+# search"). Then the policy's decode step at batch 16 and 64 under both settings.
+#   bench/gpu/value.sh [NODES]
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 . "$G/env.sh"
-nodes=${1:-32} calls=${2:-2}
+nodes=${1:-32}
 T=/opt/work/bin/value_timing
 M=/opt/work/value-L32
-echo "== default"
-$T $M --device cuda:0 --nodes $nodes --calls $calls 2>&1 | tail -$((calls + 1))
-# Each child's step 1-60 words, drawn afresh every call, as a search's steps vary: does a
-# length not seen before cost more? Also with arena memory never handed back after a
-# prefix's prefill (TSST_ARENA_SHRINK=0).
-for v in "" TSST_ARENA_SHRINK=0; do
-  echo "== ${v:-default}, --rest-words 1-60"
-  env $v $T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 2>&1 | tail -3
+for a in flash auto; do
+  echo "== TSST_ATTENTION=$a, one length"
+  TSST_ATTENTION=$a $T $M --device cuda:0 --nodes $nodes --calls 2 2>&1 | tail -3
+  echo "== TSST_ATTENTION=$a, --rest-words 1-60"
+  TSST_ATTENTION=$a $T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 2>&1 | tail -3
 done
-# The same with a question's nodes next to each other in the call, as in the search: its
-# nodes' texts then share one prefix up to where their chains part, and every rest
-# carries its node's chain since then.
-echo "== default, --rest-words 1-60 --adjacent 1"
-$T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 --adjacent 1 2>&1 | tail -3
-# Where the time of varied lengths goes, by operator.
-rm -rf /opt/work/prof && mkdir -p /opt/work/prof
-echo "== profile, --rest-words 1-60"
-TSST_ORT_PROFILE=/opt/work/prof/value $T $M --device cuda:0 --nodes 8 --calls 3 --rest-words 1-60 2>&1 | tail -1
-python3 "$G/profile_top.py" /opt/work/prof/value*.json --top 8 2>&1 | grep -v " 0 runs" | head -40
+# A question's nodes next to each other in the call, as in the search: its nodes' texts
+# then share one prefix up to where their chains part.
+echo "== TSST_ATTENTION=flash, --rest-words 1-60 --adjacent 1"
+TSST_ATTENTION=flash $T $M --device cuda:0 --nodes $nodes --calls 3 --rest-words 1-60 --adjacent 1 2>&1 | tail -3
+for a in flash auto; do
+  echo "== decode step, TSST_ATTENTION=$a"
+  TSST_ATTENTION=$a TIMING=/opt/work/bin/timing bash "$G/decode.sh" /opt/work/policy-L32 --batch 16,64 2>&1 | tail -8
+done

@@ -14,6 +14,11 @@ pub const INTRA_THREADS_ENV: &str = "TSST_ORT_INTRA_THREADS";
 /// Caps each CUDA session's memory arena (MiB).
 pub const MEM_LIMIT_ENV: &str = "TSST_CUDA_MEM_LIMIT_MB";
 
+/// Which attention kernels ONNX Runtime's CUDA attention ops may pick: `flash` (the
+/// default: flash, memory-efficient or plain attention, never cuDNN's) or `auto`
+/// (ONNX Runtime's own choice, which prefers cuDNN's on Hopper).
+pub const ATTENTION_ENV: &str = "TSST_ATTENTION";
+
 /// Opens `file` on `device`. CUDA is registered with `error_on_failure`: asking for a
 /// GPU where none works is an error, never a silent CPU fallback.
 pub fn open_session(env: &Environment, device: Device, file: &Path) -> Result<Session, ModelError> {
@@ -113,6 +118,26 @@ fn with_cuda(
         .and_then(|v| v.parse::<usize>().ok())
     {
         cuda = cuda.with_memory_limit(mb << 20);
+    }
+    // On Hopper, ONNX Runtime 1.31 lets GroupQueryAttention prefer cuDNN's fused
+    // attention unless the kernels are pinned. cuDNN builds an execution graph for
+    // every new (batch, query length, key length) and caches it per thread; a search's
+    // value rests and admissions come in ever new lengths, so that build is paid on
+    // nearly every run. Pinning the other kernels keeps attention free of per-shape
+    // builds.
+    match std::env::var(ATTENTION_ENV).as_deref() {
+        Ok("auto") => {}
+        Ok("flash") | Ok("") | Err(_) => {
+            use ort::ep::cuda::AttentionBackend as A;
+            cuda =
+                cuda.with_attention_backend(A::FLASH_ATTENTION | A::EFFICIENT_ATTENTION | A::MATH);
+        }
+        Ok(other) => {
+            return Err(ModelError::Device {
+                device: Device::Cuda(id).to_string(),
+                reason: format!("{ATTENTION_ENV}={other:?}: expected `flash` or `auto`"),
+            });
+        }
     }
     let cuda = cuda.build().error_on_failure();
     let fail = |e: ort::Error<()>| ModelError::Device {
