@@ -10,7 +10,6 @@
 # `base` (the baseline build, carry.sh's TSST_BASELINE_BIN), `noreuse` (the carried
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
-# `steps` (the carried build scoring in row slots, one position a run: TSST_VALUE_RESTS=steps),
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
@@ -44,13 +43,11 @@ for v in $variants; do
     base) env=(TSST=/opt/work/bin/tsst-base TAG=-base) ;;
     noreuse) env=(TSST=/opt/work/bin/tsst TAG=-noreuse) ;;
     stems) env=(TSST=/opt/work/bin/tsst TAG=-stems) ;;
-    steps) env=(TSST=/opt/work/bin/tsst TAG=-steps) ;;
     noshrink) env=(TSST=/opt/work/bin/tsst TAG=-noshrink) ;;
     auto) env=(TSST=/opt/work/bin/tsst TAG=-auto) ;;
   esac
   extra=(); [ \$v = noreuse ] && extra=(TSST_VALUE_PREFIX_REUSE=0)
   [ \$v = stems ] && extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916})
-  [ \$v = steps ] && extra=(TSST_VALUE_RESTS=steps)
   [ \$v = noshrink ] && extra=(TSST_ARENA_SHRINK=0)
   [ \$v = auto ] && extra=(TSST_ATTENTION=auto)
   stage e2e \$v; env "\${env[@]}" bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1

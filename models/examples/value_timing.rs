@@ -14,8 +14,8 @@
 //! steps vary: whether a length not seen before costs more than one seen. `--adjacent 1`
 //! puts a question's nodes next to each other in the call, as a search's score batches
 //! do (by default node n belongs to question n mod `--questions`, so neighbours differ).
-//! `TSST_VALUE_RESTS`, `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB` and
-//! `TSST_ARENA_SHRINK` apply.
+//! `TSST_VALUE_PREFIX_REUSE`, `TSST_STEM_CACHE_MB`, `TSST_ARENA_SHRINK` and
+//! `TSST_ATTENTION` apply.
 use std::path::PathBuf;
 use std::time::Instant;
 use tsst_backend::ScoreRequest;
@@ -130,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let failed = out.iter().filter(|r| r.is_err()).count();
         let p = value.phases();
         println!(
-            "call {call}{}: {ms:.0} ms, {:.2} ms a text; prompts {:.0}, prefix {:.0}, rests {:.0}, runs {:.0}, whole {:.0}, head {:.0} ms; {} admissions, {} steps; failed {failed}",
+            "call {call}{}: {ms:.0} ms, {:.2} ms a text; prompts {:.0}, prefix {:.0}, rests {:.0}, runs {:.0}, whole {:.0}, head {:.0} ms; failed {failed}",
             if call == 0 { " (warm-up)" } else { "" },
             ms / batch.len() as f64,
             p.prompts,
@@ -139,8 +139,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p.runs,
             p.whole,
             p.head,
-            p.admissions,
-            p.steps
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! `conversation(question, text)`, through the value head, one scalar per request.
 use crate::device::{open_session, Device};
 use crate::error::ModelError;
-use crate::llava::{Embeds, KvMode, Llava, Prompt, Want};
+use crate::llava::{KvMode, Llava, Prompt};
 use crate::manifest::{Kind, ValueHead};
 use crate::memory;
 use crate::tensor;
@@ -11,10 +11,6 @@ use ort::value::TensorElementType;
 use std::path::Path;
 use std::sync::Arc;
 use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
-
-mod slots;
-
-pub use slots::RESTS_ENV;
 
 /// Texts scored per decoder run.
 const SCORE_BATCH: usize = 8;
@@ -27,12 +23,9 @@ const MIN_SHARED: usize = 16;
 
 /// Where a call's time went, for its debug line: milliseconds building prompts,
 /// prefilling shared prefixes (and copying them into buffers), embedding the texts'
-/// rests, running the rests, prefilling whole texts, and in the value head; in row
-/// slots, how many times groups were admitted and how many steps ran.
+/// rests, running the rests, prefilling whole texts, and in the value head.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Phases {
-    pub admissions: usize,
-    pub steps: usize,
     pub prompts: f64,
     pub prefix: f64,
     pub rests: f64,
@@ -62,11 +55,6 @@ pub struct OnnxValue {
     prefix_reuse: bool,
     /// The current call's.
     phases: Phases,
-    /// Texts are scored in row slots, one position a run (`slots`).
-    steps: bool,
-    /// The row slots' budget and buffers.
-    budget: crate::memory::KvBudget,
-    pool: Option<crate::llava::SlotPool>,
 }
 
 impl OnnxValue {
@@ -97,37 +85,18 @@ impl OnnxValue {
             .and_then(|o| o.dtype().tensor_shape().map(|s| s.len()))
             .unwrap_or(2);
         Ok(OnnxValue {
-            budget: Self::slot_budget(&model, device),
             head,
             spec,
             head_type,
             head_rank2: rank != 3,
             prefix_reuse: std::env::var(PREFIX_REUSE_ENV).map_or(true, |v| v != "0"),
             phases: Phases::default(),
-            steps: std::env::var(RESTS_ENV).is_ok_and(|v| v == "steps"),
-            pool: None,
             model,
         })
     }
 
     pub fn model(&mut self) -> &mut Llava {
         &mut self.model
-    }
-
-    /// Scores texts in row slots, one position a run (`slots`; `KvMode::Shared`
-    /// only), instead of each text's rest in a run of its own.
-    pub fn set_steps(&mut self, on: bool) {
-        self.steps = on;
-    }
-
-    /// The row slots' budget (bytes of cache the slots may hold).
-    pub fn set_kv_budget(&mut self, limit: u64) {
-        self.budget.limit = limit;
-        self.pool = None;
-    }
-
-    pub fn kv_budget(&self) -> crate::memory::KvBudget {
-        self.budget
     }
 
     /// Where the last call's time went.
@@ -163,27 +132,6 @@ impl OnnxValue {
                     }
                 }
                 Err(e) => out.push(Err(RequestError(e))),
-            }
-        }
-        if self.steps && self.model.kv_mode() == KvMode::Shared && !live.is_empty() {
-            match self.score_slots(&live) {
-                Ok(hidden) => {
-                    for ((i, _), v) in live.iter().zip(self.head(hidden)?) {
-                        out[*i] = Ok(v);
-                    }
-                    self.log_call(batch.len(), 0, began);
-                    return Ok(out);
-                }
-                // The texts go the other way below, which halves on out-of-memory;
-                // later calls get smaller slots.
-                Err(e) if memory::is_out_of_memory(&e.to_string()) => {
-                    self.budget.limit /= 2;
-                    tracing::warn!(texts = live.len(), error = %e, "out of device memory in the value model's row slots; scoring these texts run by run");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "scoring in row slots failed; this model scores run by run from now on");
-                    self.steps = false;
-                }
             }
         }
         // Texts that continue one prefix (the children of one node) are scored from
@@ -266,8 +214,6 @@ impl OnnxValue {
             runs_ms = self.phases.runs as u64,
             whole_ms = self.phases.whole as u64,
             head_ms = self.phases.head as u64,
-            admissions = self.phases.admissions,
-            steps = self.phases.steps,
             "texts scored"
         );
     }
