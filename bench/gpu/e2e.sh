@@ -19,7 +19,8 @@ tag=b$batch-n$n${TAG:-}
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 500 > $OUT/smi-$tag.csv &
 smi=$!
 start=$(date +%s.%N)
-RUST_LOG=info,tsst_models=debug timeout $limit $TSST run --config ref.yaml --device cuda:0 --batch $batch --out runs --quiet > $OUT/run-$tag.out 2> $OUT/run-$tag.log
+# At the limit the run gets SIGTERM and writes what finished (the rest `pending`).
+RUST_LOG=info,tsst_models=debug timeout -k 120 $limit $TSST run --config ref.yaml --device cuda:0 --batch $batch --out runs --quiet > $OUT/run-$tag.out 2> $OUT/run-$tag.log
 rc=$?
 end=$(date +%s.%N)
 kill $smi
@@ -53,6 +54,14 @@ grep "texts scored" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
     n++; t += v["texts"]; w += v["whole"]; ms += v["ms"] }
     { pr += v["prompts_ms"]; px += v["prefix_ms"]; re += v["rests_ms"]; ru += v["runs_ms"]; wh += v["whole_ms"]; hd += v["head_ms"] }
   END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f prefilled_per_text=%.0f stems=%s stem_hits=%s stem_misses=%s\nvalue_phases_s: prompts=%.1f prefix=%.1f rests=%.1f runs=%.1f whole=%.1f head=%.1f\n", n, t, w, ms / 1000, (t ? v["prefilled"] / t : 0), v["stems"], v["stem_hits"], v["stem_misses"], pr / 1000, px / 1000, re / 1000, ru / 1000, wh / 1000, hd / 1000 }'
+# Expansions (policy requests) after the first batch, over the time from its end to the
+# last batch's end; and how many questions had finished (the quiet run's progress line).
+grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
+  { split($1, a, "T"); split(a[2], b, ":"); t = b[1] * 3600 + b[2] * 60 + b[3]
+    for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, r, "="); q = r[2] }
+    if (NR == 1) t0 = t; else n += q; last = t }
+  END { if (last > t0) printf "expansions_per_s=%.2f (%d in %.1f s after the first batch)\n", n / (last - t0), n, last - t0 }'
+grep "questions finished" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -1 | grep -o "done=.*"
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log
 grep "allocating the row slots" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -3

@@ -358,3 +358,77 @@ fn the_scene_verifier_judges_the_steps_as_well_as_the_answer() {
         "each right answer says why it no longer counts"
     );
 }
+
+/// SIGTERM in the middle of an embedded run (its store lives only in the process):
+/// what finished is written, the rest as `pending`, metrics over the finished ones,
+/// and the command fails saying so.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let synth = tsst_in(
+        dir.path(),
+        &[
+            "data", "synth", "--out", "synth", "--n", "200", "--seed", "3",
+        ],
+    );
+    assert!(synth.status.success(), "{}", text(&synth));
+    // 30 ms a model call: the run takes far longer than the test waits.
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: synth\n\
+         data_subset: train\nnum_beams: 2\nbranch: 2\nn_consistency: 2\nmodels:\n  - \
+         {policy_model: 'scripted:30ms', value_model: 'scripted:30ms', tag: s, \
+         run_flag: true, use_value: true}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsst"))
+        .args(["run", "--config", "eval.yaml", "--quiet"])
+        .current_dir(dir.path())
+        .env_remove("TSST_AMQP_URL")
+        .env_remove("TSST_REDIS_URL")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The quiet run's progress line says when the first questions are done.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("questions finished") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the run ended before any progress line: {log}"
+        );
+        log.push_str(&line);
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{log}{rest}", String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("interrupted after"), "{said}");
+    let lines = results_lines(dir.path(), "eval-s");
+    let status = |s: &str| lines.iter().filter(|r| r["status"] == s).count();
+    let (done, pending) = (status("done"), status("pending"));
+    assert!(done >= 1 && pending >= 1, "done {done}, pending {pending}");
+    assert_eq!(done + pending + status("failed"), lines.len());
+    assert!(
+        said.contains(&format!("{done} of {} questions", lines.len())),
+        "{said}"
+    );
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("runs/eval-s/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["overall"]["questions"], done, "{metrics}");
+}

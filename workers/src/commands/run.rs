@@ -1,6 +1,6 @@
 //! `tsst run` and `tsst demo`: a config's runs from start to results.
 use crate::cli::{DemoArgs, RunArgs, ServiceArgs};
-use crate::commands::worker::{batch_settings, role_specs};
+use crate::commands::worker::{batch_settings, role_specs, shutdown_signal};
 use crate::runs::{self, PlannedRun};
 use crate::services;
 use anyhow::{bail, Context as _, Result};
@@ -55,26 +55,40 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
         // A role that stops (its endpoint rejects every request) would leave the run
         // waiting forever: stop with its reason instead.
         let outcome = tokio::select! {
-            outcome = run_all(&store, &broker, planned, &args.out, args.quiet) => outcome,
+            outcome = run_all(&store, &broker, planned, &args.out, args.quiet, shutdown_signal()) => outcome,
             reason = worker.any_stopped() => Err(anyhow::anyhow!("a role stopped: {reason}")),
         };
         worker.shutdown().await;
         outcome
     } else {
         let d = services.connect("tsst-run").await?;
-        let outcome = run_all(&d.store, &d.broker, planned, &args.out, args.quiet).await;
+        let outcome = run_all(
+            &d.store,
+            &d.broker,
+            planned,
+            &args.out,
+            args.quiet,
+            shutdown_signal(),
+        )
+        .await;
         d.broker.close().await;
         outcome
     }
 }
 
+/// Runs each planned run to its end and writes its outputs. On `stop` (Ctrl-C or
+/// SIGTERM) the run under way writes what has finished so far, its unfinished
+/// questions as `pending`, and the command fails saying so: an interrupted run keeps
+/// its finished work (an embedded run's store lives only in this process).
 async fn run_all<S: Store, B: Broker>(
     store: &S,
     broker: &B,
     planned: Vec<PlannedRun>,
     out: &Path,
     quiet: bool,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let mut stop = std::pin::pin!(stop);
     let mut failed = Vec::new();
     for PlannedRun {
         record,
@@ -86,19 +100,39 @@ async fn run_all<S: Store, B: Broker>(
         let e = enqueue_with_failures(store, broker, &record, &questions, &unloadable).await?;
         tracing::info!(run = %record.run, questions = e.questions, published = e.published, "enqueued");
         let bar = progress_bar(&record.run, e.questions as u64, quiet);
-        follow(store, &record.run, Duration::from_millis(100), |p| {
-            bar.set_position(u64::from(p.done));
-            if p.failed > 0 {
-                bar.set_message(format!("{} failed", p.failed));
+        let mut logged = ProgressLog::default();
+        let interrupted = tokio::select! {
+            p = follow(store, &record.run, Duration::from_millis(100), |p| {
+                bar.set_position(u64::from(p.done));
+                if p.failed > 0 {
+                    bar.set_message(format!("{} failed", p.failed));
+                }
+                if quiet {
+                    logged.note(&record.run, p);
+                }
+            }) => {
+                p?;
+                false
             }
-        })
-        .await?;
+            () = &mut stop => true,
+        };
         bar.finish_and_clear();
         let res = results(store, &record.run).await?;
         let folder = out.join(&record.run);
         let written = write_outputs(store, &folder, &record.run, &res).await?;
         print_summary(&record.run, &res, started.elapsed());
         println!("{written}");
+        if interrupted {
+            bail!(
+                "interrupted after {:.0} s: {} of {} questions of run {} had finished; \
+                 they are in {} (the others with status \"pending\")",
+                started.elapsed().as_secs_f64(),
+                finished(&res).count(),
+                res.len(),
+                record.run,
+                folder.display()
+            );
+        }
         failed.extend(
             res.iter()
                 .filter(|r| r.status == QuestionStatus::Failed)
@@ -120,6 +154,36 @@ async fn run_all<S: Store, B: Broker>(
         );
     }
     Ok(())
+}
+
+/// With `--quiet` (no progress bar), a log line when questions finish, at most every
+/// 10 s and always for the last: a run in the background shows how far it got.
+#[derive(Default)]
+struct ProgressLog {
+    last: Option<Instant>,
+}
+
+impl ProgressLog {
+    fn note(&mut self, run: &str, p: tsst_actors::store::Progress) {
+        if p.done == 0 && !p.complete() {
+            return;
+        }
+        if !p.complete()
+            && self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        tracing::info!(
+            run,
+            done = p.done,
+            failed = p.failed,
+            total = p.total,
+            "questions finished"
+        );
+    }
 }
 
 fn progress_bar(run: &str, total: u64, quiet: bool) -> ProgressBar {
@@ -153,7 +217,7 @@ pub async fn write_outputs<S: Store>(
     }
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     let metrics = folder.join("metrics.json");
-    let json = serde_json::to_string_pretty(&RunMetrics::compute(results).to_json())?;
+    let json = serde_json::to_string_pretty(&RunMetrics::compute(finished(results)).to_json())?;
     std::fs::write(&metrics, json).with_context(|| format!("writing {}", metrics.display()))?;
     let (dplus, dv) = write_datasets(store, folder, run).await?;
     Ok(format!(
@@ -175,22 +239,31 @@ pub async fn write_datasets<S: Store>(
     Ok((dplus.len(), dv.len()))
 }
 
+/// The questions whose work is over (done or failed): what metrics are computed over,
+/// so an interrupted run's metrics are those of what it finished.
+fn finished(results: &[QuestionResult]) -> impl Iterator<Item = &QuestionResult> {
+    results
+        .iter()
+        .filter(|r| r.status != QuestionStatus::Pending)
+}
+
 fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
-    let solutions: usize = results.iter().map(|r| r.solutions.len()).sum();
-    let rounds: u32 = results.iter().map(|r| r.rounds).sum();
+    let over: Vec<&QuestionResult> = finished(results).collect();
+    let solutions: usize = over.iter().map(|r| r.solutions.len()).sum();
+    let rounds: u32 = over.iter().map(|r| r.rounds).sum();
+    let questions = if over.len() == results.len() {
+        format!("{} questions", results.len())
+    } else {
+        format!("{} of {} questions finished", over.len(), results.len())
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "run {run}: {} questions, {solutions} solutions, {:.1} rounds per question, {:.1}s",
-        results.len(),
-        f64::from(rounds) / results.len().max(1) as f64,
+        "run {run}: {questions}, {solutions} solutions, {:.1} rounds per question, {:.1}s",
+        f64::from(rounds) / over.len().max(1) as f64,
         took.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        RunMetrics::compute(results).to_string().trim_end()
-    );
+    let _ = writeln!(out, "{}", RunMetrics::compute(over).to_string().trim_end());
 }
 
 /// Generates the synthetic benchmark where the demo configs expect it, fetches the
