@@ -1,10 +1,9 @@
 //! The `tsst` command as users call it.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::repo as root;
+use std::path::Path;
+use std::process::Output;
 
 fn tsst(args: &[&str]) -> Output {
     tsst_in(&root(), args)
@@ -12,13 +11,7 @@ fn tsst(args: &[&str]) -> Output {
 
 /// `tsst` run in `dir`, without services.
 fn tsst_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tsst"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
-        .output()
-        .expect("tsst runs")
+    common::tsst(dir).args(args).output().expect("tsst runs")
 }
 
 fn text(o: &Output) -> String {
@@ -384,11 +377,8 @@ fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
          run_flag: true, use_value: true}\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tsst"))
+    let mut child = common::tsst(dir.path())
         .args(["run", "--config", "eval.yaml", "--quiet"])
-        .current_dir(dir.path())
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -406,7 +396,7 @@ fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
         );
         log.push_str(&line);
     }
-    let kill = Command::new("kill")
+    let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();

@@ -1,12 +1,10 @@
 //! `tsst demo` with the committed demo models (models/demo, the small LLaVA trained on
 //! the synthetic benchmark): on questions drawn with a seed they never saw, the direct
 //! and the beam accuracy are printed and well above the 0.25 of chance.
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+use common::repo;
+use std::path::Path;
 
 /// A shipped demo config on 20 questions, with `data` for its dataset and the repo's
 /// models named by absolute path.
@@ -36,10 +34,7 @@ fn the_demo_models_answer_well_above_chance() {
     let data = dir.join("data");
     config("demo.yaml", &data, dir);
     config("demo-direct.yaml", &data, dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_tsst"))
-        .current_dir(dir)
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
+    let out = common::tsst(dir)
         .args([
             "demo",
             "--config",

@@ -7,20 +7,20 @@
 //! - One round with the real trainer (tools/train: LoRA in PyTorch, merged and exported
 //!   to ONNX): the versions it makes are new weights that the next stages load.
 //! - The shipped demo models rebuild into PyTorch checkpoints (tools/train/from_onnx.py).
+mod common;
+
+use common::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models")
+    repo().join("tests/fixtures/models")
 }
 
 fn tsst(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tsst"));
-    c.current_dir(dir)
-        .env_remove("TSST_AMQP_URL")
-        .env_remove("TSST_REDIS_URL")
-        .env("RUST_LOG", "info");
+    let mut c = common::tsst(dir);
+    c.env("RUST_LOG", "info");
     c
 }
 
@@ -60,10 +60,6 @@ fn weights(model: &Path) -> Vec<u8> {
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn synth_and_configs(dir: &Path) {

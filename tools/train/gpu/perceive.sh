@@ -35,11 +35,10 @@ for s in train test; do
     > $G/contrasts-$s.log 2>&1 || fail contrasts-$s
 done
 mark data-done
+. "$(dirname "$0")/warm-args.sh"
 warm() { name=$1; shift
-  $PY tools/train/warmup.py train --pack $G/pack --out $G/$name --device $DEVICE --seed 0 --steps 40000 \
-    --batch 128 --lr 1e-3 --warmup-steps 200 --max-minutes $MIN --eval-every 250 --eval-n 250 --eval-batch 256 \
-    --test-n 500 --max-new 128 --log-every 200 --value-steps 2000 --value-max-minutes 0.7 --value-eval-every 500 \
-    --value-eval-n 1500 --value-n 60000 "$@" > $G/$name.log 2>&1
+  $PY tools/train/warmup.py train --pack $G/pack --out $G/$name --device $DEVICE "${WARM_ARGS[@]}" \
+    --lr 1e-3 --max-minutes $MIN "$@" > $G/$name.log 2>&1
 }
 warm A & a=$!
 warm B --shape "$SHAPE_B" & b=$!
