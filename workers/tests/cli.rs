@@ -292,20 +292,25 @@ fn a_run_whose_questions_all_fail_exits_non_zero() {
     );
 }
 
+/// A temporary directory with `n` synthetic questions (seed 3) under `synth/`.
+fn synth_dir(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let n = n.to_string();
+    let synth = tsst_in(
+        dir.path(),
+        &["data", "synth", "--out", "synth", "--n", &n, "--seed", "3"],
+    );
+    assert!(synth.status.success(), "{}", text(&synth));
+    dir
+}
+
 /// On the synthetic benchmark every verdict says whether the chain's steps are facts
 /// of the scene (`grounded`), the metrics show the share (`faithful`), and with
 /// `verifier: scene` a right answer reached through other steps is not correct. The
 /// scripted policy's steps ("I count the shapes ...") are no scene's facts.
 #[test]
 fn the_scene_verifier_judges_the_steps_as_well_as_the_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let synth = tsst_in(
-        dir.path(),
-        &[
-            "data", "synth", "--out", "synth", "--n", "12", "--seed", "3",
-        ],
-    );
-    assert!(synth.status.success(), "{}", text(&synth));
+    let dir = synth_dir(12);
     let (mut correct, mut ungrounded_notes) = (Vec::new(), 0);
     for verifier in ["answer", "scene"] {
         let config = format!(
@@ -360,14 +365,7 @@ fn the_scene_verifier_judges_the_steps_as_well_as_the_answer() {
 fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let synth = tsst_in(
-        dir.path(),
-        &[
-            "data", "synth", "--out", "synth", "--n", "200", "--seed", "3",
-        ],
-    );
-    assert!(synth.status.success(), "{}", text(&synth));
+    let dir = synth_dir(200);
     // 30 ms a model call: the run takes far longer than the test waits.
     std::fs::write(
         dir.path().join("eval.yaml"),
