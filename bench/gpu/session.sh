@@ -13,7 +13,8 @@
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
-# decode step, under both attention settings), run where it stands in the list; so is
+# decode step, under both attention settings), run where it stands in the list; so are
+# `generation` (generation.sh: the decode step against PyTorch's generate) and
 # `reference`, which otherwise runs before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
@@ -37,6 +38,9 @@ for v in $variants; do
   fi
   if [ \$v = value ]; then
     stage value; bash bench/gpu/value.sh > \$OUT/value.txt 2>&1; continue
+  fi
+  if [ \$v = generation ]; then
+    stage generation; bash bench/gpu/generation.sh > \$OUT/generation.txt 2>&1; continue
   fi
   case \$v in
     new) env=(TSST=/opt/work/bin/tsst TAG=) ;;
