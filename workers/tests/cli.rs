@@ -375,15 +375,16 @@ fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
          run_flag: true, use_value: true}\n",
     )
     .unwrap();
+    // Not --quiet: stderr is a pipe, so the progress goes to the log instead of a bar.
     let mut child = common::tsst(dir.path())
-        .args(["run", "--config", "eval.yaml", "--quiet"])
+        .args(["run", "--config", "eval.yaml"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The quiet run's progress line says when the first questions are done.
+    // The progress line says when the first questions are done.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     while !log.contains("questions finished") {

@@ -100,6 +100,9 @@ async fn run_all<S: Store, B: Broker>(
         let e = enqueue_with_failures(store, broker, &record, &questions, &unloadable).await?;
         tracing::info!(run = %record.run, questions = e.questions, published = e.published, "enqueued");
         let bar = progress_bar(&record.run, e.questions as u64, quiet);
+        // Without a bar to show it (--quiet, or stderr not a terminal), progress goes
+        // to the log.
+        let log_progress = bar.is_hidden();
         let mut logged = ProgressLog::default();
         let interrupted = tokio::select! {
             p = follow(store, &record.run, Duration::from_millis(100), |p| {
@@ -107,7 +110,7 @@ async fn run_all<S: Store, B: Broker>(
                 if p.failed > 0 {
                     bar.set_message(format!("{} failed", p.failed));
                 }
-                if quiet {
+                if log_progress {
                     logged.note(&record.run, p);
                 }
             }) => {
@@ -156,7 +159,7 @@ async fn run_all<S: Store, B: Broker>(
     Ok(())
 }
 
-/// With `--quiet` (no progress bar), a log line when questions finish, at most every
+/// Without a progress bar, a log line when questions finish, at most every
 /// 10 s and always for the last: a run in the background shows how far it got.
 #[derive(Default)]
 struct ProgressLog {
