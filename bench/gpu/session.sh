@@ -33,28 +33,20 @@ case " $variants " in
   *) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1 ;;
 esac
 for v in $variants; do
-  if [ \$v = reference ]; then
-    stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue
-  fi
-  if [ \$v = value ]; then
-    stage value; bash bench/gpu/value.sh > \$OUT/value.txt 2>&1; continue
-  fi
-  if [ \$v = generation ]; then
-    stage generation; bash bench/gpu/generation.sh > \$OUT/generation.txt 2>&1; continue
-  fi
+  bin=/opt/work/bin/tsst extra=()
   case \$v in
-    new) env=(TSST=/opt/work/bin/tsst TAG=) ;;
-    base) env=(TSST=/opt/work/bin/tsst-base TAG=-base) ;;
-    noreuse) env=(TSST=/opt/work/bin/tsst TAG=-noreuse) ;;
-    stems) env=(TSST=/opt/work/bin/tsst TAG=-stems) ;;
-    noshrink) env=(TSST=/opt/work/bin/tsst TAG=-noshrink) ;;
-    auto) env=(TSST=/opt/work/bin/tsst TAG=-auto) ;;
+    reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
+    value|generation) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
+    new) ;;
+    base) bin=/opt/work/bin/tsst-base ;;
+    noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;
+    stems) extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916}) ;;
+    noshrink) extra=(TSST_ARENA_SHRINK=0) ;;
+    auto) extra=(TSST_ATTENTION=auto) ;;
+    *) stage "unknown variant \$v"; continue ;;
   esac
-  extra=(); [ \$v = noreuse ] && extra=(TSST_VALUE_PREFIX_REUSE=0)
-  [ \$v = stems ] && extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916})
-  [ \$v = noshrink ] && extra=(TSST_ARENA_SHRINK=0)
-  [ \$v = auto ] && extra=(TSST_ATTENTION=auto)
-  stage e2e \$v; env "\${env[@]}" bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
+  tag=-\$v; [ \$v = new ] && tag=
+  stage e2e \$v; TSST=\$bin TAG=\$tag bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
 done
 stage done
 RUN
