@@ -61,6 +61,13 @@ grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
     for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, r, "="); q = r[2] }
     if (NR == 1) t0 = t; else n += q; last = t }
   END { if (last > t0) printf "expansions_per_s=%.2f (%d in %.1f s after the first batch)\n", n / (last - t0), n, last - t0 }'
+# The same over only the first WINDOW seconds (default 120), so that runs of different
+# limits compare over the same stretch of the search.
+grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk -v w=${WINDOW:-120} '
+  { split($1, a, "T"); split(a[2], b, ":"); t = b[1] * 3600 + b[2] * 60 + b[3]
+    for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, r, "="); q = r[2] }
+    if (NR == 1) t0 = t; else if (t - t0 <= w) { n += q; last = t } }
+  END { if (last > t0) printf "expansions_per_s_first_%ds=%.2f (%d in %.1f s)\n", w, n / (last - t0), n, last - t0 }'
 grep "questions finished" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -1 | grep -o "done=.*"
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log

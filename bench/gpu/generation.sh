@@ -15,6 +15,6 @@ $(realpath "${TSST:-/opt/work/bin/tsst}") data synth --out $W/synth --n 2 --seed
 echo "== tsst (timing)"
 TIMING=/opt/work/bin/timing bash "$G/decode.sh" /opt/work/policy-L32 --batch $batches 2>&1 | grep -E "^(BW|PREFILL|DECODE)"
 echo "== PyTorch (hf_decode.py)"
-PYTHONPATH=/opt/ortgpu/site python3 "$G/hf_decode.py" --policy /opt/work/policy-L32 \
+PYTHONPATH=/opt/ortgpu/site python3 -u "$G/hf_decode.py" --policy /opt/work/policy-L32 \
   --export-args="--random-shape llava-1.5-7b --init-device cuda --dtype fp16" \
   --dataset-root $W/synth --batch $batches --device cuda 2> $W/hf.log || tail -5 $W/hf.log

@@ -6,7 +6,8 @@
 # after 30 s without a call: keep one in flight (a sleep, then poll.sh) while it runs. Progress in
 # /opt/work/stages.txt; results in /opt/work/out, which poll.sh copies back.
 #   bash bench/gpu/session.sh [N E2E_LIMIT_S REFERENCE_LIMIT_S [VARIANT...]]
-# Variants of the tsst run, one e2e.sh each (default: new): `new` (the carried build),
+# Variants of the tsst run, one e2e.sh each (default: new; `stems:150` runs one for 150 s
+# instead of E2E_LIMIT_S): `new` (the carried build),
 # `base` (the baseline build, carry.sh's TSST_BASELINE_BIN), `noreuse` (the carried
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
@@ -32,7 +33,8 @@ case " $variants " in
   *" reference "*) ;;
   *) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1 ;;
 esac
-for v in $variants; do
+for spec in $variants; do
+  v=\${spec%%:*} limit=\${spec#*:}; [ "\$limit" = "\$spec" ] && limit=$e2e_limit
   bin=/opt/work/bin/tsst extra=()
   case \$v in
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
@@ -46,7 +48,7 @@ for v in $variants; do
     *) stage "unknown variant \$v"; continue ;;
   esac
   tag=-\$v; [ \$v = new ] && tag=
-  stage e2e \$v; TSST=\$bin TAG=\$tag bash bench/gpu/e2e.sh 64 $n $e2e_limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
+  stage e2e \$v; TSST=\$bin TAG=\$tag bash bench/gpu/e2e.sh 64 $n \$limit "\${extra[@]}" > \$OUT/e2e-\$v.txt 2>&1
 done
 stage done
 RUN
