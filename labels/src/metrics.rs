@@ -2,8 +2,8 @@
 //! reference's `half_correct`, per data source and overall.
 //!
 //! A solution counts as correct only with a verdict that says so; unverified ones
-//! count as wrong. Failed questions are left out of every rate and counted on their
-//! own; a question without solutions is wrong for greedy, voting and half_correct and
+//! count as wrong. Failed questions, and pending ones (an interrupted run's unfinished
+//! questions), are left out of every rate and counted on their own; a question without solutions is wrong for greedy, voting and half_correct and
 //! adds nothing to absolute.
 use crate::extract::extract_answer;
 use crate::rule::{normalize_text, resolve_choice};
@@ -18,6 +18,8 @@ pub struct Tally {
     pub questions: usize,
     /// Failed questions (not in any rate).
     pub failed: usize,
+    /// Questions still pending, e.g. when a run was interrupted (not in any rate).
+    pub pending: usize,
     /// Solutions of the counted questions.
     pub solutions: usize,
     pub correct_solutions: usize,
@@ -57,9 +59,16 @@ impl Tally {
 
     /// Counts one question in.
     pub fn add(&mut self, result: &QuestionResult) {
-        if result.status == QuestionStatus::Failed {
-            self.failed += 1;
-            return;
+        match result.status {
+            QuestionStatus::Failed => {
+                self.failed += 1;
+                return;
+            }
+            QuestionStatus::Pending => {
+                self.pending += 1;
+                return;
+            }
+            QuestionStatus::Done => {}
         }
         self.questions += 1;
         let correct = result.solutions.iter().filter(|s| is_correct(s)).count();
@@ -87,6 +96,7 @@ impl Tally {
     fn merge(&mut self, other: &Tally) {
         self.questions += other.questions;
         self.failed += other.failed;
+        self.pending += other.pending;
         self.solutions += other.solutions;
         self.correct_solutions += other.correct_solutions;
         self.greedy += other.greedy;
@@ -184,7 +194,7 @@ impl RunMetrics {
         let mut overall = Tally::default();
         let mut per_source = Vec::new();
         for (source, tally) in DataSource::ALL.iter().zip(by_source) {
-            if tally.questions + tally.failed > 0 {
+            if tally.questions + tally.failed + tally.pending > 0 {
                 overall.merge(&tally);
                 per_source.push((*source, tally));
             }
@@ -203,12 +213,15 @@ impl fmt::Display for RunMetrics {
         fn cell(r: Option<f64>) -> String {
             r.map_or_else(|| "-".to_string(), |r| format!("{r:.3}"))
         }
+        // Only where some question had not finished (an interrupted run).
+        let pending = self.overall.pending > 0;
         writeln!(
             f,
-            "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}{}",
+            "{:<10} {:>9} {:>6}{} {:>9} {:>7} {:>8} {:>7} {:>12}{}",
             "source",
             "questions",
             "failed",
+            if pending { "  pending" } else { "" },
             "solutions",
             "greedy",
             "absolute",
@@ -233,9 +246,14 @@ impl fmt::Display for RunMetrics {
             } else {
                 String::new()
             };
+            let pending = if pending {
+                format!(" {:>8}", t.pending)
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "{:<10} {:>9} {:>6} {:>9} {:>7} {:>8} {:>7} {:>12}{faithful}",
+                "{:<10} {:>9} {:>6}{pending} {:>9} {:>7} {:>8} {:>7} {:>12}{faithful}",
                 name,
                 t.questions,
                 t.failed,
@@ -256,6 +274,7 @@ impl Tally {
         serde_json::json!({
             "questions": self.questions,
             "failed": self.failed,
+            "pending": self.pending,
             "solutions": self.solutions,
             "greedy": self.greedy_rate(),
             "absolute": self.absolute_rate(),
@@ -360,13 +379,19 @@ mod tests {
         // q5: unverified solutions count as wrong, but the vote reads the text: B wins.
         let q5 = result(
             Scienceqa,
-            Pending,
+            Done,
             vec![
                 sol("Final Answer: B", None, None),
                 sol("Final Answer: whale", None, None),
             ],
         );
-        let m = RunMetrics::compute(&[q1, q2, q3, q4, q5]);
+        // q6: still pending (an interrupted run) → counted apart, in no rate.
+        let q6 = result(
+            Scienceqa,
+            Pending,
+            vec![sol("Final Answer: B", Some(true), Some('B'))],
+        );
+        let m = RunMetrics::compute(&[q1, q2, q3, q4, q5, q6]);
         let a = m.per_source[0].1;
         assert_eq!(m.per_source[0].0, Aokvqa);
         assert_eq!(
@@ -374,6 +399,7 @@ mod tests {
             Tally {
                 questions: 2,
                 failed: 0,
+                pending: 0,
                 solutions: 5,
                 correct_solutions: 3,
                 greedy: 0,
@@ -385,16 +411,23 @@ mod tests {
         );
         let s = m.per_source[1].1;
         assert_eq!(
-            (s.questions, s.failed, s.solutions, s.correct_solutions),
-            (2, 1, 2, 0)
+            (
+                s.questions,
+                s.failed,
+                s.pending,
+                s.solutions,
+                s.correct_solutions
+            ),
+            (2, 1, 1, 2, 0)
         );
         assert_eq!((s.greedy, s.voting, s.half_correct), (0, 1, 0));
         assert_eq!(m.overall.questions, 4);
         assert_eq!(m.overall.failed, 1);
+        assert_eq!(m.overall.pending, 1);
         assert_eq!(m.overall.absolute_rate(), Some(3.0 / 7.0));
         assert_eq!(m.overall.voting_rate(), Some(0.5));
         let table = m.to_string();
-        assert!(table.contains("half_correct"));
+        assert!(table.contains("half_correct") && table.contains("pending"));
         assert!(table.lines().any(|l| l.starts_with("all")));
         assert_eq!(table.lines().count(), 4);
     }

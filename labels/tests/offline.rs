@@ -197,9 +197,10 @@ fn labels_a_results_file() -> TestResult {
             (DataSource::Scienceqa, 2, 1, 2)
         ]
     );
-    // Metrics: 4 counted questions (q1, q2, q3, q5), q4 failed.
-    assert_eq!(report.metrics.overall.questions, 4);
+    // Metrics: 3 counted questions (q1, q2, q3), q4 failed, q5 still pending.
+    assert_eq!(report.metrics.overall.questions, 3);
     assert_eq!(report.metrics.overall.failed, 1);
+    assert_eq!(report.metrics.overall.pending, 1);
     assert!(report.to_string().contains("line 2:"));
 
     // D+

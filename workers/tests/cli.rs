@@ -358,7 +358,7 @@ fn the_scene_verifier_judges_the_steps_as_well_as_the_answer() {
 }
 
 /// SIGTERM in the middle of an embedded run (its store lives only in the process):
-/// what finished is written, the rest as `pending`, metrics over the finished ones,
+/// what finished is written, the rest as `pending` (counted apart in the metrics),
 /// and the command fails saying so.
 #[cfg(unix)]
 #[test]
@@ -420,4 +420,5 @@ fn an_interrupted_run_writes_what_finished_and_exits_non_zero() {
     )
     .unwrap();
     assert_eq!(metrics["overall"]["questions"], done, "{metrics}");
+    assert_eq!(metrics["overall"]["pending"], pending, "{metrics}");
 }

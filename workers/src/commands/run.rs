@@ -122,8 +122,9 @@ async fn run_all<S: Store, B: Broker>(
         bar.finish_and_clear();
         let res = results(store, &record.run).await?;
         let folder = out.join(&record.run);
-        let written = write_outputs(store, &folder, &record.run, &res).await?;
-        print_summary(&record.run, &res, started.elapsed());
+        let metrics = RunMetrics::compute(&res);
+        let written = write_outputs(store, &folder, &record.run, &res, &metrics).await?;
+        print_summary(&record.run, &res, &metrics, started.elapsed());
         println!("{written}");
         if interrupted {
             bail!(
@@ -203,13 +204,14 @@ fn progress_bar(run: &str, total: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Writes a run's results, metrics and training data into `folder`; returns a line
-/// saying what was written.
-pub async fn write_outputs<S: Store>(
+/// Writes a run's results, its metrics and training data into `folder`; returns a
+/// line saying what was written.
+async fn write_outputs<S: Store>(
     store: &S,
     folder: &Path,
     run: &str,
     results: &[QuestionResult],
+    metrics: &RunMetrics,
 ) -> Result<String> {
     std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
     let path = folder.join("results.jsonl");
@@ -219,9 +221,9 @@ pub async fn write_outputs<S: Store>(
         text.push('\n');
     }
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    let metrics = folder.join("metrics.json");
-    let json = serde_json::to_string_pretty(&RunMetrics::compute(finished(results)).to_json())?;
-    std::fs::write(&metrics, json).with_context(|| format!("writing {}", metrics.display()))?;
+    let path = folder.join("metrics.json");
+    let json = serde_json::to_string_pretty(&metrics.to_json())?;
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     let (dplus, dv) = write_datasets(store, folder, run).await?;
     Ok(format!(
         "wrote {}: results.jsonl, metrics.json, dplus.json ({dplus} policy records), dv.json ({dv} value records)",
@@ -242,15 +244,14 @@ pub async fn write_datasets<S: Store>(
     Ok((dplus.len(), dv.len()))
 }
 
-/// The questions whose work is over (done or failed): what metrics are computed over,
-/// so an interrupted run's metrics are those of what it finished.
+/// The questions whose work is over (done or failed); metrics count the others apart.
 fn finished(results: &[QuestionResult]) -> impl Iterator<Item = &QuestionResult> {
     results
         .iter()
         .filter(|r| r.status != QuestionStatus::Pending)
 }
 
-fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
+fn print_summary(run: &str, results: &[QuestionResult], metrics: &RunMetrics, took: Duration) {
     let over: Vec<&QuestionResult> = finished(results).collect();
     let solutions: usize = over.iter().map(|r| r.solutions.len()).sum();
     let rounds: u32 = over.iter().map(|r| r.rounds).sum();
@@ -266,7 +267,7 @@ fn print_summary(run: &str, results: &[QuestionResult], took: Duration) {
         f64::from(rounds) / over.len().max(1) as f64,
         took.as_secs_f64()
     );
-    let _ = writeln!(out, "{}", RunMetrics::compute(over).to_string().trim_end());
+    let _ = writeln!(out, "{}", metrics.to_string().trim_end());
 }
 
 /// Generates the synthetic benchmark where the demo configs expect it, fetches the
