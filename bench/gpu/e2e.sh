@@ -55,19 +55,15 @@ grep "texts scored" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
     { pr += v["prompts_ms"]; px += v["prefix_ms"]; re += v["rests_ms"]; ru += v["runs_ms"]; wh += v["whole_ms"]; hd += v["head_ms"] }
   END { if (n) printf "value_batches=%d texts=%d whole=%d value_busy_s=%.1f prefilled_per_text=%.0f stems=%s stem_hits=%s stem_misses=%s\nvalue_phases_s: prompts=%.1f prefix=%.1f rests=%.1f runs=%.1f whole=%.1f head=%.1f\n", n, t, w, ms / 1000, (t ? v["prefilled"] / t : 0), v["stems"], v["stem_hits"], v["stem_misses"], pr / 1000, px / 1000, re / 1000, ru / 1000, wh / 1000, hd / 1000 }'
 # Expansions (policy requests) after the first batch, over the time from its end to the
-# last batch's end; and how many questions had finished (the quiet run's progress line).
-grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
-  { split($1, a, "T"); split(a[2], b, ":"); t = b[1] * 3600 + b[2] * 60 + b[3]
-    for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, r, "="); q = r[2] }
-    if (NR == 1) t0 = t; else n += q; last = t }
-  END { if (last > t0) printf "expansions_per_s=%.2f (%d in %.1f s after the first batch)\n", n / (last - t0), n, last - t0 }'
-# The same over only the first WINDOW seconds (default 120), so that runs of different
-# limits compare over the same stretch of the search.
+# last batch's end, and the same over only the first WINDOW seconds (default 120) so that
+# runs of different limits compare over the same stretch; then how many questions had
+# finished (the quiet run's progress line).
 grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk -v w=${WINDOW:-120} '
   { split($1, a, "T"); split(a[2], b, ":"); t = b[1] * 3600 + b[2] * 60 + b[3]
     for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, r, "="); q = r[2] }
-    if (NR == 1) t0 = t; else if (t - t0 <= w) { n += q; last = t } }
-  END { if (last > t0) printf "expansions_per_s_first_%ds=%.2f (%d in %.1f s)\n", w, n / (last - t0), n, last - t0 }'
+    if (NR == 1) t0 = t; else { n += q; last = t; if (t - t0 <= w) { nw += q; lastw = t } } }
+  END { if (last > t0) printf "expansions_per_s=%.2f (%d in %.1f s after the first batch)\n", n / (last - t0), n, last - t0
+        if (lastw > t0) printf "expansions_per_s_first_%ds=%.2f (%d in %.1f s)\n", w, nw / (lastw - t0), nw, lastw - t0 }'
 grep "questions finished" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | tail -1 | grep -o "done=.*"
 grep -c "out of device memory" $OUT/run-$tag.log | sed 's/^/oom_retries=/'
 grep -m2 "cache budget" $OUT/run-$tag.log
