@@ -1,5 +1,5 @@
 //! `tsst config check FILE...`: tell the three kinds of file apart and validate one.
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Issue};
 use crate::eval::EvalConfig;
 use crate::trainer::TrainerConfig;
 use crate::verifier::VerifierConfig;
@@ -89,7 +89,12 @@ pub fn check_file_with_warnings(path: &Path) -> Result<(ConfigKind, Vec<String>)
     let text = yaml::read_text(path)?;
     let kind = detect_kind(path, &text);
     let warnings = match kind {
-        ConfigKind::Eval => EvalConfig::from_yaml_str(&text, path)?.warnings(),
+        ConfigKind::Eval => {
+            let config = EvalConfig::from_yaml_str(&text, path)?;
+            let mut warnings = config.warnings();
+            warnings.extend(config.missing_models().iter().map(missing_here));
+            warnings
+        }
         ConfigKind::Verifier => {
             VerifierConfig::from_yaml_str(&text, path)?;
             Vec::new()
@@ -104,6 +109,11 @@ pub fn check_file_with_warnings(path: &Path) -> Result<(ConfigKind, Vec<String>)
         }
     };
     Ok((kind, warnings))
+}
+
+/// A model directory this machine lacks, as a warning: the workers may have it.
+pub fn missing_here(issue: &Issue) -> String {
+    format!("{issue} on this machine (fine only if the workers that load it have it)")
 }
 
 #[cfg(test)]

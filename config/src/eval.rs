@@ -561,6 +561,45 @@ impl EvalConfig {
         self.models.iter().filter(|m| m.run_flag)
     }
 
+    /// The model directories of the active entries that hold no exported model on
+    /// this machine (no `manifest.json`), one issue per field. Not part of validation:
+    /// a cluster's config names directories on its GPU workers, which the machine that
+    /// queues the run may not have, so `tsst config check` and a cluster run warn,
+    /// and an embedded run, which loads them itself, refuses to start.
+    /// `scripted` and `scripted:<N>ms` need no directory.
+    pub fn missing_models(&self) -> Vec<Issue> {
+        let mut out = Vec::new();
+        for (i, m) in self.models.iter().enumerate().filter(|(_, m)| m.run_flag) {
+            let fields = [
+                ("policy_model", Some(&m.policy_model)),
+                (
+                    "value_model",
+                    m.value_model.as_ref().filter(|_| m.use_value),
+                ),
+            ];
+            for (field, model) in fields {
+                let Some(ModelRef::Path(dir)) = model else {
+                    continue;
+                };
+                if dir.to_str().is_some_and(|s| s.starts_with("scripted:")) {
+                    continue;
+                }
+                if !dir.join("manifest.json").is_file() {
+                    let what = if dir.is_dir() {
+                        "has no manifest.json (not an exported model)"
+                    } else {
+                        "does not exist"
+                    };
+                    out.push(Issue::new(
+                        format!("models[{i}].{field}"),
+                        format!("{} {what}", dir.display()),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Legal but probably unintended settings, for `tsst config check` to print.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -595,6 +634,46 @@ models:
     value_model: scripted
     tag: base
 ";
+
+    #[test]
+    fn missing_models_are_named_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let exported = dir.path().join("exported");
+        std::fs::create_dir(&exported).unwrap();
+        std::fs::write(exported.join("manifest.json"), "{}").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let gone = dir.path().join("gone");
+        let text = format!(
+            "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: d\ndata_subset: val\nmodels:\n\
+             - {{policy_model: {}, value_model: {}, tag: a}}\n\
+             - {{policy_model: scripted, value_model: 'scripted:30ms', tag: b}}\n\
+             - {{policy_model: {}, value_model: {}, use_value: false, tag: c}}\n\
+             - {{policy_model: {}, value_model: scripted, run_flag: false, tag: d}}\n",
+            exported.display(),
+            empty.display(),
+            gone.display(),
+            gone.display(),
+            gone.display(),
+        );
+        let missing: Vec<String> = parse(&text)
+            .unwrap()
+            .missing_models()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // Not `c`'s unused value model, not `d` (run_flag false), not the scripted ones.
+        assert_eq!(
+            missing,
+            [
+                format!(
+                    "models[0].value_model: {} has no manifest.json (not an exported model)",
+                    empty.display()
+                ),
+                format!("models[2].policy_model: {} does not exist", gone.display()),
+            ]
+        );
+    }
 
     #[test]
     fn minimal_gets_defaults() {

@@ -16,7 +16,7 @@ mod verifier;
 mod worker;
 mod yaml;
 
-pub use check::{check_file, check_file_with_warnings, detect_kind, ConfigKind};
+pub use check::{check_file, check_file_with_warnings, detect_kind, missing_here, ConfigKind};
 pub use error::{ConfigError, Issue, Position};
 pub use eval::{
     EvalConfig, ModelRef, ModelSpec, Partition, Selection, StepDelimiter, Task,

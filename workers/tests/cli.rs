@@ -268,18 +268,27 @@ fn bad_records_fail_in_their_place_and_the_run_exits_non_zero() {
     assert_eq!(metrics["overall"]["failed"], 4, "{metrics}");
 }
 
-#[test]
-fn a_run_whose_questions_all_fail_exits_non_zero() {
-    let dir = tempfile::tempdir().unwrap();
+/// An eval config over the A-OKVQA fixture whose policy is `policy`, in `dir`.
+fn eval_with_policy(dir: &Path, policy: &Path) {
     std::fs::write(
-        dir.path().join("eval.yaml"),
+        dir.join("eval.yaml"),
         format!(
             "task: multiple_choice_steps_beam\ndataset_name: aokvqa\ndataset_root: {}\ndata_subset: val\nmodels:\n  - policy_model: {}\n    value_model: scripted\n    tag: m\n",
             root().join("tests/fixtures/aokvqa").display(),
-            dir.path().join("no-such-model").display()
+            policy.display()
         ),
     )
     .unwrap();
+}
+
+#[test]
+fn a_run_whose_questions_all_fail_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model directory whose manifest cannot be read: every question's load fails.
+    let model = dir.path().join("broken-model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("manifest.json"), "{").unwrap();
+    eval_with_policy(dir.path(), &model);
     let out = tsst_in(dir.path(), &["run", "--config", "eval.yaml", "--quiet"]);
     assert!(!out.status.success(), "{}", text(&out));
     let lines = results_lines(dir.path(), "eval-m");
@@ -289,6 +298,30 @@ fn a_run_whose_questions_all_fail_exits_non_zero() {
         text(&out).contains("6 question(s) failed"),
         "{}",
         text(&out)
+    );
+}
+
+/// A model directory that does not exist is named, with its field, before an embedded
+/// run starts (nothing is written); `tsst config check` warns about it, since a
+/// cluster's workers may have it where the checking machine does not.
+#[test]
+fn a_missing_model_stops_an_embedded_run_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    eval_with_policy(dir.path(), &dir.path().join("no-such-model"));
+    let out = tsst_in(dir.path(), &["run", "--config", "eval.yaml", "--quiet"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("models[0].policy_model:") && text(&out).contains("does not exist"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("runs").exists(), "nothing runs");
+    let check = tsst_in(dir.path(), &["config", "check", "eval.yaml"]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        text(&check).contains("warning: models[0].policy_model:"),
+        "{}",
+        text(&check)
     );
 }
 

@@ -20,6 +20,24 @@ use tsst_messages::Role;
 
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
     let plan = runs::plan(&args.config, args.run.as_deref(), 1)?;
+    let missing = plan.config.missing_models();
+    if services.embedded() && !missing.is_empty() {
+        // This process loads the models: a missing one would fail every question
+        // after its retries, so say which field names it before anything runs.
+        let lines: Vec<String> = missing.iter().map(|i| format!("  {i}")).collect();
+        bail!(
+            "{}: no exported model where the config says:\n{}",
+            args.config.display(),
+            lines.join("\n")
+        );
+    }
+    for issue in &missing {
+        tracing::warn!(
+            "{}: {}",
+            args.config.display(),
+            tsst_config::missing_here(issue)
+        );
+    }
     if args.dry_run {
         print!("{}", plan.describe());
         return plan.check();
