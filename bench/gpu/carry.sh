@@ -2,7 +2,7 @@
 # Here, from the project root: what a device session needs beyond the working tree, in
 # .gpu-carry/ (ignored by .gitignore). A call carries at most 64 MiB with the tree, so:
 #   boot/   one call (bench/gpu/boot.sh): the CUDA build of tsst and ONNX Runtime's core
-#           libraries, xz-compressed; onnxruntime-genai 0.18's model builder (models/) with
+#           libraries and Python package, xz-compressed; onnxruntime-genai 0.18's model builder (models/) with
 #           onnx_ir and ml_dtypes (site/) for the export;
 #   p0..pN  one call each (bench/gpu/part.sh N [last]): ONNX Runtime's CUDA provider
 #           (284 MB), xz-compressed and cut to fit beside the tree.
@@ -32,7 +32,10 @@ trap 'rm -rf "$work"' EXIT
 rm -rf .gpu-carry && mkdir -p .gpu-carry/boot
 python3 -m zipfile -e "$cache"/onnxruntime_gpu-$ver-*.whl "$work/ort"
 capi=$work/ort/onnxruntime/capi
-tar -C "$capi" -cf - libonnxruntime.so.$ver libonnxruntime_providers_shared.so | xz -6 -T2 > .gpu-carry/boot/core.tar.xz
+# The Python package too (its bindings; `import onnxruntime` with PYTHONPATH=/opt/ortgpu/site),
+# all but the CUDA provider, which goes in parts.
+tar -C "$work/ort" --exclude=libonnxruntime_providers_cuda.so --exclude=libonnxruntime_providers_tensorrt.so \
+  -cf - onnxruntime | xz -6 -T2 > .gpu-carry/boot/core.tar.xz
 xz -6 -T2 -c "$bin" > .gpu-carry/boot/tsst.xz
 # The models crate's timing examples, where built:
 #   CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda -p tsst-models --examples

@@ -15,8 +15,9 @@
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
-# `generation` (generation.sh: the decode step against PyTorch's generate) and
-# `reference`, which otherwise runs before the variants.
+# `generation` (generation.sh: the decode step against PyTorch's generate), `tree`
+# (tree.sh: a node's children scored in one run) and `reference`, which otherwise runs
+# before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
 shift $(( $# < 3 ? $# : 3 ))
@@ -38,7 +39,7 @@ for spec in $variants; do
   bin=/opt/work/bin/tsst extra=()
   case \$v in
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
-    value|generation) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
+    value|generation|tree) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
     new) ;;
     base) bin=/opt/work/bin/tsst-base ;;
     noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;

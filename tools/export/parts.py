@@ -78,7 +78,10 @@ class TorchDecoder(nn.Module):
     [B, KV, P, D]. Outputs: logits [B, T, V] (unless no lm_head), hidden_states
     [B, T, H] (final norm, when asked), present key/value per layer [B, KV, P+T, D].
     Causality is by index (key j is visible to query i when j <= P + i) and by the mask;
-    positions come from position_ids alone, so left and right padding both work."""
+    positions come from position_ids alone, so left and right padding both work.
+    Exported with a mask [B, T, P+T] instead, the mask alone says which keys each query
+    sees (tree attention: several continuations of one past side by side in one run;
+    bench/gpu/tree_value.py)."""
 
     def __init__(self, language_model, lm_head, text_config, with_logits=True, with_hidden=False):
         super().__init__()
@@ -108,7 +111,10 @@ class TorchDecoder(nn.Module):
         sin = emb.sin().to(dtype)[:, None]
         q_pos = torch.arange(t, dtype=torch.int64) + past_len
         k_pos = torch.arange(past_len + t, dtype=torch.int64)
-        visible = (k_pos[None, :] <= q_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
+        if attention_mask.dim() == 3:
+            visible = attention_mask[:, None] > 0
+        else:
+            visible = (k_pos[None, :] <= q_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
         bias = torch.where(visible, torch.tensor(0.0), torch.tensor(torch.finfo(torch.float32).min))
         rep = self.num_heads // self.num_kv
         scale = 1.0 / math.sqrt(self.head_dim)
