@@ -56,25 +56,6 @@ def parse_args():
     return ap.parse_args()
 
 
-def export_tree(dec, hidden_size, dtype, path, work):
-    """The decoder with a per-query mask [B, T, P+T]."""
-    b, t, past = 1, 3, 4
-    args = [torch.randn(b, t, hidden_size, dtype=dtype),
-            torch.ones(b, t, past + t, dtype=torch.long),
-            torch.arange(past, past + t, dtype=torch.long)[None]]
-    for _ in range(2 * dec.num_layers):
-        args.append(torch.randn(b, dec.num_kv, past, dec.head_dim, dtype=dtype))
-    axes = {"inputs_embeds": {0: "batch", 1: "sequence_length"},
-            "attention_mask": {0: "batch", 1: "sequence_length", 2: "total_sequence_length"},
-            "position_ids": {0: "batch", 1: "sequence_length"},
-            "hidden_states": {0: "batch", 1: "sequence_length"}}
-    for i in range(dec.num_layers):
-        for kv in ("key", "value"):
-            axes[f"past_key_values.{i}.{kv}"] = {0: "batch", 2: "past_sequence_length"}
-            axes[f"present.{i}.{kv}"] = {0: "batch", 2: "total_sequence_length"}
-    export_llava.onnx_export(dec, tuple(args), path, dec.input_names(), dec.output_names(), axes, work)
-
-
 class Runner:
     """One session; inputs from the host, the past and the presents on the device."""
 
@@ -133,7 +114,7 @@ def main():
     path = os.path.join(work, "decoder.onnx")
     t0 = time.time()
     with torch.no_grad():
-        export_tree(dec.to("cpu") if a.device == "cpu" else dec, tc.hidden_size, dtype, path, work)
+        export_llava.export_torch_decoder(dec, model.config, dtype, path, work, tree=True)
     print(json.dumps({"exported_s": round(time.time() - t0, 1), "layers": tc.num_hidden_layers,
                       "hidden": tc.hidden_size}), flush=True)
     del dec

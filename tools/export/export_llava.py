@@ -248,16 +248,21 @@ def export_value_head(head, hidden, dtype, path, work):
                 {"hidden_states": {0: "batch"}, "value": {0: "batch"}}, work)
 
 
-def export_torch_decoder(dec, cfg, dtype, path, work):
+def export_torch_decoder(dec, cfg, dtype, path, work, tree=False):
+    """The torch route's decoder; with `tree`, its mask is per query, [B, T, P+T]
+    (TorchDecoder)."""
     tc = cfg.text_config
     b, t, past = 2, 3, 4
+    mask_shape, mask_axes = (b, past + t), {0: "batch", 1: "total_sequence_length"}
+    if tree:
+        mask_shape, mask_axes = (b, t, past + t), {0: "batch", 1: "sequence_length", 2: "total_sequence_length"}
     args = [torch.randn(b, t, tc.hidden_size, dtype=dtype),
-            torch.ones(b, past + t, dtype=torch.long),
+            torch.ones(*mask_shape, dtype=torch.long),
             torch.arange(past, past + t, dtype=torch.long)[None].repeat(b, 1)]
     for _ in range(2 * dec.num_layers):
         args.append(torch.randn(b, dec.num_kv, past, dec.head_dim, dtype=dtype))
     axes = {"inputs_embeds": {0: "batch", 1: "sequence_length"},
-            "attention_mask": {0: "batch", 1: "total_sequence_length"},
+            "attention_mask": mask_axes,
             "position_ids": {0: "batch", 1: "sequence_length"},
             "logits": {0: "batch", 1: "sequence_length"},
             "hidden_states": {0: "batch", 1: "sequence_length"}}
