@@ -3,8 +3,8 @@
 //!
 //! A solution counts as correct only with a verdict that says so; unverified ones
 //! count as wrong. Failed questions, and pending ones (an interrupted run's unfinished
-//! questions), are left out of every rate and counted on their own; a question without solutions is wrong for greedy, voting and half_correct and
-//! adds nothing to absolute.
+//! questions), are left out of every rate and counted on their own; a question without
+//! solutions is wrong for greedy, voting and half_correct and adds nothing to absolute.
 use crate::extract::extract_answer;
 use crate::rule::{normalize_text, resolve_choice};
 use std::fmt;
