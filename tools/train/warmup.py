@@ -81,6 +81,15 @@ def prepare(a):
         if d:
             sets[f"policy_{name}"] = read_records(os.path.join(d, "warmup_policy.json"))
             sets[f"value_{name}"] = read_records(os.path.join(d, "warmup_value.json"))
+    if a.contrasts:
+        # Beside each question's grounded prefixes, its chains with one fact made false
+        # (valued 0): what a value model needs to learn to check a chain against the image.
+        from contrasts import contrasts
+        for name in ("value_train", "value_val"):
+            if name in sets:
+                # Each question's records together, so the first N val records are whole questions.
+                sets[name] = sorted(sets[name] + contrasts(sets[name], random.Random(a.contrasts_seed)),
+                                    key=lambda r: r["id"].split("/")[1])
     images = set()
     for name, recs in sets.items():
         write_gz(recs, os.path.join(a.out, f"{name}.json.gz"))
@@ -308,6 +317,32 @@ def train_policy(a, model, tok, special, images, data, val, log, device, amp, de
     return step, best[1]
 
 
+def question_batches(items, size, rng):
+    """One pass over `items` in batches of whole questions (the records of one question
+    id, `<dataset>/<question>/...`), questions in random order: the ranking term compares
+    records of one question, so they must meet in a batch."""
+    groups = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it["id"].split("/")[1], []).append(i)
+    order = list(groups.values())
+    rng.shuffle(order)
+    out, current = [], []
+    for group in order:
+        if current and len(current) + len(group) > size:
+            out.append(current)
+            current = []
+        current += group
+    return out + ([current] if current else [])
+
+
+def pair_terms(values, targets, questions, margin):
+    """For each pair (i, j) of one question with target i above target j by more than
+    `margin`: values[i] - values[j]. Empty when there is no such pair."""
+    same = questions[:, None] == questions[None, :]
+    above = targets[:, None] > targets[None, :] + margin
+    return (values[:, None] - values[None, :])[same & above]
+
+
 def train_value(a, policy_state, model_builder, tok, special, images, data, val, log, device, amp, deadline):
     model = model_builder()
     model.load_state_dict(policy_state)
@@ -323,6 +358,8 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
     rng = random.Random(a.seed + 1)
     order = []
     t0 = time.time()
+    qindex = {}
+    val_questions = torch.tensor([qindex.setdefault(it["id"].split("/")[1], len(qindex)) for it in val])
 
     def evaluate():
         model.eval()
@@ -339,15 +376,23 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
         mse = float(((p - t) ** 2).mean())
         base = float(((t - t.mean()) ** 2).mean())
         corr = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 else float("nan")
+        # Within a question: how often the record with the higher target is valued higher
+        # (0.5 is chance). With --contrasts these pairs include each false chain.
+        d = pair_terms(p, t, val_questions, 0.05)
+        pair_acc = round(float((d > 0).float().mean()), 4) if len(d) else None
         return {"val_mse": round(mse, 5), "val_mse_of_mean": round(base, 5), "val_r2": round(1 - mse / base, 4),
-                "val_corr": round(corr, 4), "n": len(p)}
+                "val_corr": round(corr, 4), "val_pair_acc": pair_acc, "pairs": len(d), "n": len(p)}
 
     step = 0
     for step in range(1, a.value_steps + 1):
         if not order:
-            order = list(range(len(data.items)))
-            rng.shuffle(order)
-        idx, order = order[:a.batch], order[a.batch:]
+            if a.value_rank_weight > 0:
+                order = question_batches(data.items, a.batch, rng)
+            else:
+                order = list(range(len(data.items)))
+                rng.shuffle(order)
+                order = [order[k:k + a.batch] for k in range(0, len(order), a.batch)]
+        idx, order = order[0], order[1:]
         model.train()
         ids, mask, last, px, target = value_batch([data.items[i] for i in idx], images, device)
         for g, peak in zip(opt.param_groups, peaks):
@@ -355,7 +400,13 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             h = inner(input_ids=ids, attention_mask=mask, pixel_values=px).last_hidden_state
         h = h[torch.arange(len(last), device=device), last].float()
-        loss = torch.nn.functional.mse_loss(head(h).float(), target.float())
+        values = head(h).float()
+        loss = torch.nn.functional.mse_loss(values, target.float())
+        if a.value_rank_weight > 0:
+            questions = torch.tensor([hash(data.items[i]["id"].split("/")[1]) for i in idx], device=device)
+            d = pair_terms(values, target.float(), questions, 0.05)
+            if len(d):
+                loss = loss + a.value_rank_weight * torch.nn.functional.softplus(-d).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 1.0)
@@ -477,6 +528,9 @@ def main(argv=None):
     p.add_argument("--warmup-test", help="tsst warmup --split test output folder")
     p.add_argument("--vocab", type=int, default=768)
     p.add_argument("--image-size", type=int, default=S.DEFAULT_SHAPE["image_size"])
+    p.add_argument("--contrasts", action="store_true",
+                   help="add contrasts.py's false chains (value 0) to the value train and val records")
+    p.add_argument("--contrasts-seed", type=int, default=1)
     p.add_argument("--out", required=True)
     t = sub.add_parser("train")
     t.add_argument("--pack", required=True)
@@ -512,6 +566,9 @@ def main(argv=None):
     t.add_argument("--value-eval-every", type=int, default=200)
     t.add_argument("--value-eval-n", type=int, default=2000)
     t.add_argument("--value-max-minutes", type=float, default=1.0)
+    t.add_argument("--value-rank-weight", type=float, default=0.0,
+                   help="batches of whole questions, and this weight on a pairwise term that ranks each "
+                        "question's records by target (0: regression only)")
     a = ap.parse_args(argv)
     if a.cmd == "prepare":
         prepare(a)
