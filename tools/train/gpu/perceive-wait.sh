@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # A device call that waits for perceive.sh (`bash tools/train/gpu/perceive-wait.sh MAXSEC`):
-# until it is done, a stage failed or MAXSEC passed; then brings back to $OUT the stage marks,
-# the logs, the result and, once done, both value models' checkpoints in fp16.
+# until it is done, a stage failed or MAXSEC passed. What is ready goes to $OUT as soon as it
+# is (a call cut short by the device's time limit still brings it back): the stage marks and
+# logs every 20 s, and each value model's checkpoint in fp16 once its warmup.py run is done.
 G=${G:-/opt/perceive} PY=${PY:-/opt/torch/.venv/bin/python3}
+R=$(pwd)
 end=$(( $(date +%s) + $1 ))
+collect() {
+  (cd $G && cp stages.txt $OUT/ 2>/dev/null
+   ls *.log A/log.jsonl B/log.jsonl pack-A/pack.json pack-B/pack.json result.json 2>/dev/null > /tmp/list
+   tar czf $OUT/logs.tgz -T /tmp/list)
+  for name in A B; do
+    if [ -f $G/$name/summary.json ] && [ ! -f $OUT/$name-fp16.tar.gz ]; then
+      rm -rf /tmp/h$name && mkdir -p /tmp/h$name && cp -r $G/$name/value $G/$name/log.jsonl $G/$name/summary.json /tmp/h$name/ &&
+        $PY $R/tools/train/gpu/half.py /tmp/h$name $OUT/$name-fp16.tar.gz.part && mv $OUT/$name-fp16.tar.gz.part $OUT/$name-fp16.tar.gz
+    fi
+  done
+}
+last=0
 while [ "$(date +%s)" -lt $end ]; do
   grep -qE ' done$|FAIL' $G/stages.txt 2>/dev/null && break
+  [ $(( $(date +%s) - last )) -ge 20 ] && { collect; last=$(date +%s); }
   sleep 3
 done
-R=$(pwd)
-cd $G
-cp stages.txt $OUT/ 2>/dev/null
-ls *.log A/log.jsonl B/log.jsonl pack-A/pack.json pack-B/pack.json result.json 2>/dev/null > /tmp/list
-tar czf $OUT/logs.tgz -T /tmp/list
-if grep -q ' done$' stages.txt; then
-  for name in A B; do
-    rm -rf /tmp/h$name && mkdir -p /tmp/h$name && cp -r $name/value $name/log.jsonl $name/summary.json /tmp/h$name/ &&
-      $PY $R/tools/train/gpu/half.py /tmp/h$name $OUT/$name-fp16.tar.gz
-  done
-fi
-cat stages.txt; tail -n 3 run.log
-for name in A B; do [ -f $name/log.jsonl ] && echo "== $name" &&
-  grep -E 'policy_eval|policy_test|value_eval|"done"|note' $name/log.jsonl | tail -n 4 | cut -c1-400; done
-cat result.json 2>/dev/null
+collect
+cat $G/stages.txt; tail -n 3 $G/run.log
+for name in A B; do [ -f $G/$name/log.jsonl ] && echo "== $name" &&
+  grep -E 'policy_eval|policy_test|value_eval|"done"|note' $G/$name/log.jsonl | tail -n 4 | cut -c1-400; done
+cat $G/result.json 2>/dev/null
 true

@@ -13,13 +13,14 @@
 # models/demo/policy on the same test split.
 #   bash tools/train/gpu/perceive.sh        (from the repository root)
 # Environment: G work folder (/opt/perceive), PY python with torch, BIN the tsst binary,
-# MIN policy minutes each (7), VMIN value minutes each (3), DEVICE (cuda), IMG_B (B's image
-# size, 128), N questions (25000). Progress in $G/stages.txt; the
+# MIN policy minutes each (6), VMIN value minutes each (2.5), DEVICE (cuda), IMG_B (B's image
+# size, 128), NAMES the variants to train (A B), N questions (25000). Progress in $G/stages.txt; the
 # held-out contrast check in $G/result.json; each model's log in $G/{A,B}/log.jsonl.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 G=${G:-/opt/perceive} PY=${PY:-python3} BIN=${BIN:-tsst}
-N=${N:-25000} MIN=${MIN:-7} VMIN=${VMIN:-3} DEVICE=${DEVICE:-cuda} IMG_B=${IMG_B:-128}
+N=${N:-25000} MIN=${MIN:-6} VMIN=${VMIN:-2.5} DEVICE=${DEVICE:-cuda} IMG_B=${IMG_B:-128}
+NAMES=${NAMES:-A B}
 D=$G/data
 mkdir -p $G
 mark() { echo "$(date -u +%T) $*" | tee -a $G/stages.txt; }
@@ -39,10 +40,10 @@ prepare() { name=$1; shift
   $PY tools/train/warmup.py prepare --data-root $D --warmup $G/warmup-train --warmup-val $G/warmup-val \
     --warmup-test $G/warmup-test --contrasts --out $G/pack-$name "$@" > $G/prepare-$name.log 2>&1
 }
-prepare A & a=$!
-prepare B --image-size $IMG_B & b=$!
-wait $a || fail prepare-A
-wait $b || fail prepare-B
+size() { [ $1 = B ] && echo $IMG_B || echo 64; }
+pids=()
+for name in $NAMES; do prepare $name --image-size $(size $name) & pids+=($!); done
+for p in "${pids[@]}"; do wait $p || fail prepare; done
 $PY tools/train/contrasts.py $G/warmup-test/warmup_value.json --out $G/contrasts-test.json --seed 1 \
   > $G/contrasts-test.log 2>&1 || fail contrasts-test
 mark data-done
@@ -52,14 +53,15 @@ warm() { name=$1; shift
     --lr 1e-3 --max-minutes $MIN --band 0 1 --prefer-max 1 --train-n 16000 \
     --value-steps 100000 --value-max-minutes $VMIN --value-n 0 --value-rank-weight 1 "$@" > $G/$name.log 2>&1
 }
-warm A & a=$!
-warm B --shape "{\"image_size\": $IMG_B}" & b=$!
-wait $a || fail warm-A
-wait $b || fail warm-B
+pids=()
+for name in $NAMES; do warm $name --shape "{\"image_size\": $(size $name)}" & pids+=($!); done
+for p in "${pids[@]}"; do wait $p || fail warm; done
 mark warm-done
-$PY tools/train/contrast_eval.py $G/contrasts-test.json --image-root $D --model demo=models/demo/value \
-  --model A=$G/A/value --model B=$G/B/value > $G/result.json 2> $G/eval.log || fail eval
-for name in A B; do
+models=(--model demo=models/demo/value)
+for name in $NAMES; do models+=(--model $name=$G/$name/value); done
+$PY tools/train/contrast_eval.py $G/contrasts-test.json --image-root $D "${models[@]}" > $G/result.json 2> $G/eval.log \
+  || fail eval
+for name in $NAMES; do
   echo "$name: $(grep '"stage": "done"' $G/$name/log.jsonl | tail -1)" >> $G/stages.txt
 done
 mark done
