@@ -117,6 +117,7 @@ def main():
         export_llava.export_torch_decoder(dec, model.config, dtype, path, work, tree=True)
     print(json.dumps({"exported_s": round(time.time() - t0, 1), "layers": tc.num_hidden_layers,
                       "hidden": tc.hidden_size}), flush=True)
+    head_dim = dec.head_dim
     del dec
     runner = Runner(path, a.device)
     np_dtype = np.float16 if dtype == torch.float16 else np.float32
@@ -134,7 +135,7 @@ def main():
             return head(torch.from_numpy(hidden[0, ends].astype(np.float32))).reshape(-1).tolist()
 
     empty = [ort.OrtValue.ortvalue_from_numpy(
-        np.zeros((1, tc.num_key_value_heads, 0, tc.hidden_size // tc.num_attention_heads), dtype=np_dtype),
+        np.zeros((1, tc.num_key_value_heads, 0, head_dim), dtype=np_dtype),
         runner.device, 0)] * (2 * tc.num_hidden_layers)
     p = a.prefix
     prefix_ms, child_ms, tree_ms, diffs = [], [], [], []
