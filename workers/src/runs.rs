@@ -36,7 +36,17 @@ pub struct Plan {
 /// The runs of a config. `run` names them (default: the config's file name); with
 /// several active models each run is `<run>-<tag>`; with shards, `-s<i>of<n>` follows.
 pub fn plan(config_path: &Path, run: Option<&str>, shards: usize) -> Result<Plan> {
-    let config = EvalConfig::load(config_path)?;
+    plan_config(EvalConfig::load(config_path)?, config_path, run, shards)
+}
+
+/// [`plan`] of a config already loaded from `config_path` (what a caller checks before
+/// the dataset is read).
+pub fn plan_config(
+    config: EvalConfig,
+    config_path: &Path,
+    run: Option<&str>,
+    shards: usize,
+) -> Result<Plan> {
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", config_path.display());
     }

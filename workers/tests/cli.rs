@@ -323,6 +323,22 @@ fn a_missing_model_stops_an_embedded_run_before_it_starts() {
         "{}",
         text(&check)
     );
+    // The models are checked before the dataset is read: with no dataset there either,
+    // the refusal still names the model.
+    let fixtures = root().join("tests/fixtures/aokvqa").display().to_string();
+    let yaml = std::fs::read_to_string(dir.path().join("eval.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        yaml.replace(&fixtures, "no-such-dataset"),
+    )
+    .unwrap();
+    let out = tsst_in(dir.path(), &["run", "--config", "eval.yaml", "--quiet"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("models[0].policy_model:") && !text(&out).contains("no-such-dataset"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A temporary directory with `n` synthetic questions (seed 3) under `synth/`.

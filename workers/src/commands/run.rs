@@ -19,8 +19,8 @@ use tsst_messages::results::{QuestionResult, QuestionStatus};
 use tsst_messages::Role;
 
 pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
-    let plan = runs::plan(&args.config, args.run.as_deref(), 1)?;
-    let missing = plan.config.missing_models();
+    let config = tsst_config::EvalConfig::load(&args.config)?;
+    let missing = config.missing_models();
     if services.embedded() && !missing.is_empty() {
         // This process loads the models: a missing one would fail every question
         // after its retries, so say which field names it before anything runs.
@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs, services: &ServiceArgs) -> Result<()> {
             tsst_config::missing_here(issue)
         );
     }
+    let plan = runs::plan_config(config, &args.config, args.run.as_deref(), 1)?;
     if args.dry_run {
         print!("{}", plan.describe());
         return plan.check();
