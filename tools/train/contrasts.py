@@ -13,7 +13,8 @@ Per question, from its grounded chain "Step 1: ... Step 2: ... X. Final Answer: 
 - step 2 with the answer X replaced by another option Y wherever it is stated, alone
   and followed by "Final Answer: (Y's letter)": a consistent chain about a scene that
   is not the image's;
-- step 2 with another word of the scene replaced, the answer kept.
+- step 2 with another word of the scene replaced, the answer kept;
+- the whole chain as it is, then another option's letter as the final answer.
 The output holds the warm-up records and these; records keep the warm-up's prompt and
 image, so they train with `train.py --kind value` like Dv.
 """
@@ -82,6 +83,10 @@ def contrasts(records, rng):
             if said != step2:
                 out.append(record("answer-step", f"{step1} {said}"))
                 out.append(record("answer", f"{step1} {said} Final Answer: ({l2})"))
+            # The chain right to its last step and then another option's letter: the
+            # demo policy's commonest mistake (bench/RESULTS.md, "What the policy gets
+            # wrong"), checkable against the prompt's options alone.
+            out.append(record("letter", f"{step1} {step2} Final Answer: ({l2})"))
         false2 = swap_one(step2, rng, keep=(answer,))
         if false2:
             out.append(record("step2", f"{step1} {false2}"))
@@ -93,10 +98,15 @@ def main(argv=None):
     ap.add_argument("warmup_value", help="tsst warmup's warmup_value.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", help="keep only these kinds of false chain (comma-separated: step1, step2, "
+                                    "answer-step, answer, letter)")
     a = ap.parse_args(argv)
     with open(a.warmup_value) as f:
         records = json.load(f)
     extra = contrasts(records, random.Random(a.seed))
+    if a.kinds:
+        kinds = set(a.kinds.split(","))
+        extra = [r for r in extra if r["id"].rsplit("/", 1)[1] in kinds]
     with open(a.out, "w") as f:
         json.dump(records + extra, f)
     print(json.dumps({"warmup": len(records), "contrasts": len(extra), "out": a.out}))

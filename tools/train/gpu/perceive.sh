@@ -5,7 +5,7 @@
 # (bench/RESULTS.md, "Can the value model check a fact against the image?": chance on `step1`).
 # Here the value model's backbone is warmed up on the same grounded chains until it is as
 # accurate as it gets (`--band 0 1`), then its value head is trained on the grounded prefixes
-# plus contrasts (each question's chains with one fact made false, value 0) with a
+# plus contrasts (each question's chains with one fact or the final letter made false, value 0) with a
 # within-question ranking term. Two shapes side by side: A the default (64 px, patch 8: 64
 # image tokens), B the same tower on 128 px images (256 image tokens): the benchmark draws
 # 336 px scenes, whose small shapes are about 5 px across at 64 px. The data is the demo's (seed 11, the first
