@@ -84,7 +84,7 @@ def contrasts(records, rng):
                 out.append(record("answer-step", f"{step1} {said}"))
                 out.append(record("answer", f"{step1} {said} Final Answer: ({l2})"))
             # The chain right to its last step and then another option's letter: the
-            # demo policy's commonest mistake (bench/RESULTS.md, "What the policy gets
+            # demo policy's commonest mistake (bench/RESULTS.md, "What the demo policy gets
             # wrong"), checkable against the prompt's options alone.
             out.append(record("letter", f"{step1} {step2} Final Answer: ({l2})"))
         false2 = swap_one(step2, rng, keep=(answer,))

@@ -82,8 +82,8 @@ def prepare(a):
             sets[f"policy_{name}"] = read_records(os.path.join(d, "warmup_policy.json"))
             sets[f"value_{name}"] = read_records(os.path.join(d, "warmup_value.json"))
     if a.contrasts:
-        # Beside each question's grounded prefixes, its chains with one fact made false
-        # (valued 0): what a value model needs to learn to check a chain against the image.
+        # Beside each question's grounded prefixes, its chains with one fact or the final
+        # letter made false (valued 0): what a value model must learn to tell apart.
         from contrasts import contrasts
         for name in ("value_train", "value_val"):
             if name in sets:
