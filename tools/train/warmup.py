@@ -129,6 +129,47 @@ class Data:
                                "value": r.get("value"), "answer": m.group(1) if m else None, "id": r["id"]})
 
 
+OPTION = re.compile(r"^([A-E])\. (.+)$", re.M)
+
+
+def shuffled(record, rng):
+    """`record` with its prompt's options in another order and its chain's final letter
+    moved with its option: the same scene and chain, another letter. The demo policy
+    got most of its answers wrong by naming the right option with the wrong letter
+    (bench/RESULTS.md, "What the demo policy gets wrong"); these copies make the letter
+    something to look up. None when the record has no options or no final letter."""
+    turns = {t["from"]: t["value"] for t in record["conversations"]}
+    human, gpt = turns["human"], turns["gpt"]
+    options = OPTION.findall(human)
+    m = ANSWER.search(gpt)
+    if len(options) < 2 or not m or m.group(1) not in dict(options):
+        return None
+    texts = [t for _, t in options]
+    order = texts[:]
+    while order == texts:
+        rng.shuffle(order)
+    letters = "ABCDE"
+    lines = iter(f"{letters[i]}. {t}" for i, t in enumerate(order))
+    new_human = OPTION.sub(lambda _: next(lines), human)
+    letter = letters[order.index(dict(options)[m.group(1)])]
+    new_gpt = gpt[:m.start(1)] + letter + gpt[m.end(1):]
+    out = dict(record, conversations=[{"from": "human", "value": new_human}, {"from": "gpt", "value": new_gpt}])
+    return out
+
+
+def with_shuffles(records, copies, seed):
+    """Each record, then `copies` shuffled copies of it (ids keep the question's)."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        out.append(r)
+        for k in range(copies):
+            s = shuffled(r, rng)
+            if s is not None:
+                out.append(dict(s, id=f"{r['id']}/shuffled{k}"))
+    return out
+
+
 def encode(tok, special, text):
     ids = tok.encode(text).ids
     return ids if ids and ids[0] == special["bos"] else [special["bos"]] + ids
@@ -472,7 +513,7 @@ def train(a):
     ptrain = recs("policy_train")
     if a.train_n:
         ptrain = ptrain[:a.train_n]
-    data = Data(ptrain, tok, special, images, n_img, "policy")
+    data = Data(with_shuffles(ptrain, a.shuffle_options, a.seed), tok, special, images, n_img, "policy")
     val = Data(recs("policy_val")[:a.eval_n], tok, special, images, n_img, "policy").items
     lens = [len(it["prefix"]) + len(it["target"]) for it in data.items]
     log(stage="setup", device=device, torch=torch.__version__, params=sum(p.numel() for p in model.parameters()),
@@ -546,6 +587,8 @@ def main(argv=None):
     t.add_argument("--train-n", type=int, default=0,
                    help="use only the first N policy records and their questions' value records (the rest of "
                         "the split is left for self-training)")
+    t.add_argument("--shuffle-options", type=int, default=0, metavar="K",
+                   help="train the policy on K more copies of each record with its options shuffled")
     t.add_argument("--steps", type=int, default=6000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
