@@ -4,7 +4,8 @@
 # that policy inherits its perception: it cannot catch the policy's own perception mistakes
 # (bench/RESULTS.md, "Can the value model check a fact against the image?": chance on `step1`).
 # Here the value model's backbone is warmed up on the same grounded chains until it is as
-# accurate as it gets (`--band 0 1`), then its value head is trained on the grounded prefixes
+# accurate as it gets (`--band 0 1`; with a shuffled-options copy of each chain, so that the
+# answer's letter is looked up), then its value head is trained on the grounded prefixes
 # plus contrasts (each question's chains with one fact or the final letter made false, value 0) with a
 # within-question ranking term. Two shapes side by side: A the default (64 px, patch 8: 64
 # image tokens), B the same tower on 128 px images (256 image tokens): the benchmark draws
@@ -50,7 +51,7 @@ mark data-done
 . "$(dirname "$0")/warm-args.sh"
 warm() { name=$1; shift
   $PY tools/train/warmup.py train --pack $G/pack-$name --out $G/$name --device $DEVICE "${WARM_ARGS[@]}" \
-    --lr 1e-3 --max-minutes $MIN --band 0 1 --prefer-max 1 --train-n 16000 \
+    --lr 1e-3 --max-minutes $MIN --band 0 1 --prefer-max 1 --train-n 16000 --shuffle-options 1 \
     --value-steps 100000 --value-max-minutes $VMIN --value-n 0 --value-rank-weight 1 "$@" > $G/$name.log 2>&1
 }
 pids=()
