@@ -6,11 +6,12 @@
 # Here the value model's backbone is warmed up on the same grounded chains until it is as
 # accurate as it gets (`--band 0 1`; with a shuffled-options copy of each chain, so that the
 # answer's letter is looked up), then its value head is trained on the grounded prefixes
-# plus contrasts (each question's chains with one fact or the final letter made false, value 0) with a
-# within-question ranking term. Two shapes side by side: A the default (64 px, patch 8: 64
-# image tokens), B the same tower on 128 px images (256 image tokens): the benchmark draws
-# 336 px scenes, whose small shapes are about 5 px across at 64 px. The data is the demo's (seed 11, the first
-# 16,000 training questions, as models/demo's warm-up), so a model from here pairs with
+# plus contrasts (each question's chains with one fact or the final letter made false,
+# value 0) with a within-question ranking term. Two shapes side by side: A the default
+# (64 px, patch 8: 64 image tokens), B the same tower on 128 px images (256 image tokens),
+# in case resolution limits perception (the 336 px scenes' shapes are 8-10 px across at
+# 64 px). The data is the demo's (seed 11, the first 16,000 training questions, as
+# models/demo's warm-up), so a model from here pairs with
 # models/demo/policy on the same test split.
 #   bash tools/train/gpu/perceive.sh        (from the repository root)
 # Environment: G work folder (/opt/perceive), PY python with torch, BIN the tsst binary,
