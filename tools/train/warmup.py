@@ -51,6 +51,7 @@ import torch  # noqa: E402
 import goldens as G  # noqa: E402
 import prompt as P  # noqa: E402
 import small_llava as S  # noqa: E402
+import train as T  # noqa: E402
 from parts import ValueHead  # noqa: E402
 
 ANSWER = re.compile(r"Final Answer:\s*\(?([A-Z])\)?")
@@ -126,7 +127,9 @@ class Data:
             prefix = G.expand_image_tokens(prefix, special["image"], n_img)
             m = ANSWER.search(gpt)
             self.items.append({"prefix": prefix, "target": target, "image": images.index[r["image"]],
-                               "value": r.get("value"), "answer": m.group(1) if m else None, "id": r["id"]})
+                               "value": r.get("value"), "answer": m.group(1) if m else None, "id": r["id"],
+                               # `<dataset>/<question>/...`: what the ranking term groups by
+                               "question": r["id"].split("/")[1]})
 
 
 OPTION = re.compile(r"^([A-E])\. (.+)$", re.M)
@@ -142,9 +145,9 @@ def shuffled(record, rng):
     human, gpt = turns["human"], turns["gpt"]
     options = OPTION.findall(human)
     m = ANSWER.search(gpt)
-    if len(options) < 2 or not m or m.group(1) not in dict(options):
-        return None
     texts = [t for _, t in options]
+    if len(set(texts)) < 2 or not m or m.group(1) not in dict(options):
+        return None
     order = texts[:]
     while order == texts:
         rng.shuffle(order)
@@ -153,8 +156,7 @@ def shuffled(record, rng):
     new_human = OPTION.sub(lambda _: next(lines), human)
     letter = letters[order.index(dict(options)[m.group(1)])]
     new_gpt = gpt[:m.start(1)] + letter + gpt[m.end(1):]
-    out = dict(record, conversations=[{"from": "human", "value": new_human}, {"from": "gpt", "value": new_gpt}])
-    return out
+    return dict(record, conversations=[{"from": "human", "value": new_human}, {"from": "gpt", "value": new_gpt}])
 
 
 def with_shuffles(records, copies, seed):
@@ -358,24 +360,6 @@ def train_policy(a, model, tok, special, images, data, val, log, device, amp, de
     return step, best[1]
 
 
-def question_batches(items, size, rng):
-    """One pass over `items` in batches of whole questions (the records of one question
-    id, `<dataset>/<question>/...`), questions in random order: the ranking term compares
-    records of one question, so they must meet in a batch."""
-    groups = {}
-    for i, it in enumerate(items):
-        groups.setdefault(it["id"].split("/")[1], []).append(i)
-    order = list(groups.values())
-    rng.shuffle(order)
-    out, current = [], []
-    for group in order:
-        if current and len(current) + len(group) > size:
-            out.append(current)
-            current = []
-        current += group
-    return out + ([current] if current else [])
-
-
 def pair_terms(values, targets, questions, margin):
     """For each pair (i, j) of one question with target i above target j by more than
     `margin`: values[i] - values[j]. Empty when there is no such pair."""
@@ -400,7 +384,11 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
     order = []
     t0 = time.time()
     qindex = {}
-    val_questions = torch.tensor([qindex.setdefault(it["id"].split("/")[1], len(qindex)) for it in val])
+
+    def questions_of(items):
+        return torch.tensor([qindex.setdefault(it["question"], len(qindex)) for it in items], device=device)
+
+    val_questions = questions_of(val).cpu()
 
     def evaluate():
         model.eval()
@@ -427,12 +415,8 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
     step = 0
     for step in range(1, a.value_steps + 1):
         if not order:
-            if a.value_rank_weight > 0:
-                order = question_batches(data.items, a.batch, rng)
-            else:
-                order = list(range(len(data.items)))
-                rng.shuffle(order)
-                order = [order[k:k + a.batch] for k in range(0, len(order), a.batch)]
+            # Whole questions in a batch when the ranking term compares their records.
+            order = T.batches(data.items, a.batch, rng.randrange(1 << 30), a.value_rank_weight > 0)
         idx, order = order[0], order[1:]
         model.train()
         ids, mask, last, px, target = value_batch([data.items[i] for i in idx], images, device)
@@ -444,8 +428,7 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
         values = head(h).float()
         loss = torch.nn.functional.mse_loss(values, target.float())
         if a.value_rank_weight > 0:
-            questions = torch.tensor([hash(data.items[i]["id"].split("/")[1]) for i in idx], device=device)
-            d = pair_terms(values, target.float(), questions, 0.05)
+            d = pair_terms(values, target.float(), questions_of([data.items[i] for i in idx]), 0.05)
             if len(d):
                 loss = loss + a.value_rank_weight * torch.nn.functional.softplus(-d).mean()
         opt.zero_grad(set_to_none=True)
