@@ -8,11 +8,11 @@ R=$(pwd)
 end=$(( $(date +%s) + $1 ))
 collect() {
   (cd $G && cp stages.txt $OUT/ 2>/dev/null
-   ls *.log A/log.jsonl B/log.jsonl pack-A/pack.json pack-B/pack.json result.json 2>/dev/null > /tmp/list
+   ls *.log */log.jsonl pack-*/pack.json result.json 2>/dev/null > /tmp/list
    tar czf $OUT/logs.tgz -T /tmp/list)
-  for name in A B; do
+  for name in A B C P; do
     if [ -f $G/$name/summary.json ] && [ ! -f $OUT/$name-fp16.tar.gz ]; then
-      rm -rf /tmp/h$name && mkdir -p /tmp/h$name && cp -r $G/$name/value $G/$name/log.jsonl $G/$name/summary.json /tmp/h$name/ &&
+      rm -rf /tmp/h$name && mkdir -p /tmp/h$name && cp -r $G/$name/value $G/$name/policy $G/$name/log.jsonl $G/$name/summary.json /tmp/h$name/ &&
         $PY $R/tools/train/gpu/half.py /tmp/h$name $OUT/$name-fp16.tar.gz.part && mv $OUT/$name-fp16.tar.gz.part $OUT/$name-fp16.tar.gz
     fi
   done
@@ -25,7 +25,7 @@ while [ "$(date +%s)" -lt $end ]; do
 done
 collect
 cat $G/stages.txt; tail -n 3 $G/run.log
-for name in A B; do [ -f $G/$name/log.jsonl ] && echo "== $name" &&
+for name in A B C P; do [ -f $G/$name/log.jsonl ] && echo "== $name" &&
   grep -E 'policy_eval|policy_test|value_eval|"done"|note' $G/$name/log.jsonl | tail -n 4 | cut -c1-400; done
 cat $G/result.json 2>/dev/null
 true
