@@ -208,15 +208,22 @@ def batches(items, size, seed, by_question):
     return out
 
 
+def pair_terms(values, targets, questions, margin):
+    """For each pair (i, j) of one question with target i above target j by more than
+    `margin`: values[i] - values[j]. Empty when there is no such pair. `questions` is a
+    tensor of question indices."""
+    same = questions[:, None] == questions[None, :]
+    above = targets[:, None] > targets[None, :] + margin
+    return (values[:, None] - values[None, :])[same & above]
+
+
 def rank_loss(values, targets, questions, margin):
     """Mean of log(1 + exp(-(v_i - v_j))) over the pairs of one question with
     t_i > t_j + margin; None where the batch has no such pair."""
-    terms = []
-    for i in range(len(values)):
-        for j in range(len(values)):
-            if questions[i] == questions[j] and targets[i] > targets[j] + margin:
-                terms.append(torch.nn.functional.softplus(values[j] - values[i]))
-    return torch.stack(terms).mean() if terms else None
+    index = {}
+    q = torch.tensor([index.setdefault(x, len(index)) for x in questions], device=values.device)
+    d = pair_terms(values, torch.tensor(targets, device=values.device).float(), q, margin)
+    return torch.nn.functional.softplus(-d).mean() if len(d) else None
 
 
 def value_of(inner, head, item, device, dtype):

@@ -360,14 +360,6 @@ def train_policy(a, model, tok, special, images, data, val, log, device, amp, de
     return step, best[1]
 
 
-def pair_terms(values, targets, questions, margin):
-    """For each pair (i, j) of one question with target i above target j by more than
-    `margin`: values[i] - values[j]. Empty when there is no such pair."""
-    same = questions[:, None] == questions[None, :]
-    above = targets[:, None] > targets[None, :] + margin
-    return (values[:, None] - values[None, :])[same & above]
-
-
 def train_value(a, policy_state, model_builder, tok, special, images, data, val, log, device, amp, deadline):
     model = model_builder()
     model.load_state_dict(policy_state)
@@ -407,7 +399,7 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
         corr = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 else float("nan")
         # Within a question: how often the record with the higher target is valued higher
         # (0.5 is chance). With --contrasts these pairs include each false chain.
-        d = pair_terms(p, t, val_questions, 0.05)
+        d = T.pair_terms(p, t, val_questions, 0.05)
         pair_acc = round(float((d > 0).float().mean()), 4) if len(d) else None
         return {"val_mse": round(mse, 5), "val_mse_of_mean": round(base, 5), "val_r2": round(1 - mse / base, 4),
                 "val_corr": round(corr, 4), "val_pair_acc": pair_acc, "pairs": len(d), "n": len(p)}
@@ -428,7 +420,7 @@ def train_value(a, policy_state, model_builder, tok, special, images, data, val,
         values = head(h).float()
         loss = torch.nn.functional.mse_loss(values, target.float())
         if a.value_rank_weight > 0:
-            d = pair_terms(values, target.float(), questions_of([data.items[i] for i in idx]), 0.05)
+            d = T.pair_terms(values, target.float(), questions_of([data.items[i] for i in idx]), 0.05)
             if len(d):
                 loss = loss + a.value_rank_weight * torch.nn.functional.softplus(-d).mean()
         opt.zero_grad(set_to_none=True)
