@@ -121,12 +121,15 @@ class Data:
             if kind == "policy":
                 prefix = encode(tok, special, P.conversation_from_prompt(human, has_image, ""))
                 target = tok.encode(" " + gpt, add_special_tokens=False).ids + [special["eos"]]
+                # `answer_only`: the loss from the final answer on (the chain before it is false).
+                cut = gpt.find("Final Answer") if r.get("answer_only") else -1
+                loss_from = len(tok.encode(" " + gpt[:cut].rstrip(), add_special_tokens=False).ids) if cut > 0 else 0
             else:
                 prefix = encode(tok, special, P.conversation_from_prompt(human, has_image, gpt))
-                target = []
+                target, loss_from = [], 0
             prefix = G.expand_image_tokens(prefix, special["image"], n_img)
             m = ANSWER.search(gpt)
-            self.items.append({"prefix": prefix, "target": target, "image": images.index[r["image"]],
+            self.items.append({"prefix": prefix, "target": target, "loss_from": loss_from, "image": images.index[r["image"]],
                                "value": r.get("value"), "answer": m.group(1) if m else None, "id": r["id"],
                                # `<dataset>/<question>/...`: what the ranking term groups by
                                "question": r["id"].split("/")[1]})
@@ -172,6 +175,48 @@ def with_shuffles(records, copies, seed):
     return out
 
 
+def followed(record, rng):
+    """`record` with step 2 concluding on another option (each mention of the right
+    option's text in step 2 replaced by it) and the final letter that option's, marked
+    `answer_only`: trained with the loss on the final answer alone, it teaches the letter
+    to follow the chain without teaching false chains. The demo policy's letter is
+    independent of its own step 2 (bench/RESULTS.md, "The demo policy's answer does not
+    follow its chain"), so checking a chain, as a value model does, says nothing of the
+    answer. None when the record has no options, no final letter or no step 2 naming it."""
+    turns = {t["from"]: t["value"] for t in record["conversations"]}
+    human, gpt = turns["human"], turns["gpt"]
+    options = dict(OPTION.findall(human))
+    m = ANSWER.search(gpt)
+    start = gpt.find("Step 2:") + len("Step 2:")
+    if not m or start < len("Step 2:") or m.group(1) not in options:
+        return None
+    right = options[m.group(1)]
+    word = re.compile(r"\b" + re.escape(right) + r"\b", re.IGNORECASE)
+    step2 = gpt[start:m.start()]
+    others = [k for k, t in options.items() if t != right and not word.search(t)]
+    if not word.search(step2) or not others:
+        return None
+    letter = rng.choice(others)
+    other = options[letter]
+    new_step2 = word.sub(lambda w: other[:1].upper() + other[1:] if w.group(0)[:1].isupper() else other, step2)
+    new_gpt = gpt[:start] + new_step2 + gpt[m.start():m.start(1)] + letter + gpt[m.end(1):]
+    return dict(record, conversations=[{"from": "human", "value": human}, {"from": "gpt", "value": new_gpt}],
+                answer_only=True)
+
+
+def with_followed(records, copies, seed):
+    """Each record, then `copies` copies whose answer follows another step 2 (`followed`)."""
+    rng = random.Random(seed + 7)
+    out = []
+    for r in records:
+        out.append(r)
+        for k in range(copies):
+            f = followed(r, rng)
+            if f is not None:
+                out.append(dict(f, id=f"{r['id']}/followed{k}"))
+    return out
+
+
 def encode(tok, special, text):
     ids = tok.encode(text).ids
     return ids if ids and ids[0] == special["bos"] else [special["bos"]] + ids
@@ -187,7 +232,8 @@ def policy_batch(items, images, device):
     for i, (it, s) in enumerate(zip(items, seqs)):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
-        labels[i, len(it["prefix"]):len(s)] = torch.tensor(it["target"])
+        start = len(it["prefix"]) + it["loss_from"]
+        labels[i, start:len(s)] = torch.tensor(it["target"][it["loss_from"]:])
     px = images.pixels(torch.tensor([it["image"] for it in items], device=images.u8.device))
     return ids.to(device), mask.to(device), labels.to(device), px
 
@@ -488,7 +534,8 @@ def train(a):
     ptrain = recs("policy_train")
     if a.train_n:
         ptrain = ptrain[:a.train_n]
-    data = Data(with_shuffles(ptrain, a.shuffle_options, a.seed), tok, special, images, n_img, "policy")
+    data = Data(with_followed(with_shuffles(ptrain, a.shuffle_options, a.seed), a.follow_chain, a.seed), tok, special,
+                images, n_img, "policy")
     val = Data(recs("policy_val")[:a.eval_n], tok, special, images, n_img, "policy").items
     lens = [len(it["prefix"]) + len(it["target"]) for it in data.items]
     log(stage="setup", device=device, torch=torch.__version__, params=sum(p.numel() for p in model.parameters()),
@@ -562,6 +609,9 @@ def main(argv=None):
     t.add_argument("--train-n", type=int, default=0,
                    help="use only the first N policy records and their questions' value records (the rest of "
                         "the split is left for self-training)")
+    t.add_argument("--follow-chain", type=int, default=0, metavar="K",
+                   help="train the policy on K more copies of each record whose step 2 names another option and whose "
+                        "letter is that option's, with the loss on the final answer only")
     t.add_argument("--shuffle-options", type=int, default=0, metavar="K",
                    help="train the policy on K more copies of each record with its options shuffled")
     t.add_argument("--steps", type=int, default=6000)
