@@ -179,10 +179,11 @@ def followed(record, rng):
     """`record` with step 2 concluding on another option (each mention of the right
     option's text in step 2 replaced by it) and the final letter that option's, marked
     `answer_only`: trained with the loss on the final answer alone, it teaches the letter
-    to follow the chain without teaching false chains. The demo policy's letter is
-    independent of its own step 2 (bench/RESULTS.md, "The demo policy's answer does not
-    follow its chain"), so checking a chain, as a value model does, says nothing of the
-    answer. None when the record has no options, no final letter or no step 2 naming it."""
+    to follow the chain without teaching false chains. The demo policy's letter often
+    does not follow its own step 2: 31 of its 174 direct chains whose step 2 concludes on
+    the right option end on another letter (bench/RESULTS.md, "Letters that do not follow
+    the chain"), a mistake that a value model checking the chain's facts does not see.
+    None when the record has no options, no final letter or no step 2 naming it."""
     turns = {t["from"]: t["value"] for t in record["conversations"]}
     human, gpt = turns["human"], turns["gpt"]
     options = dict(OPTION.findall(human))
