@@ -162,16 +162,16 @@ def shuffled(record, rng):
     return dict(record, conversations=[{"from": "human", "value": new_human}, {"from": "gpt", "value": new_gpt}])
 
 
-def with_shuffles(records, copies, seed):
-    """Each record, then `copies` shuffled copies of it (ids keep the question's)."""
-    rng = random.Random(seed)
+def with_copies(records, copies, make, rng, tag):
+    """Each record, then up to `copies` copies of it made by `make(record, rng)` (None
+    makes none); a copy's id is the record's (the question's) with `/<tag><k>` added."""
     out = []
     for r in records:
         out.append(r)
         for k in range(copies):
-            s = shuffled(r, rng)
-            if s is not None:
-                out.append(dict(s, id=f"{r['id']}/shuffled{k}"))
+            c = make(r, rng)
+            if c is not None:
+                out.append(dict(c, id=f"{r['id']}/{tag}{k}"))
     return out
 
 
@@ -203,19 +203,6 @@ def followed(record, rng):
     new_gpt = gpt[:start] + new_step2 + gpt[m.start():m.start(1)] + letter + gpt[m.end(1):]
     return dict(record, conversations=[{"from": "human", "value": human}, {"from": "gpt", "value": new_gpt}],
                 answer_only=True)
-
-
-def with_followed(records, copies, seed):
-    """Each record, then `copies` copies whose answer follows another step 2 (`followed`)."""
-    rng = random.Random(seed + 7)
-    out = []
-    for r in records:
-        out.append(r)
-        for k in range(copies):
-            f = followed(r, rng)
-            if f is not None:
-                out.append(dict(f, id=f"{r['id']}/followed{k}"))
-    return out
 
 
 def encode(tok, special, text):
@@ -535,8 +522,9 @@ def train(a):
     ptrain = recs("policy_train")
     if a.train_n:
         ptrain = ptrain[:a.train_n]
-    data = Data(with_followed(with_shuffles(ptrain, a.shuffle_options, a.seed), a.follow_chain, a.seed), tok, special,
-                images, n_img, "policy")
+    ptrain_all = with_copies(ptrain, a.shuffle_options, shuffled, random.Random(a.seed), "shuffled")
+    ptrain_all = with_copies(ptrain_all, a.follow_chain, followed, random.Random(a.seed + 7), "followed")
+    data = Data(ptrain_all, tok, special, images, n_img, "policy")
     val = Data(recs("policy_val")[:a.eval_n], tok, special, images, n_img, "policy").items
     lens = [len(it["prefix"]) + len(it["target"]) for it in data.items]
     log(stage="setup", device=device, torch=torch.__version__, params=sum(p.numel() for p in model.parameters()),
