@@ -13,14 +13,15 @@
 # 64 px, distinct by eye); C a wider, deeper decoder (320 x 6 layers) on 64 px, since most
 # of the demo policy's mistakes are the answer's letter, which is a lookup in the text;
 # P the default shape with its policy kept inside the band (0.6-0.85, as models/demo's),
-# a candidate demo policy that saw the options shuffled. The data is the demo's (seed 11, the first 16,000 training questions, as
-# models/demo's warm-up), so a model from here pairs with
-# models/demo/policy on the same test split.
+# a candidate demo policy that saw the options shuffled. The data is the demo's (seed 11,
+# the first 16,000 training questions, as models/demo's warm-up), so a model from here
+# pairs with models/demo/policy on the same test split. Run once with A C P (2026-12-07,
+# bench/RESULTS.md, "Letters that do not follow the chain").
 #   bash tools/train/gpu/perceive.sh        (from the repository root)
 # Environment: G work folder (/opt/perceive), PY python with torch, BIN the tsst binary,
 # MIN policy minutes each (6), VMIN value minutes each (2.5), DEVICE (cuda), IMG_B (B's image
 # size, 128), NAMES the variants to train (A C P), N questions (25000). Progress in $G/stages.txt; the
-# held-out contrast check in $G/result.json; each model's log in $G/{A,B}/log.jsonl.
+# held-out contrast check in $G/result.json; each model's log in $G/<name>/log.jsonl.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 G=${G:-/opt/perceive} PY=${PY:-python3} BIN=${BIN:-tsst}
