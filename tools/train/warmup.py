@@ -138,16 +138,25 @@ class Data:
 OPTION = re.compile(r"^([A-E])\. (.+)$", re.M)
 
 
+def chain_parts(record):
+    """A chain record's prompt, chain, its prompt's options [(letter, text)] and the
+    final-answer match (None without one)."""
+    turns = {t["from"]: t["value"] for t in record["conversations"]}
+    human, gpt = turns["human"], turns["gpt"]
+    return human, gpt, OPTION.findall(human), ANSWER.search(gpt)
+
+
+def with_chain(record, human, gpt, **extra):
+    return dict(record, conversations=[{"from": "human", "value": human}, {"from": "gpt", "value": gpt}], **extra)
+
+
 def shuffled(record, rng):
     """`record` with its prompt's options in another order and its chain's final letter
     moved with its option: the same scene and chain, another letter. The demo policy
     got most of its answers wrong by naming the right option with the wrong letter
     (bench/RESULTS.md, "What the demo policy gets wrong"); these copies make the letter
     something to look up. None when the record has no options or no final letter."""
-    turns = {t["from"]: t["value"] for t in record["conversations"]}
-    human, gpt = turns["human"], turns["gpt"]
-    options = OPTION.findall(human)
-    m = ANSWER.search(gpt)
+    human, gpt, options, m = chain_parts(record)
     texts = [t for _, t in options]
     if len(set(texts)) < 2 or not m or m.group(1) not in dict(options):
         return None
@@ -158,8 +167,7 @@ def shuffled(record, rng):
     lines = iter(f"{letters[i]}. {t}" for i, t in enumerate(order))
     new_human = OPTION.sub(lambda _: next(lines), human)
     letter = letters[order.index(dict(options)[m.group(1)])]
-    new_gpt = gpt[:m.start(1)] + letter + gpt[m.end(1):]
-    return dict(record, conversations=[{"from": "human", "value": new_human}, {"from": "gpt", "value": new_gpt}])
+    return with_chain(record, new_human, gpt[:m.start(1)] + letter + gpt[m.end(1):])
 
 
 def with_copies(records, copies, make, rng, tag):
@@ -184,10 +192,8 @@ def followed(record, rng):
     the right option end on another letter (bench/RESULTS.md, "Letters that do not follow
     the chain"), a mistake that a value model checking the chain's facts does not see.
     None when the record has no options, no final letter or no step 2 naming it."""
-    turns = {t["from"]: t["value"] for t in record["conversations"]}
-    human, gpt = turns["human"], turns["gpt"]
-    options = dict(OPTION.findall(human))
-    m = ANSWER.search(gpt)
+    human, gpt, options, m = chain_parts(record)
+    options = dict(options)
     start = gpt.find("Step 2:") + len("Step 2:")
     if not m or start < len("Step 2:") or m.group(1) not in options:
         return None
@@ -200,9 +206,8 @@ def followed(record, rng):
     letter = rng.choice(others)
     other = options[letter]
     new_step2 = word.sub(lambda w: other[:1].upper() + other[1:] if w.group(0)[:1].isupper() else other, step2)
-    new_gpt = gpt[:start] + new_step2 + gpt[m.start():m.start(1)] + letter + gpt[m.end(1):]
-    return dict(record, conversations=[{"from": "human", "value": human}, {"from": "gpt", "value": new_gpt}],
-                answer_only=True)
+    return with_chain(record, human, gpt[:start] + new_step2 + gpt[m.start():m.start(1)] + letter + gpt[m.end(1):],
+                      answer_only=True)
 
 
 def encode(tok, special, text):
