@@ -1,10 +1,10 @@
 """What a run's wrong solutions got wrong, on the synthetic benchmark: per solution,
-- `letter`: step 2 names the right option but the final letter is another one's (the
+- `letter`: step 2 concludes on the right option but the final letter is another one's (the
   chain is right up to its last token; the letter must be looked up in the prompt's
   options);
 - `perception`: a step states something that is not a fact of the scene (the verdict's
-  `grounded` is false) and step 2 does not name the right option;
-- `reasoning`: every step is a fact of the scene, yet step 2 names another option;
+  `grounded` is false) and step 2 does not conclude on the right option;
+- `reasoning`: every step is a fact of the scene, yet step 2 concludes on another option;
 - `no-letter`: no `Final Answer: (X)`.
 
     python3 tools/train/error_kinds.py RUN/results.jsonl [--first]
@@ -30,9 +30,7 @@ def kind(question, solution):
         return "right"
     if not LETTER.search(solution["text"]):
         return "no-letter"
-    step2 = solution["text"].split("Final Answer")[0].split("Step 2:")[-1]
-    right = question["choices"][question["answer"]]
-    if re.search(r"\b" + re.escape(right) + r"\b", step2):
+    if concluded(question, solution["text"]) == "ABCDE"[question["answer"]]:
         return "letter"
     return "reasoning" if solution["verdict"].get("grounded") else "perception"
 
