@@ -79,6 +79,9 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--export", action="store_true", help="export OUT/hf to OUT/onnx when done")
+    ap.add_argument("--export-arg", action="append", default=[], metavar="ARG",
+                    help="passed on to export_llava.py, repeatable, e.g. --export-arg=--dtype=fp16 "
+                         "(default: fp32 for the CPU)")
     ap.add_argument("--micro-batch", type=int, default=4,
                     help="value records per forward pass (their gradients summed over the batch); "
                          "the ranking term passes the whole batch at once")
@@ -373,7 +376,7 @@ def main(argv=None):
                    "rank_weight": a.rank_weight if head is not None else None}, f, indent=1)
     if a.export:
         cmd = [sys.executable, os.path.join(EXPORT, "export_llava.py"), "--checkpoint", hf, "--kind", a.kind,
-               "--dtype", "fp32", "--out", os.path.join(a.out, "onnx")]
+               "--dtype", "fp32", "--out", os.path.join(a.out, "onnx")] + a.export_arg
         subprocess.run(cmd, check=True)
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# issue 12 on the GPU: device calls 2..5 (carry .gpu-carry/pN): `bash tools/train/gpu/st-part.sh N [last]`.
+# issue 12 on the GPU: device calls 2.. (carry .gpu-carry/pN, from bench/gpu/carry.sh): `bash tools/train/gpu/st-part.sh N [last]`.
 # The last one joins the parts into libonnxruntime_providers_cuda.so and marks ONNX Runtime CUDA ready.
 set -eu
 mv .gpu-carry/p$1 /opt/ortgpu/
