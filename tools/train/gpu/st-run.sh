@@ -14,13 +14,14 @@ PY=/opt/torch/.venv/bin/python3
 BIN=$G/bin/tsst
 D=$G/data/synth-easy
 V0=${V0:-warmup}
+ST=${ST:-st}
+NAME=${NAME:-gpu}
 EXPORT_ARGS=${EXPORT_ARGS:-}
 mark() { echo "$(date +%s) $(date -u +%T) $*" >> $G/stages.txt; }
 fail() { mark "FAIL $*"; exit 1; }
 mark start
+export PYTHONPATH=$G/builder/site
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 1000 > $G/smi.csv &
-$BIN data synth --out $D --n 25000 --seed 11 --difficulty easy --splits 0.96,0.02,0.02 > $G/synth.log 2>&1 || fail synth
-mark synth-done
 warmup() {
   pids=()
   for s in train val test; do
@@ -53,26 +54,31 @@ demo() {
   done
   mark from-onnx-done
 }
-case $V0 in
-  warmup) warmup ;;
-  demo) demo ;;
-  *) fail "V0=$V0" ;;
-esac
-export PYTHONPATH=$G/builder/site
-pids=()
-for k in policy value; do
-  $PY tools/export/export_llava.py --checkpoint $G/v0/$k/hf --kind $k --out $G/v0/$k/onnx \
-    --builder $G/builder/models/builder.py $EXPORT_ARGS > $G/export-v0-$k.log 2>&1 &
-  pids+=($!)
-done
-wait "${pids[@]}"
-for k in policy value; do [ -f $G/v0/$k/onnx/manifest.json ] || fail export-v0-$k; done
-mark export-v0-done
+if [ -f $G/v0/policy/onnx/manifest.json ] && [ -f $G/v0/value/onnx/manifest.json ]; then
+  mark v0-kept  # a later run on the same machine (ST, ROUNDS, new configs) starts from the same version 0
+else
+  $BIN data synth --out $D --n 25000 --seed 11 --difficulty easy --splits 0.96,0.02,0.02 > $G/synth.log 2>&1 || fail synth
+  mark synth-done
+  case $V0 in
+    warmup) warmup ;;
+    demo) demo ;;
+    *) fail "V0=$V0" ;;
+  esac
+  pids=()
+  for k in policy value; do
+    $PY tools/export/export_llava.py --checkpoint $G/v0/$k/hf --kind $k --out $G/v0/$k/onnx \
+      --builder $G/builder/models/builder.py $EXPORT_ARGS > $G/export-v0-$k.log 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for k in policy value; do [ -f $G/v0/$k/onnx/manifest.json ] || fail export-v0-$k; done
+  mark export-v0-done
+fi
 while [ ! -f /opt/ortgpu/ready ]; do sleep 1; done
 source bench/gpu/env.sh
 mark selftrain-start
 $BIN selftrain --config config/selftrain/gpu/search.yaml --trainer config/selftrain/gpu/trainer.yaml \
   --rounds ${ROUNDS:-2} --eval config/selftrain/gpu/direct.yaml --eval config/selftrain/gpu/beam.yaml \
-  --out $G/st --name gpu --warm-start $G/v0/policy/onnx $G/v0/value/onnx \
+  --out $G/$ST --name $NAME --warm-start $G/v0/policy/onnx $G/v0/value/onnx \
   --device cuda:0 --fresh-questions --batch 128 --quiet > $G/selftrain.log 2>&1
-mark "selftrain-done rc=$?"
+mark "selftrain-done $ST rc=$?"
