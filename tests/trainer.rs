@@ -32,6 +32,7 @@ fn stage(name: &str, program: &str, args: &[&str], timeout_secs: u64) -> Stage {
         program: program.into(),
         args: args.iter().map(|a| a.to_string()).collect(),
         timeout_secs,
+        after: None,
     }
 }
 
@@ -188,6 +189,89 @@ async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_regi
             .contains("stage x: exited with exit status: 1"),
         "{err}"
     );
+    broker.delete_topology().await.unwrap();
+}
+
+/// `stage` with `after: []`: it starts with the round.
+fn at_once(name: &str, program: &str, args: &[&str], timeout_secs: u64) -> Stage {
+    Stage {
+        after: Some(Vec::new()),
+        ..stage(name, program, args, timeout_secs)
+    }
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[actix_rt::test]
+async fn stages_after_nothing_run_side_by_side_and_a_failure_stops_the_others() {
+    let ns = format!("tsst-test-trainer-after-{}", std::process::id());
+    let run = format!("train-after-{}", std::process::id());
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    let root = tempfile::tempdir().unwrap();
+    // Each of the two waits for the other to have started: run one after the other,
+    // the first would wait until its timeout.
+    let meet = |me: &str, other: &str| {
+        format!("mkdir -p {{out}} && touch {{out}}/{me} && until [ -e {{out}}/{other} ]; do sleep 0.05; done")
+    };
+    let (a, b) = (meet("a", "b"), meet("b", "a"));
+    let cfg = config(
+        root.path(),
+        vec![
+            at_once("a", "sh", &["-c", &a], 20),
+            at_once("b", "sh", &["-c", &b], 20),
+        ],
+    );
+    let v0 = train_round(&store, &broker, &cfg, &task(root.path(), &run, 0))
+        .await
+        .unwrap();
+    let mut names: Vec<_> = v0.stages.iter().map(|s| s.name.as_str()).collect();
+    names[..2].sort();
+    assert_eq!(names, ["a", "b", "policy", "value"]);
+
+    // One fails while the other runs: the round fails with the first's reason at once,
+    // and the other's command is killed rather than left to run on.
+    let pid = root.path().join("sleeper.pid");
+    let sleeper = format!("echo $$ > {} && exec sleep 600", pid.display());
+    let wait_then_fail = format!(
+        "until [ -e {} ]; do sleep 0.05; done; exit 3",
+        pid.display()
+    );
+    let cfg = config(
+        root.path(),
+        vec![
+            at_once("sleeper", "sh", &["-c", &sleeper], 600),
+            at_once("fails", "sh", &["-c", &wait_then_fail], 20),
+        ],
+    );
+    let err = train_round(&store, &broker, &cfg, &task(root.path(), &run, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stage fails: exited with exit status: 3"),
+        "{err}"
+    );
+    let pid = std::fs::read_to_string(&pid).unwrap().trim().to_owned();
+    let started = Instant::now();
+    while !ended(&pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sleeper (pid {pid}) was left running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let registry = store.model_versions(&run).await.unwrap();
+    assert!(matches!(registry[1].status, VersionStatus::Failed { .. }));
+    forget(&run).await;
     broker.delete_topology().await.unwrap();
 }
 

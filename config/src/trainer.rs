@@ -31,6 +31,21 @@ pub struct Stage {
     pub args: Vec<String>,
     /// Seconds before the command is stopped.
     pub timeout_secs: u64,
+    /// The earlier stages this one waits for; absent, all of them. `[]` starts it with
+    /// the round, beside the others (the policy's and the value model's training need
+    /// nothing of each other, and a GPU has room for both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+}
+
+impl Stage {
+    /// The names of the stages this one waits for, given the stages before it.
+    pub fn waits_for<'a>(&'a self, earlier: &'a [Stage]) -> Vec<&'a str> {
+        match &self.after {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => earlier.iter().map(|s| s.name.as_str()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +56,8 @@ pub struct TrainerConfig {
     /// The models round 0 starts from.
     pub base_policy: PathBuf,
     pub base_value: PathBuf,
-    /// Run in order; a round fails at the first that fails.
+    /// Run in order, each after all before it unless its `after` says otherwise; a
+    /// round fails at the first that fails (the others still running are stopped).
     pub stages: Vec<Stage>,
     /// Where the stages leave the exported model directories.
     pub policy_dir: String,
@@ -93,6 +109,14 @@ impl TrainerConfig {
             }
             for (j, arg) in s.args.iter().enumerate() {
                 unknown(&mut v, &format!("stages[{i}].args[{j}]"), arg);
+            }
+            for (j, name) in s.after.iter().flatten().enumerate() {
+                if !self.stages[..i].iter().any(|e| &e.name == name) {
+                    v.push(Issue::new(
+                        format!("stages[{i}].after[{j}]"),
+                        format!("`{name}` is not an earlier stage"),
+                    ));
+                }
             }
         }
         unknown(&mut v, "policy_dir", &self.policy_dir);
@@ -169,5 +193,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("stagez"), "{err}");
+    }
+
+    #[test]
+    fn after_names_earlier_stages_only() {
+        let two = GOOD.replace(
+            "policy_dir:",
+            "  - name: value\n    program: python3\n    timeout_secs: 60\n    after: []\npolicy_dir:",
+        );
+        let c = TrainerConfig::from_yaml_str(&two, Path::new("t.yaml")).unwrap();
+        assert_eq!(c.stages[0].waits_for(&[]), Vec::<&str>::new());
+        assert_eq!(c.stages[1].waits_for(&c.stages[..1]), Vec::<&str>::new());
+        let sequential = two.replace("    after: []\n", "");
+        let c = TrainerConfig::from_yaml_str(&sequential, Path::new("t.yaml")).unwrap();
+        assert_eq!(c.stages[1].waits_for(&c.stages[..1]), vec!["policy"]);
+        for bad in ["after: [value]", "after: [export]"] {
+            let text = two.replace("after: []", bad);
+            let err = TrainerConfig::from_yaml_str(&text, Path::new("t.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("stages[1].after[0]"), "{err}");
+        }
     }
 }

@@ -7,6 +7,8 @@ pub mod command;
 use crate::broker::{Broker, BrokerError};
 use crate::store::{Store, StoreError};
 pub use command::{CommandError, Placeholders};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -167,15 +169,36 @@ async fn run_stages<S: Store>(
         reason: format!("cannot create the version's folder: {e}"),
     })?;
     store.put_model_version(version).await?;
-    for stage in &config.stages {
-        let started = std::time::Instant::now();
-        let result = command::run(stage, values).await;
+    // Each stage starts once those it waits for are done; the first failure ends the
+    // round, and dropping the stages still running kills their commands.
+    let mut done = BTreeSet::new();
+    let mut waiting: Vec<usize> = (0..config.stages.len()).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        waiting.retain(|&i| {
+            let stage = &config.stages[i];
+            let ready = stage
+                .waits_for(&config.stages[..i])
+                .iter()
+                .all(|name| done.contains(*name));
+            if ready {
+                running.push(async move {
+                    let started = std::time::Instant::now();
+                    (stage, started, command::run(stage, values).await)
+                });
+            }
+            !ready
+        });
+        let Some((stage, started, result)) = running.next().await else {
+            break;
+        };
         version.stages.push(StageReport {
             name: stage.name.clone(),
             seconds: started.elapsed().as_secs_f64(),
             exit_code: result.as_ref().ok().and_then(|f| f.exit_code),
         });
         result?;
+        done.insert(stage.name.as_str());
         store.put_model_version(version).await?;
     }
     for dir in [&version.policy, &version.value] {
