@@ -42,8 +42,10 @@ impl fmt::Display for Task {
 /// A model to load: an exported model directory, or the deterministic test backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ModelRef {
-    /// Written `scripted`: canned outputs for tests and the demo, no weights needed.
-    Scripted,
+    /// Written `scripted` or `scripted:<options>` (e.g. `scripted:30ms:flaky3`, the
+    /// backend's): canned outputs for tests and benchmarks, no weights needed. Holds the
+    /// text as written.
+    Scripted(String),
     /// An exported model directory, relative to the current directory unless absolute.
     Path(PathBuf),
 }
@@ -54,8 +56,12 @@ impl FromStr for ModelRef {
         let s = s.trim();
         if s.is_empty() {
             Err("must be a model directory or `scripted` (got an empty string)".to_string())
-        } else if s.eq_ignore_ascii_case("scripted") {
-            Ok(ModelRef::Scripted)
+        } else if s
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("scripted"))
+            && matches!(s.as_bytes().get(8), None | Some(b':'))
+        {
+            Ok(ModelRef::Scripted(s.to_owned()))
         } else {
             Ok(ModelRef::Path(PathBuf::from(s)))
         }
@@ -65,7 +71,7 @@ impl FromStr for ModelRef {
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelRef::Scripted => f.write_str("scripted"),
+            ModelRef::Scripted(spec) => f.write_str(spec),
             ModelRef::Path(p) => write!(f, "{}", p.display()),
         }
     }
@@ -566,7 +572,7 @@ impl EvalConfig {
     /// a cluster's config names directories on its GPU workers, which the machine that
     /// queues the run may not have, so `tsst config check` and a cluster run warn,
     /// and an embedded run, which loads them itself, refuses to start.
-    /// `scripted` and `scripted:<N>ms` need no directory.
+    /// Scripted models need no directory.
     pub fn missing_models(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         for (i, m) in self.models.iter().enumerate().filter(|(_, m)| m.run_flag) {
@@ -581,9 +587,6 @@ impl EvalConfig {
                 let Some(ModelRef::Path(dir)) = model else {
                     continue;
                 };
-                if dir.to_str().is_some_and(|s| s.starts_with("scripted:")) {
-                    continue;
-                }
                 if !dir.join("manifest.json").is_file() {
                     let what = if dir.is_dir() {
                         "has no manifest.json (not an exported model)"
@@ -634,6 +637,18 @@ models:
     value_model: scripted
     tag: base
 ";
+
+    #[test]
+    fn scripted_models_keep_their_options_and_other_names_are_directories() {
+        for text in ["scripted", "Scripted", "scripted:30ms:flaky3"] {
+            let m: ModelRef = text.parse().unwrap();
+            assert_eq!(m, ModelRef::Scripted(text.into()));
+            assert_eq!(m.to_string(), text);
+        }
+        for text in ["scripted-run", "scriptedé", "models/scripted"] {
+            assert_eq!(text.parse(), Ok(ModelRef::Path(text.into())));
+        }
+    }
 
     #[test]
     fn missing_models_are_named_by_field() {
@@ -688,7 +703,7 @@ models:
         assert_eq!(c.data_partition, None);
         let m = &c.models[0];
         assert!(m.run_flag && m.use_value);
-        assert_eq!(m.policy_model, ModelRef::Scripted);
+        assert_eq!(m.policy_model, ModelRef::Scripted("scripted".into()));
         let spec = c.search_spec(m);
         assert_eq!(spec.samples_in_round(0), 6);
         assert_eq!(spec.samples_in_round(1), 3);
