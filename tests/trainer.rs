@@ -192,11 +192,11 @@ async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_regi
     broker.delete_topology().await.unwrap();
 }
 
-/// `stage` with `after: []`: it starts with the round.
-fn at_once(name: &str, program: &str, args: &[&str], timeout_secs: u64) -> Stage {
+/// A shell script as a stage with `after: []`: it starts with the round.
+fn at_once(name: &str, script: &str, timeout_secs: u64) -> Stage {
     Stage {
         after: Some(Vec::new()),
-        ..stage(name, program, args, timeout_secs)
+        ..stage(name, "sh", &["-c", script], timeout_secs)
     }
 }
 
@@ -222,14 +222,11 @@ async fn stages_after_nothing_run_side_by_side_and_a_failure_stops_the_others() 
     let meet = |me: &str, other: &str| {
         format!("mkdir -p {{out}} && touch {{out}}/{me} && until [ -e {{out}}/{other} ]; do sleep 0.05; done")
     };
-    let (a, b) = (meet("a", "b"), meet("b", "a"));
-    let cfg = config(
-        root.path(),
-        vec![
-            at_once("a", "sh", &["-c", &a], 20),
-            at_once("b", "sh", &["-c", &b], 20),
-        ],
-    );
+    let stages = vec![
+        at_once("a", &meet("a", "b"), 20),
+        at_once("b", &meet("b", "a"), 20),
+    ];
+    let cfg = config(root.path(), stages);
     let v0 = train_round(&store, &broker, &cfg, &task(root.path(), &run, 0))
         .await
         .unwrap();
@@ -245,13 +242,11 @@ async fn stages_after_nothing_run_side_by_side_and_a_failure_stops_the_others() 
         "until [ -e {} ]; do sleep 0.05; done; exit 3",
         pid.display()
     );
-    let cfg = config(
-        root.path(),
-        vec![
-            at_once("sleeper", "sh", &["-c", &sleeper], 600),
-            at_once("fails", "sh", &["-c", &wait_then_fail], 20),
-        ],
-    );
+    let stages = vec![
+        at_once("sleeper", &sleeper, 600),
+        at_once("fails", &wait_then_fail, 20),
+    ];
+    let cfg = config(root.path(), stages);
     let err = train_round(&store, &broker, &cfg, &task(root.path(), &run, 1))
         .await
         .unwrap_err();
