@@ -44,7 +44,7 @@ impl fmt::Display for Task {
 pub enum ModelRef {
     /// Written `scripted` or `scripted:<options>` (e.g. `scripted:30ms:flaky3`, the
     /// backend's): canned outputs for tests and benchmarks, no weights needed. Holds the
-    /// text as written.
+    /// text as the backend reads it (`scripted` in lower case, the options as written).
     Scripted(String),
     /// An exported model directory, relative to the current directory unless absolute.
     Path(PathBuf),
@@ -61,7 +61,8 @@ impl FromStr for ModelRef {
             .is_some_and(|p| p.eq_ignore_ascii_case("scripted"))
             && matches!(s.as_bytes().get(8), None | Some(b':'))
         {
-            Ok(ModelRef::Scripted(s.to_owned()))
+            // The backend reads the prefix in lower case; the options as written.
+            Ok(ModelRef::Scripted(format!("scripted{}", &s[8..])))
         } else {
             Ok(ModelRef::Path(PathBuf::from(s)))
         }
@@ -640,10 +641,14 @@ models:
 
     #[test]
     fn scripted_models_keep_their_options_and_other_names_are_directories() {
-        for text in ["scripted", "Scripted", "scripted:30ms:flaky3"] {
+        for (text, read) in [
+            ("scripted", "scripted"),
+            ("Scripted", "scripted"),
+            ("SCRIPTED:30ms:flaky3", "scripted:30ms:flaky3"),
+        ] {
             let m: ModelRef = text.parse().unwrap();
-            assert_eq!(m, ModelRef::Scripted(text.into()));
-            assert_eq!(m.to_string(), text);
+            assert_eq!(m, ModelRef::Scripted(read.into()));
+            assert_eq!(m.to_string(), read);
         }
         for text in ["scripted-run", "scriptedé", "models/scripted"] {
             assert_eq!(text.parse(), Ok(ModelRef::Path(text.into())));
