@@ -21,6 +21,8 @@ find . -maxdepth 1 -name '*.log' > /tmp/list
 find B B2 pack v0 -maxdepth 2 \( -name log.jsonl -o -name summary.json -o -name pack.json -o -name manifest.json \) >> /tmp/list 2>/dev/null
 [ -d $ST ] && find $ST \( -name '*.md' -o -name '*.json' -o -name '*.yaml' -o -name '*.log' -o -name '*.svg' -o -name results.jsonl \) \
   -not -name 'dplus.json' -not -name 'dv.json' -not -path '*/onnx/*' -not -path '*/hf/*' -not -path '*/state/*' >> /tmp/list
+# The trainer's record of each version (records, steps, seconds) lies under models_root.
+find st/models/$NAME -name train.json >> /tmp/list 2>/dev/null
 tar czf $OUT/logs.tgz -T /tmp/list 2>/dev/null
 if [ "${2:-}" = final ]; then
   cp $G/warmup-B2-fp16.tar.gz $OUT/ 2>/dev/null
