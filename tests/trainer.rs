@@ -36,6 +36,40 @@ fn stage(name: &str, program: &str, args: &[&str], timeout_secs: u64) -> Stage {
     }
 }
 
+/// A test's own namespace, run name, broker and store connections and folder.
+struct Setup {
+    ns: String,
+    run: String,
+    broker: tsst_actors::broker::AmqpBroker,
+    store: tsst_actors::store::RedisStore,
+    root: tempfile::TempDir,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let ns = format!("tsst-test-trainer-{tag}-{}", std::process::id());
+    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
+    Setup {
+        run: format!("train-{tag}-{}", std::process::id()),
+        ns,
+        broker,
+        store,
+        root: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The reason a round that must fail gave.
+async fn round_error(
+    store: &tsst_actors::store::RedisStore,
+    broker: &tsst_actors::broker::AmqpBroker,
+    cfg: &TrainerConfig,
+    task: &TrainTask,
+) -> String {
+    train_round(store, broker, cfg, task)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 /// A config whose "training" copies the parent models into the version's folder,
 /// after `extra` stages.
 fn config(root: &Path, extra: Vec<Stage>) -> TrainerConfig {
@@ -85,10 +119,13 @@ fn task(root: &Path, run: &str, round: u32) -> TrainTask {
 
 #[actix_rt::test]
 async fn rounds_run_their_commands_without_a_shell_and_register_each_version() {
-    let ns = format!("tsst-test-trainer-{}", std::process::id());
-    let run = format!("train-{}", std::process::id());
-    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
-    let root = tempfile::tempdir().unwrap();
+    let Setup {
+        run,
+        broker,
+        store,
+        root,
+        ..
+    } = setup("rounds").await;
     let injected = root.path().join("injected");
     // Shell syntax in an argument reaches the program as it is.
     let hostile = format!("$(touch {0}) `touch {0}`; touch {0}", injected.display());
@@ -143,10 +180,13 @@ async fn rounds_run_their_commands_without_a_shell_and_register_each_version() {
 
 #[actix_rt::test]
 async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_registry() {
-    let ns = format!("tsst-test-trainer-hang-{}", std::process::id());
-    let run = format!("train-hang-{}", std::process::id());
-    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
-    let root = tempfile::tempdir().unwrap();
+    let Setup {
+        run,
+        broker,
+        store,
+        root,
+        ..
+    } = setup("hang").await;
     let cfg = config(root.path(), vec![stage("hang", "sleep", &["600"], 1)]);
 
     let started = Instant::now();
@@ -173,22 +213,11 @@ async fn a_hanging_command_is_stopped_at_its_timeout_with_the_reason_in_the_regi
 
     // A program that does not exist, and one that fails, are failures with reasons too.
     let missing = config(root.path(), vec![stage("x", "/nonexistent/train", &[], 5)]);
-    let err = train_round(&store, &broker, &missing, &task(root.path(), &run, 0))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("cannot start /nonexistent/train"),
-        "{err}"
-    );
+    let err = round_error(&store, &broker, &missing, &task(root.path(), &run, 0)).await;
+    assert!(err.contains("cannot start /nonexistent/train"), "{err}");
     let failing = config(root.path(), vec![stage("x", "false", &[], 5)]);
-    let err = train_round(&store, &broker, &failing, &task(root.path(), &run, 0))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("stage x: exited with exit status: 1"),
-        "{err}"
-    );
+    let err = round_error(&store, &broker, &failing, &task(root.path(), &run, 0)).await;
+    assert!(err.contains("stage x: exited with exit status: 1"), "{err}");
     broker.delete_topology().await.unwrap();
 }
 
@@ -213,10 +242,13 @@ fn ended(pid: &str) -> bool {
 
 #[actix_rt::test]
 async fn stages_after_nothing_run_side_by_side_and_a_failure_stops_the_others() {
-    let ns = format!("tsst-test-trainer-after-{}", std::process::id());
-    let run = format!("train-after-{}", std::process::id());
-    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
-    let root = tempfile::tempdir().unwrap();
+    let Setup {
+        run,
+        broker,
+        store,
+        root,
+        ..
+    } = setup("after").await;
     // Each of the two waits for the other to have started: run one after the other,
     // the first would wait until its timeout.
     let meet = |me: &str, other: &str| {
@@ -247,12 +279,9 @@ async fn stages_after_nothing_run_side_by_side_and_a_failure_stops_the_others() 
         at_once("fails", &wait_then_fail, 20),
     ];
     let cfg = config(root.path(), stages);
-    let err = train_round(&store, &broker, &cfg, &task(root.path(), &run, 1))
-        .await
-        .unwrap_err();
+    let err = round_error(&store, &broker, &cfg, &task(root.path(), &run, 1)).await;
     assert!(
-        err.to_string()
-            .contains("stage fails: exited with exit status: 3"),
+        err.contains("stage fails: exited with exit status: 3"),
         "{err}"
     );
     let pid = std::fs::read_to_string(&pid).unwrap().trim().to_owned();
@@ -298,10 +327,13 @@ async fn settled_version(
 #[actix_rt::test]
 async fn a_trainer_worker_trains_each_round_sent_and_dead_letters_one_that_fails() {
     use tsst_actors::broker::Broker;
-    let ns = format!("tsst-test-trainer-worker-{}", std::process::id());
-    let run = format!("train-worker-{}", std::process::id());
-    let (broker, store) = connect_both(&amqp_url(), &redis_url(), &ns).await;
-    let root = tempfile::tempdir().unwrap();
+    let Setup {
+        ns,
+        run,
+        broker,
+        store,
+        root,
+    } = setup("worker").await;
     let yaml = format!(
         "models_root: {root}/models\nbase_policy: {fx}/tiny-policy\nbase_value: {fx}/tiny-value\n\
          stages:\n\
