@@ -12,10 +12,12 @@
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
-# `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto).
+# `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto),
+# `graphs` (the carried build with the policy's decode steps as CUDA graphs: TSST_CUDA_GRAPHS=1).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
-# `generation` (generation.sh: the decode step against PyTorch's generate), `tree`
+# `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
+# (steps.sh: the decode step with and without CUDA graphs), `tree`
 # (tree.sh: a node's children scored in one run) and `reference`, which otherwise runs
 # before the variants.
 set -eu
@@ -39,13 +41,14 @@ for spec in $variants; do
   bin=/opt/work/bin/tsst extra=()
   case \$v in
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
-    value|generation|tree) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
+    value|generation|tree|steps) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
     new) ;;
     base) bin=/opt/work/bin/tsst-base ;;
     noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;
     stems) extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916}) ;;
     noshrink) extra=(TSST_ARENA_SHRINK=0) ;;
     auto) extra=(TSST_ATTENTION=auto) ;;
+    graphs) extra=(TSST_CUDA_GRAPHS=1) ;;
     *) stage "unknown variant \$v"; continue ;;
   esac
   tag=-\$v; [ \$v = new ] && tag=

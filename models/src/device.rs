@@ -3,6 +3,7 @@ use crate::error::ModelError;
 use ort::environment::Environment;
 use ort::session::Session;
 use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The worker config's device type, so a config value reaches the sessions as is.
 pub use tsst_config::Device;
@@ -19,9 +20,46 @@ pub const MEM_LIMIT_ENV: &str = "TSST_CUDA_MEM_LIMIT_MB";
 /// (ONNX Runtime's own choice, which prefers cuDNN's on Hopper).
 pub const ATTENTION_ENV: &str = "TSST_ATTENTION";
 
+/// `1`: a float16 policy's decode steps over row slots on CUDA run as CUDA graphs
+/// (`llava::graph`), captured once per slot buffer set and replayed every step.
+pub const GRAPHS_ENV: &str = "TSST_CUDA_GRAPHS";
+
+/// Whether [`GRAPHS_ENV`] asks for CUDA graphs.
+pub fn graphs_requested() -> bool {
+    std::env::var(GRAPHS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Every session run of this crate holds this lock shared; capturing a CUDA graph holds
+/// it alone. ONNX Runtime captures in `cudaStreamCaptureModeGlobal`: a `cudaMalloc` or
+/// a synchronous copy from any other thread meanwhile (the other model of an embedded
+/// worker) would invalidate the capture and fail both runs.
+static RUNS: RwLock<()> = RwLock::new(());
+
+/// Held around one session run (never nested: a writer waiting would block a second
+/// read on the same thread).
+pub fn run_guard() -> RwLockReadGuard<'static, ()> {
+    RUNS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held around a run that may capture a CUDA graph: no other run in the process.
+pub fn capture_guard() -> RwLockWriteGuard<'static, ()> {
+    RUNS.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Opens `file` on `device`. CUDA is registered with `error_on_failure`: asking for a
 /// GPU where none works is an error, never a silent CPU fallback.
 pub fn open_session(env: &Environment, device: Device, file: &Path) -> Result<Session, ModelError> {
+    open_session_with(env, device, file, false)
+}
+
+/// [`open_session`], with CUDA graphs allowed on CUDA when `graphs` (runs then say
+/// which graph they are, or `-1` for none, in their run options).
+pub fn open_session_with(
+    env: &Environment,
+    device: Device,
+    file: &Path,
+    graphs: bool,
+) -> Result<Session, ModelError> {
     if !file.is_file() {
         return Err(ModelError::Load {
             path: file.to_path_buf(),
@@ -32,7 +70,9 @@ pub fn open_session(env: &Environment, device: Device, file: &Path) -> Result<Se
         path: file.to_path_buf(),
         reason,
     };
-    builder(env, device, &load)?
+    // Loading allocates on the device: not while a graph is captured.
+    let _guard = run_guard();
+    builder(env, device, graphs, &load)?
         .commit_from_file(file)
         .map_err(|e| load(e.to_string()))
 }
@@ -49,7 +89,9 @@ pub fn open_session_from_memory(
         path: label.into(),
         reason,
     };
-    builder(env, device, &load)?
+    // Loading allocates on the device: not while a graph is captured.
+    let _guard = run_guard();
+    builder(env, device, false, &load)?
         .commit_from_memory(bytes)
         .map_err(|e| load(e.to_string()))
 }
@@ -57,6 +99,7 @@ pub fn open_session_from_memory(
 fn builder(
     env: &Environment,
     device: Device,
+    graphs: bool,
     load: &dyn Fn(String) -> ModelError,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     let mut builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
@@ -70,7 +113,7 @@ fn builder(
     }
     match device {
         Device::Cpu => Ok(builder),
-        Device::Cuda(id) => with_cuda(builder, id),
+        Device::Cuda(id) => with_cuda(builder, id, graphs),
     }
 }
 
@@ -102,6 +145,7 @@ fn ordinal(id: u32) -> Result<i32, ModelError> {
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
     id: u32,
+    graphs: bool,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     // TF32 matmuls move fp32 results by ~1e-3, enough to break parity with the
     // exported model; fp16 exports are unaffected.
@@ -110,7 +154,8 @@ fn with_cuda(
     let mut cuda = ort::ep::CUDA::default()
         .with_device_id(ordinal(id)?)
         .with_tf32(false)
-        .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
+        .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+        .with_cuda_graph(graphs);
     // A cap per session's arena (MiB): to try a smaller card, or to make a device run
     // out of memory on purpose.
     if let Some(mb) = std::env::var(MEM_LIMIT_ENV)
@@ -173,6 +218,7 @@ fn with_cuda(
 fn with_cuda(
     _builder: ort::session::builder::SessionBuilder,
     id: u32,
+    _graphs: bool,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
     Err(ModelError::Device {
         device: Device::Cuda(id).to_string(),

@@ -19,6 +19,19 @@ pub fn input_type(session: &Session, name: &str) -> TensorResult<TensorElementTy
         .ok_or_else(|| format!("input `{name}` is not a tensor"))
 }
 
+/// The element type a session output has.
+pub fn output_type(session: &Session, name: &str) -> TensorResult<TensorElementType> {
+    let outlet = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| format!("the model has no output `{name}`"))?;
+    outlet
+        .dtype()
+        .tensor_type()
+        .ok_or_else(|| format!("output `{name}` is not a tensor"))
+}
+
 /// Input names the session declares, to check that every one is fed.
 pub fn input_names(session: &Session) -> Vec<String> {
     session

@@ -1,6 +1,7 @@
 //! Cache operations: gathering rows of the KV cache (forks, compaction, padding,
 //! merging a running batch with fresh prompts).
 use super::*;
+use crate::device::run_guard;
 
 /// Slot capacities are multiples of this many positions, so that chains growing a
 /// little longer each call do not allocate again (a freed pool's regions stay in ONNX
@@ -104,16 +105,27 @@ impl Llava {
         Ok(out)
     }
 
+    /// The decoder's allocator (its device, its arena), made on first use.
+    pub(super) fn allocator(&mut self) -> Result<&ort::memory::Allocator, ModelError> {
+        if self.allocator.is_none() {
+            let allocator = ort::memory::Allocator::new(&self.decoder, self.memory.clone())
+                .map_err(|e| ModelError::run(&self.decoder_file(), e))?;
+            self.allocator = Some(allocator);
+        }
+        Ok(self.allocator.as_ref().expect("set above"))
+    }
+
     /// A cache of `rows` rows of `len` positions on the decoder's device, its contents
     /// undefined: the row slots of a shared-buffer batch.
     pub fn alloc_cache(&mut self, rows: usize, len: usize) -> Result<Cache, ModelError> {
         let file = self.decoder_file();
         let err = |e: ort::Error| ModelError::run(&file, e);
-        if self.allocator.is_none() {
-            self.allocator =
-                Some(ort::memory::Allocator::new(&self.decoder, self.memory.clone()).map_err(err)?);
+        // Buffers that last, from the decoder's arena: see `graph`.
+        if let Some(graphs) = self.graphs.as_mut() {
+            graphs.retire();
         }
-        let allocator = self.allocator.as_ref().expect("set above");
+        self.allocator()?;
+        let allocator = self.allocator.as_ref().expect("made above");
         let d = &self.manifest.decoder;
         let shape = vec![
             rows as i64,
@@ -348,9 +360,12 @@ impl Llava {
                 }
             }
         }
-        let mut outputs = match &shrink {
-            Some(options) => session.run_binding_with_options(&binding, options),
-            None => session.run_binding(&binding),
+        let mut outputs = {
+            let _guard = run_guard();
+            match &shrink {
+                Some(options) => session.run_binding_with_options(&binding, options),
+                None => session.run_binding(&binding),
+            }
         }
         .map_err(oe)?;
         if bound {

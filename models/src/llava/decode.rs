@@ -1,6 +1,7 @@
 //! Decoder runs: empty caches, the batched prefill, and decode steps with the cache
 //! on the host, bound to the device, or in one shared device buffer.
 use super::*;
+use crate::device::run_guard;
 
 impl Llava {
     /// An empty cache for `rows` sequences, one per layer (host tensors: in the bound
@@ -106,6 +107,19 @@ impl Llava {
                 )));
             }
         }
+        if shared && self.graphs.is_some() {
+            if let (
+                Embeds::Value(embeds),
+                Want::Sample {
+                    temperature,
+                    uniform,
+                },
+            ) = (&embeds, want)
+            {
+                let embeds = embeds.view().into_dyn();
+                return self.decode_graph(rows, &embeds, mask, past, temperature, uniform);
+            }
+        }
         let embeds = match embeds {
             Embeds::Host(data) => {
                 let seq = data.len().checked_div(rows * hidden).unwrap_or(0);
@@ -166,7 +180,14 @@ impl Llava {
             inputs.push((Decoder::layer_name(&d.past_key, i), k));
             inputs.push((Decoder::layer_name(&d.past_value, i), v));
         }
-        let mut outputs = self.decoder.run(inputs).map_err(|e| err(e.to_string()))?;
+        let mut outputs = {
+            let _guard = run_guard();
+            match &self.plain {
+                Some(options) => self.decoder.run_with_options(inputs, options),
+                None => self.decoder.run(inputs),
+            }
+        }
+        .map_err(|e| err(e.to_string()))?;
         let value = outputs
             .remove(wanted)
             .ok_or_else(|| err(format!("no output `{wanted}`")))?;
@@ -221,12 +242,8 @@ impl Llava {
                 .get(1)
                 .copied()
                 .unwrap_or(0);
-            if self.allocator.is_none() {
-                self.allocator = Some(
-                    ort::memory::Allocator::new(&self.decoder, self.memory.clone()).map_err(err)?,
-                );
-            }
-            let allocator = self.allocator.as_ref().expect("set above");
+            self.allocator()?;
+            let allocator = self.allocator.as_ref().expect("made above");
             let mut fresh = Vec::with_capacity(past.len());
             for (k, _) in &past {
                 let mut shape = tensor::shape(k).map_err(|e| ModelError::run(&file, e))?;
@@ -278,8 +295,13 @@ impl Llava {
         let (value, presents) = {
             // A shared-buffer step keeps its arena; a prefill (or a bound-mode step)
             // gives back what the last batch left free.
-            let shrink = self.shrink.clone().filter(|_| !shared);
-            let mut outputs = match &shrink {
+            // With CUDA graphs on, no decoder run shrinks the arena (see `graph`).
+            let options = match &self.plain {
+                Some(plain) => Some(plain.clone()),
+                None => self.shrink.clone().filter(|_| !shared),
+            };
+            let _guard = run_guard();
+            let mut outputs = match &options {
                 Some(options) => self.decoder.run_binding_with_options(&binding, options),
                 None => self.decoder.run_binding(&binding),
             }

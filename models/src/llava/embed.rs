@@ -2,6 +2,7 @@
 //! (cached per image), the embedding table, and the splicing of features in place of
 //! the `<image>` token.
 use super::*;
+use crate::device::run_guard;
 
 impl Llava {
     /// Builds the prompts for `(question, partial solution)` pairs: the
@@ -122,10 +123,11 @@ impl Llava {
         )
         .map_err(|e| self.run_error(&v.file, e))?;
         let (shape, data) = {
-            let mut outputs = self
-                .vision
-                .run(vec![(v.input.as_str(), input)])
-                .map_err(|e| ModelError::run(&v.file, e))?;
+            let mut outputs = {
+                let _guard = run_guard();
+                self.vision.run(vec![(v.input.as_str(), input)])
+            }
+            .map_err(|e| ModelError::run(&v.file, e))?;
             let value = outputs
                 .remove(&v.output)
                 .ok_or_else(|| ModelError::run(&v.file, format!("no output `{}`", v.output)))?;
@@ -194,10 +196,11 @@ impl Llava {
         let seq = ids.len().checked_div(rows).unwrap_or(0);
         let input = tensor::ints(vec![rows as i64, seq as i64], ids)
             .map_err(|err| self.run_error(&e.file, err))?;
-        let mut outputs = self
-            .embed
-            .run(vec![(e.input.as_str(), input)])
-            .map_err(|err| ModelError::run(&e.file, err))?;
+        let mut outputs = {
+            let _guard = run_guard();
+            self.embed.run(vec![(e.input.as_str(), input)])
+        }
+        .map_err(|err| ModelError::run(&e.file, err))?;
         let value = outputs
             .remove(&e.output)
             .ok_or_else(|| ModelError::run(&e.file, format!("no output `{}`", e.output)))?;
@@ -265,16 +268,18 @@ impl Llava {
                 .bind_input(e.input.as_str(), &input)
                 .and_then(|_| binding.bind_output_to_device(e.output.as_str(), &self.memory))
                 .map_err(|err| ModelError::run(&e.file, err))?;
-            let mut outputs = self
-                .embed
-                .run_binding(&binding)
-                .map_err(|err| ModelError::run(&e.file, err))?;
+            let mut outputs = {
+                let _guard = run_guard();
+                self.embed.run_binding(&binding)
+            }
+            .map_err(|err| ModelError::run(&e.file, err))?;
             outputs.remove(&e.output)
         } else {
-            let mut outputs = self
-                .embed
-                .run(vec![(e.input.as_str(), input)])
-                .map_err(|err| ModelError::run(&e.file, err))?;
+            let mut outputs = {
+                let _guard = run_guard();
+                self.embed.run(vec![(e.input.as_str(), input)])
+            }
+            .map_err(|err| ModelError::run(&e.file, err))?;
             outputs.remove(&e.output)
         };
         let value =

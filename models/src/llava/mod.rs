@@ -8,7 +8,10 @@
 //! and decode steps in `decode`, next-token choice on the device in `sample`, KV cache
 //! row operations in `cache`. The submodules see this module's items through `use
 //! super::*`.
-use crate::device::{memory_info, open_session, open_session_from_memory, Device};
+use crate::device::{
+    graphs_requested, memory_info, open_session, open_session_from_memory, open_session_with,
+    Device,
+};
 use crate::error::ModelError;
 use crate::manifest::{Decoder, Dtype, Kind, Manifest, Route};
 use crate::ops;
@@ -28,6 +31,7 @@ use tsst_messages::Question;
 mod cache;
 mod decode;
 mod embed;
+mod graph;
 mod sample;
 mod stems;
 
@@ -181,6 +185,10 @@ pub struct Llava {
     /// step): caches of every width come and go, and an arena that kept them all would
     /// starve the other model on the device.
     shrink: Option<Arc<ort::session::RunOptions>>,
+    /// With CUDA graphs on: the decode steps' graphs, and the options of the
+    /// decoder's other runs (no graph, no shrinking).
+    graphs: Option<graph::Graphs>,
+    plain: Option<Arc<ort::session::RunOptions>>,
     allocator: Option<ort::memory::Allocator>,
     /// Question openings' caches kept across calls (`stems`).
     stems: Stems,
@@ -215,7 +223,13 @@ impl Llava {
         let env = crate::ort_lib::environment(ort_lib, device.is_gpu())?;
         let vision = open_session(&env, device, &dir.join(&manifest.vision.file))?;
         let embed = open_session(&env, device, &dir.join(&manifest.embed.file))?;
-        let decoder = open_session(&env, device, &dir.join(&manifest.decoder.file))?;
+        let kv_mode = default_kv_mode(device, &manifest);
+        // CUDA graphs serve a policy's steps over shared buffers (`graph`).
+        let graphs = device.is_gpu()
+            && graphs_requested()
+            && kind == Kind::Policy
+            && kv_mode == KvMode::Shared;
+        let decoder = open_session_with(&env, device, &dir.join(&manifest.decoder.file), graphs)?;
         let bad = |file: &str, reason: String| ModelError::Load {
             path: dir.join(file),
             reason,
@@ -256,7 +270,15 @@ impl Llava {
         for name in &fed {
             tensor::input_type(&decoder, name).map_err(|e| bad(&d.file, e))?;
         }
-        let kv_mode = default_kv_mode(device, &manifest);
+        let plain = match graphs {
+            true => Some(Arc::new(graph::plain_options().map_err(|e| {
+                ModelError::Device {
+                    device: device.to_string(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            false => None,
+        };
         Ok(Llava {
             dir: dir.to_path_buf(),
             manifest,
@@ -279,6 +301,8 @@ impl Llava {
             prealloc: false,
             allocator: None,
             shrink: shrink_options(device)?,
+            graphs: graphs.then(graph::Graphs::default),
+            plain,
             stems: Stems::default(),
             prefilled: 0,
         })

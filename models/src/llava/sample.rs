@@ -1,5 +1,6 @@
 //! Choosing the next token on the device: the sampler graph and row picks.
 use super::*;
+use crate::device::run_guard;
 
 impl Llava {
     /// One token per row from `[rows, 1, vocab]` logits on the decoder's device, with
@@ -31,7 +32,11 @@ impl Llava {
             inputs.push((name, SessionInputValue::from(value)));
         }
         let session = self.op(OpKey::Sample { ty, vocab, greedy })?;
-        let outputs = session.run(inputs).map_err(|e| err(e.to_string()))?;
+        let outputs = {
+            let _guard = run_guard();
+            session.run(inputs)
+        }
+        .map_err(|e| err(e.to_string()))?;
         let tokens = outputs
             .get(ops::SAMPLE_TOKEN)
             .ok_or_else(|| err("the sample graph returned no tokens".into()))?
@@ -90,12 +95,14 @@ impl Llava {
             .ok_or_else(|| err("output is not a tensor".into()))?;
         let idx = tensor::ints(vec![at.len() as i64], idx).map_err(err)?;
         let session = self.op(OpKey::Pick(ty))?;
-        let mut outputs = session
-            .run(vec![
+        let mut outputs = {
+            let _guard = run_guard();
+            session.run(vec![
                 (ops::PICK_INPUT, SessionInputValue::from(value)),
                 (ops::PICK_INDEX, SessionInputValue::from(idx)),
             ])
-            .map_err(|e| err(e.to_string()))?;
+        }
+        .map_err(|e| err(e.to_string()))?;
         let rows = outputs
             .remove(ops::PICK_OUTPUT)
             .ok_or_else(|| err("the pick graph returned nothing".into()))?;

@@ -388,10 +388,11 @@ impl OnnxValue {
         };
         let input = tensor::floats(self.head_type, shape, last.concat())
             .map_err(|e| ModelError::run(&self.spec.file, e))?;
-        let mut outputs = self
-            .head
-            .run(vec![(self.spec.input.as_str(), input)])
-            .map_err(|e| ModelError::run(&self.spec.file, e))?;
+        let mut outputs = {
+            let _guard = crate::device::run_guard();
+            self.head.run(vec![(self.spec.input.as_str(), input)])
+        }
+        .map_err(|e| ModelError::run(&self.spec.file, e))?;
         let value = outputs.remove(&self.spec.output).ok_or_else(|| {
             ModelError::run(&self.spec.file, format!("no output `{}`", self.spec.output))
         })?;

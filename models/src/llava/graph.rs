@@ -1,0 +1,233 @@
+//! Decode steps over shared row-slot buffers as CUDA graphs (`TSST_CUDA_GRAPHS=1`).
+//!
+//! A step of a 7B decoder is ~450 small kernels; launching them one by one costs
+//! several microseconds each, which at batch 16 is a third of the step. ONNX
+//! Runtime's CUDA provider can capture a run as a CUDA graph and replay it with one
+//! launch, if every run under that graph id binds the same device addresses with the
+//! same shapes. So a step here binds:
+//! - the slot buffers (`[slots, kv_heads, capacity, head_dim]`, past and present);
+//! - embeddings `[slots, 1, hidden]` and a mask `[slots, capacity]` copied each step
+//!   into buffers of the graph's own (the mask as wide as the buffers: each row's
+//!   ones, then zeros; GroupQueryAttention takes each row's length from the mask);
+//! - logits `[slots, 1, vocab]` into a buffer of its own, sampled from there.
+//!
+//! One graph is live per model: a new set of slot buffers (a new pool) gets a new
+//! graph id and the old one is never replayed. The captured graph keeps writing its
+//! intermediate tensors where the capture put them, inside the decoder's arena. So,
+//! while graphs are on, the decoder's runs never shrink its arena (which could hand
+//! those regions back to the device), and any buffer allocated to last from that
+//! arena ([`Llava::alloc_cache`]) retires the live graph first. What other runs
+//! take from the arena between two steps is theirs only until they return.
+use super::*;
+use crate::device::{capture_guard, run_guard};
+use ort::session::RunOptions;
+use ort::value::{DynTensor, DynTensorValueType};
+
+/// ONNX Runtime's CUDA provider captures on a graph id's third run (two plain runs
+/// first, to size its arena); the runs up to the capture hold the process's run lock
+/// alone.
+const RUNS_TO_CAPTURE: u32 = 3;
+
+/// The decoder's graphs: the next id to give, the live one.
+#[derive(Default)]
+pub struct Graphs {
+    next_id: i32,
+    live: Option<Graph>,
+}
+
+impl Graphs {
+    /// Retires the live graph: never replayed again.
+    pub fn retire(&mut self) {
+        self.live = None;
+    }
+}
+
+/// One captured (or being captured) step: the buffers it binds.
+struct Graph {
+    /// The thread that runs it: ONNX Runtime keeps graphs per thread.
+    thread: std::thread::ThreadId,
+    /// Addresses of the slot buffers, in binding order.
+    slots: Vec<usize>,
+    rows: usize,
+    capacity: usize,
+    embeds: DynTensor,
+    mask: DynTensor,
+    logits: DynTensor,
+    runs: u32,
+    options: RunOptions,
+}
+
+/// Run options for the decoder's runs outside any graph.
+pub fn plain_options() -> Result<RunOptions, ort::Error> {
+    let mut options = RunOptions::new()?;
+    options.set("gpu_graph_id", "-1")?;
+    Ok(options)
+}
+
+fn address(value: &DynValue) -> Result<usize, String> {
+    let tensor = value
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(|e| e.to_string())?;
+    Ok(tensor.data_ptr() as usize)
+}
+
+impl Llava {
+    /// Whether this model's decode steps over shared buffers run as CUDA graphs.
+    pub fn graphs_on(&self) -> bool {
+        self.graphs.is_some()
+    }
+
+    /// A [`KvMode::Shared`] step as a graph replay: `mask` is `[rows, width]` with
+    /// `width` at most the buffers' capacity; `want` must be [`Want::Sample`].
+    pub(super) fn decode_graph(
+        &mut self,
+        rows: usize,
+        embeds: &DynValue,
+        mask: Vec<i64>,
+        mut past: Cache,
+        temperature: &[f32],
+        uniform: &[f32],
+    ) -> Result<DecoderOutput, ModelError> {
+        let file = self.decoder_file();
+        let err = |e: String| ModelError::run(&file, e);
+        let ort_err = |e: ort::Error| ModelError::run(&file, e);
+        let (k0, _) = past
+            .first()
+            .ok_or_else(|| err("a decode step without caches".into()))?;
+        let shape = tensor::shape(k0).map_err(err)?;
+        let capacity = shape.get(2).copied().unwrap_or(0) as usize;
+        let width = mask.len().checked_div(rows).unwrap_or(0);
+        if shape.first() != Some(&(rows as i64)) || width > capacity {
+            return Err(err(format!(
+                "a graph step of {rows} rows and mask width {width} over buffers {shape:?}"
+            )));
+        }
+        let mut slots = Vec::with_capacity(past.len() * 2);
+        for (k, v) in &past {
+            slots.push(address(k).map_err(err)?);
+            slots.push(address(v).map_err(err)?);
+        }
+        let thread = std::thread::current().id();
+        let mut graphs = self.graphs.take().expect("decode_graph with graphs on");
+        let reuse = graphs.live.take().filter(|g| {
+            g.thread == thread && g.slots == slots && g.rows == rows && g.capacity == capacity
+        });
+        let graph = match reuse {
+            Some(g) => Ok(g),
+            None => {
+                let id = graphs.next_id;
+                graphs.next_id += 1;
+                self.new_graph(id, thread, slots, rows, capacity)
+            }
+        };
+        self.graphs = Some(graphs);
+        let mut graph = graph?;
+        // Each row's mask, widened with zeros to the capacity.
+        let mut wide = vec![0i64; rows * capacity];
+        for (r, row) in mask.chunks(width.max(1)).enumerate().take(rows) {
+            wide[r * capacity..r * capacity + row.len()].copy_from_slice(row);
+        }
+        let host_mask =
+            tensor::int_tensor(self.mask_type, vec![rows as i64, capacity as i64], wide)
+                .map_err(err)?
+                .downcast::<DynTensorValueType>()
+                .map_err(ort_err)?;
+        let d = self.manifest.decoder.clone();
+        let wanted = d
+            .logits
+            .clone()
+            .ok_or_else(|| err("the manifest names no logits".into()))?;
+        let ran = {
+            let _guard = if graph.runs < RUNS_TO_CAPTURE {
+                Err(capture_guard())
+            } else {
+                Ok(run_guard())
+            };
+            let embeds = embeds
+                .view()
+                .downcast::<DynTensorValueType>()
+                .map_err(ort_err)?;
+            embeds.copy_into(&mut graph.embeds).map_err(ort_err)?;
+            host_mask.copy_into(&mut graph.mask).map_err(ort_err)?;
+            let mut binding = self.decoder.create_binding().map_err(ort_err)?;
+            binding
+                .bind_input(d.inputs_embeds.as_str(), &graph.embeds)
+                .map_err(ort_err)?;
+            binding
+                .bind_input(d.attention_mask.as_str(), &graph.mask)
+                .map_err(ort_err)?;
+            for (i, (k, v)) in past.iter_mut().enumerate() {
+                binding
+                    .bind_input(Decoder::layer_name(&d.past_key, i), &*k)
+                    .map_err(ort_err)?;
+                binding
+                    .bind_input(Decoder::layer_name(&d.past_value, i), &*v)
+                    .map_err(ort_err)?;
+                binding
+                    .bind_output(Decoder::layer_name(&d.present_key, i), &mut *k)
+                    .map_err(ort_err)?;
+                binding
+                    .bind_output(Decoder::layer_name(&d.present_value, i), &mut *v)
+                    .map_err(ort_err)?;
+            }
+            binding
+                .bind_output(wanted.as_str(), &mut graph.logits)
+                .map_err(ort_err)?;
+            self.decoder
+                .run_binding_with_options(&binding, &graph.options)
+                .map(drop)
+                .map_err(ort_err)
+        };
+        graph.runs += 1;
+        let choices = ran.and_then(|()| {
+            let logits = graph.logits.view().into_dyn();
+            self.sample(&logits, temperature, uniform)
+        });
+        if let Some(graphs) = self.graphs.as_mut() {
+            graphs.live = Some(graph);
+        }
+        Ok(DecoderOutput {
+            picked: Vec::new(),
+            choices: choices?,
+            presents: past,
+        })
+    }
+
+    /// A graph's own buffers, from the decoder's allocator.
+    fn new_graph(
+        &mut self,
+        id: i32,
+        thread: std::thread::ThreadId,
+        slots: Vec<usize>,
+        rows: usize,
+        capacity: usize,
+    ) -> Result<Graph, ModelError> {
+        let file = self.decoder_file();
+        let err = |e: ort::Error| ModelError::run(&file, e);
+        self.allocator()?;
+        let allocator = self.allocator.as_ref().expect("made above");
+        let d = &self.manifest.decoder;
+        let logits_type = tensor::output_type(&self.decoder, d.logits.as_deref().unwrap_or(""))
+            .map_err(|e| ModelError::run(&file, e))?;
+        let new = |ty, shape: Vec<i64>| DynTensor::new(allocator, ty, shape);
+        let graph = Graph {
+            thread,
+            slots,
+            rows,
+            capacity,
+            embeds: new(self.embeds_type, vec![rows as i64, 1, d.hidden_size as i64])
+                .map_err(err)?,
+            mask: new(self.mask_type, vec![rows as i64, capacity as i64]).map_err(err)?,
+            logits: new(logits_type, vec![rows as i64, 1, d.vocab_size as i64]).map_err(err)?,
+            runs: 0,
+            options: {
+                let mut options = RunOptions::new().map_err(err)?;
+                options.set("gpu_graph_id", id.to_string()).map_err(err)?;
+                options
+            },
+        };
+        tracing::debug!(id, rows, capacity, "a new CUDA graph for the decode step");
+        Ok(graph)
+    }
+}
