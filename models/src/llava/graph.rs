@@ -180,10 +180,17 @@ impl Llava {
                 .map_err(ort_err)
         };
         graph.runs += 1;
-        let choices = ran.and_then(|()| {
+        if let Err(e) = ran {
+            // Not knowing what a failed capture or replay leaves behind, the model
+            // stops using graphs; its caller decodes the batch again without.
+            tracing::warn!(error = %e, "a CUDA graph step failed; decoding without graphs from now on");
+            self.graphs = None;
+            return Err(e);
+        }
+        let choices = {
             let logits = graph.logits.view().into_dyn();
             self.sample(&logits, temperature, uniform)
-        });
+        };
         if let Some(graphs) = self.graphs.as_mut() {
             graphs.live = Some(graph);
         }

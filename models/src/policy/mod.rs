@@ -194,6 +194,7 @@ impl OnnxPolicy {
         let start = std::time::Instant::now();
         loop {
             let mut stats = Stats::default();
+            let graphs = self.model.graphs_on();
             let result = if self.model.kv_mode() == KvMode::Shared {
                 self.decode_slots(batch, &live, out, &mut stats)
             } else {
@@ -211,6 +212,10 @@ impl OnnxPolicy {
                         error = %e,
                         "out of device memory; decoding the unfinished requests again under a smaller budget"
                     );
+                }
+                Err(_) if graphs && !self.model.graphs_on() => {
+                    // A CUDA graph step failed and the model gave graphs up (`graph`).
+                    live.retain(|(i, _, _)| out[*i].is_none());
                 }
                 result => {
                     tracing::debug!(
