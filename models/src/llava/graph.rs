@@ -72,6 +72,16 @@ fn address(value: &DynValue) -> Result<usize, String> {
     Ok(tensor.data_ptr() as usize)
 }
 
+/// A `[rows, width]` mask as `[rows, capacity]`: each row's values, then zeros.
+fn widen(mask: &[i64], rows: usize, capacity: usize) -> Vec<i64> {
+    let width = mask.len().checked_div(rows).unwrap_or(0);
+    let mut wide = vec![0i64; rows * capacity];
+    for (r, row) in mask.chunks(width.max(1)).enumerate().take(rows) {
+        wide[r * capacity..r * capacity + row.len()].copy_from_slice(row);
+    }
+    wide
+}
+
 impl Llava {
     /// Whether this model's decode steps over shared buffers run as CUDA graphs.
     pub fn graphs_on(&self) -> bool {
@@ -123,11 +133,7 @@ impl Llava {
         };
         self.graphs = Some(graphs);
         let mut graph = graph?;
-        // Each row's mask, widened with zeros to the capacity.
-        let mut wide = vec![0i64; rows * capacity];
-        for (r, row) in mask.chunks(width.max(1)).enumerate().take(rows) {
-            wide[r * capacity..r * capacity + row.len()].copy_from_slice(row);
-        }
+        let wide = widen(&mask, rows, capacity);
         let host_mask =
             tensor::int_tensor(self.mask_type, vec![rows as i64, capacity as i64], wide)
                 .map_err(err)?
@@ -236,5 +242,17 @@ impl Llava {
         };
         tracing::debug!(id, rows, capacity, "a new CUDA graph for the decode step");
         Ok(graph)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_widen_to_the_capacity_row_by_row() {
+        let mask = [1, 1, 0, 1, 1, 1];
+        assert_eq!(widen(&mask, 2, 5), vec![1, 1, 0, 0, 0, 1, 1, 1, 0, 0]);
+        assert_eq!(widen(&mask, 2, 3), vec![1, 1, 0, 1, 1, 1]);
     }
 }
