@@ -2,34 +2,29 @@
 //! the rest of the crate works in f32 and converts at the session boundary.
 use half::{f16, slice::HalfFloatSliceExt};
 use ort::session::Session;
-use ort::value::{DynValue, Tensor, TensorElementType};
+use ort::value::{DynValue, Outlet, Tensor, TensorElementType};
 
 pub type TensorResult<T> = Result<T, String>;
 
 /// The element type a session input takes.
 pub fn input_type(session: &Session, name: &str) -> TensorResult<TensorElementType> {
-    let outlet = session
-        .inputs()
-        .iter()
-        .find(|o| o.name() == name)
-        .ok_or_else(|| format!("the model has no input `{name}`"))?;
-    outlet
-        .dtype()
-        .tensor_type()
-        .ok_or_else(|| format!("input `{name}` is not a tensor"))
+    outlet_type(session.inputs(), "input", name)
 }
 
 /// The element type a session output has.
 pub fn output_type(session: &Session, name: &str) -> TensorResult<TensorElementType> {
-    let outlet = session
-        .outputs()
+    outlet_type(session.outputs(), "output", name)
+}
+
+fn outlet_type(outlets: &[Outlet], what: &str, name: &str) -> TensorResult<TensorElementType> {
+    let outlet = outlets
         .iter()
         .find(|o| o.name() == name)
-        .ok_or_else(|| format!("the model has no output `{name}`"))?;
+        .ok_or_else(|| format!("the model has no {what} `{name}`"))?;
     outlet
         .dtype()
         .tensor_type()
-        .ok_or_else(|| format!("output `{name}` is not a tensor"))
+        .ok_or_else(|| format!("{what} `{name}` is not a tensor"))
 }
 
 /// Input names the session declares, to check that every one is fed.
