@@ -134,9 +134,11 @@ impl Llava {
         &self.stems
     }
 
-    /// Whether [`Llava::prefill_over_stem`] can serve a prompt with a stem.
+    /// Whether [`Llava::prefill_over_stem`] can serve a prompt with a stem. Not with
+    /// CUDA graphs: a stem lasts in the decoder's arena, where a live graph writes its
+    /// intermediates (`graph`).
     pub fn stems_on(&self) -> bool {
-        self.kv_mode == KvMode::Shared && self.stems.limit > 0
+        self.kv_mode == KvMode::Shared && self.stems.limit > 0 && !self.graphs_on()
     }
 
     /// Prefills `prompt` over a copy of its stem's cache, prefilling and caching the
