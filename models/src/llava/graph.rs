@@ -57,10 +57,10 @@ struct Graph {
     options: RunOptions,
 }
 
-/// Run options for the decoder's runs outside any graph.
-pub fn plain_options() -> Result<RunOptions, ort::Error> {
+/// Run options for the decoder's runs under graph `id`; `-1`: outside any graph.
+pub fn graph_options(id: i32) -> Result<RunOptions, ort::Error> {
     let mut options = RunOptions::new()?;
-    options.set("gpu_graph_id", "-1")?;
+    options.set("gpu_graph_id", id.to_string())?;
     Ok(options)
 }
 
@@ -234,11 +234,7 @@ impl Llava {
             mask: new(self.mask_type, vec![rows as i64, capacity as i64]).map_err(err)?,
             logits: new(logits_type, vec![rows as i64, 1, d.vocab_size as i64]).map_err(err)?,
             runs: 0,
-            options: {
-                let mut options = RunOptions::new().map_err(err)?;
-                options.set("gpu_graph_id", id.to_string()).map_err(err)?;
-                options
-            },
+            options: graph_options(id).map_err(err)?,
         };
         tracing::debug!(id, rows, capacity, "a new CUDA graph for the decode step");
         Ok(graph)

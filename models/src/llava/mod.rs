@@ -271,7 +271,7 @@ impl Llava {
             tensor::input_type(&decoder, name).map_err(|e| bad(&d.file, e))?;
         }
         let plain = match graphs {
-            true => Some(Arc::new(graph::plain_options().map_err(|e| {
+            true => Some(Arc::new(graph::graph_options(-1).map_err(|e| {
                 ModelError::Device {
                     device: device.to_string(),
                     reason: e.to_string(),
