@@ -13,12 +13,14 @@
 # with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto),
-# `graphs` (the carried build with the policy's decode steps as CUDA graphs: TSST_CUDA_GRAPHS=1).
+# `graphs` (TSST_CUDA_GRAPHS=1, the default since 2026-12-07), `nographs` (the policy's decode
+# steps without CUDA graphs: TSST_CUDA_GRAPHS=0).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
 # `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
 # (steps.sh: the decode step with and without CUDA graphs), `tree`
-# (tree.sh: a node's children scored in one run) and `reference`, which otherwise runs
+# (tree.sh: a node's children scored in one run), `kernels` (kernels.sh: the step kernel by
+# kernel against its floor) and `reference`, which otherwise runs
 # before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
@@ -41,7 +43,7 @@ for spec in $variants; do
   bin=/opt/work/bin/tsst extra=()
   case \$v in
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
-    value|generation|tree|steps) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
+    value|generation|tree|steps|kernels) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
     new) ;;
     base) bin=/opt/work/bin/tsst-base ;;
     noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;
@@ -49,6 +51,7 @@ for spec in $variants; do
     noshrink) extra=(TSST_ARENA_SHRINK=0) ;;
     auto) extra=(TSST_ATTENTION=auto) ;;
     graphs) extra=(TSST_CUDA_GRAPHS=1) ;;
+    nographs) extra=(TSST_CUDA_GRAPHS=0) ;;
     *) stage "unknown variant \$v"; continue ;;
   esac
   tag=-\$v; [ \$v = new ] && tag=

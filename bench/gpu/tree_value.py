@@ -111,6 +111,7 @@ def main():
     tc = model.config.text_config
     dec = TorchDecoder(lm, None, tc, with_logits=False, with_hidden=True).eval()
     work = a.work or tempfile.mkdtemp(prefix="tree-value-")
+    os.makedirs(work, exist_ok=True)
     path = os.path.join(work, "decoder.onnx")
     t0 = time.time()
     with torch.no_grad():

@@ -1,4 +1,5 @@
-//! Decode steps over shared row-slot buffers as CUDA graphs (`TSST_CUDA_GRAPHS=1`).
+//! Decode steps over shared row-slot buffers as CUDA graphs (on CUDA unless
+//! `TSST_CUDA_GRAPHS=0`).
 //!
 //! A step of a 7B decoder is ~450 small kernels; launching them one by one costs
 //! several microseconds each, which at batch 16 is a third of the step. ONNX

@@ -20,6 +20,7 @@
 //! [`IDLE_LOOKUPS`] lookups (its question finished or moved elsewhere), and
 //! otherwise leaves the new stem out: the questions that have entries keep hitting.
 use super::*;
+use crate::device::GRAPHS_ENV;
 
 /// Overrides the stem store's bytes (MiB) of every model the process loads; `0`
 /// turns stems off.
@@ -111,7 +112,9 @@ fn same_image(a: &Option<Arc<Vec<f32>>>, b: &Option<Arc<Vec<f32>>>) -> bool {
 
 impl Llava {
     /// Bytes of stems kept (0: none, the default; stems serve in [`KvMode::Shared`]
-    /// only). [`STEMS_ENV`] overrides it. Returns the bytes set.
+    /// only, and not with CUDA graphs: a stem lasts in the decoder's arena, where a
+    /// live graph writes its intermediates, `graph`). [`STEMS_ENV`] overrides it.
+    /// Returns the bytes set.
     pub fn set_stem_bytes(&mut self, bytes: u64) -> u64 {
         self.stems.limit = match std::env::var(STEMS_ENV)
             .ok()
@@ -120,6 +123,13 @@ impl Llava {
             Some(mb) => mb << 20,
             None => bytes,
         };
+        if self.stems.limit > 0 && self.graphs_on() {
+            tracing::warn!(
+                "question stems are off while the decode steps run as CUDA graphs \
+                 ({GRAPHS_ENV}=0 turns the graphs off)"
+            );
+            self.stems.limit = 0;
+        }
         self.drop_stems();
         self.stems.limit
     }
@@ -134,11 +144,9 @@ impl Llava {
         &self.stems
     }
 
-    /// Whether [`Llava::prefill_over_stem`] can serve a prompt with a stem. Not with
-    /// CUDA graphs: a stem lasts in the decoder's arena, where a live graph writes its
-    /// intermediates (`graph`).
+    /// Whether [`Llava::prefill_over_stem`] can serve a prompt with a stem.
     pub fn stems_on(&self) -> bool {
-        self.kv_mode == KvMode::Shared && self.stems.limit > 0 && !self.graphs_on()
+        self.kv_mode == KvMode::Shared && self.stems.limit > 0
     }
 
     /// Prefills `prompt` over a copy of its stem's cache, prefilling and caching the

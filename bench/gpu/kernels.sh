@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# On the device, after export-7b.sh (or the policy's export alone): the decode step of the
+# 32-layer 7B-shaped policy kernel by kernel (kernels.py), plain and as a CUDA graph, under
+# the floor from the bandwidth measured in the same call.
+#   bench/gpu/kernels.sh [BATCHES]   (default 16,64)
+set -uo pipefail
+G=$(cd "$(dirname "$0")" && pwd)
+. "$G/env.sh"
+bw=$(python3 "$G/bandwidth.py" | tee /dev/stderr | sed -n 's/.*read_tbs=\([0-9.]*\).*/\1/p')
+PYTHONPATH=/opt/ortgpu/site python3 -u "$G/kernels.py" /opt/work/policy-L32 --batch "${1:-16,64}" \
+  --bandwidth-tbs "$bw" 2>&1 | grep -v "Warning\|VerifyEachNode"
