@@ -10,7 +10,8 @@
 # instead of E2E_LIMIT_S): `new` (the carried build),
 # `base` (the baseline build, carry.sh's TSST_BASELINE_BIN), `noreuse` (the carried
 # build scoring every text whole, TSST_VALUE_PREFIX_REUSE=0), `stems` (the carried build
-# with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget),
+# with question stems, TSST_STEM_CACHE_MB=${STEM_MB:-8916}: a third of an H100's policy budget,
+# and without CUDA graphs, which stems cannot share the arena with),
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto),
 # `graphs` (TSST_CUDA_GRAPHS=1, the default since 2026-12-07), `nographs` (the policy's decode
@@ -47,7 +48,7 @@ for spec in $variants; do
     new) ;;
     base) bin=/opt/work/bin/tsst-base ;;
     noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;
-    stems) extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916}) ;;
+    stems) extra=(TSST_STEM_CACHE_MB=${STEM_MB:-8916} TSST_CUDA_GRAPHS=0) ;;
     noshrink) extra=(TSST_ARENA_SHRINK=0) ;;
     auto) extra=(TSST_ATTENTION=auto) ;;
     graphs) extra=(TSST_CUDA_GRAPHS=1) ;;
