@@ -40,8 +40,13 @@ xz -6 -T2 -c "$bin" > .gpu-carry/boot/tsst.xz
 # The models crate's timing examples, where built:
 #   CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda -p tsst-models --examples
 ex=$(dirname "$bin")/examples
+# TSST_BASELINE_TIMING=PATH adds another build's timing tool as timing-base (steps.sh).
 if [ -x "$ex/value_timing" ] && [ -x "$ex/timing" ]; then
-  tar -C "$ex" -cf - value_timing timing | xz -6 -T2 > .gpu-carry/boot/examples.tar.xz
+  extra=()
+  if [ -n "${TSST_BASELINE_TIMING:-}" ]; then
+    cp "$TSST_BASELINE_TIMING" "$work/timing-base" && extra=(-C "$work" timing-base)
+  fi
+  tar -C "$ex" -cf - value_timing timing "${extra[@]}" | xz -6 -T2 > .gpu-carry/boot/examples.tar.xz
 fi
 if [ -n "${TSST_BASELINE_BIN:-}" ]; then
   xz -6 -T2 -c "$TSST_BASELINE_BIN" > .gpu-carry/boot/tsst-base.xz

@@ -289,11 +289,11 @@ fn decode(
     let on_device = mode.on_device();
     let temperature = vec![args.temperature; batch];
     let rows_at: Vec<(usize, usize)> = (0..batch).map(|r| (r, 0)).collect();
-    let mut embed_ms = Vec::new();
     for k in 0..total_steps {
         let t0 = Instant::now();
-        let embeds = model.embed_step(ids.clone())?;
-        let t_embed = ms(t0);
+        if k == args.warmup {
+            model.take_step_times();
+        }
         let w = p.len + k + 1;
         // On the device the tokens are chosen there (greedy at temperature 0); on the
         // host the logits come back and the argmax is taken here.
@@ -308,7 +308,7 @@ fn decode(
         };
         let run = model.decode(
             batch,
-            Embeds::Value(embeds),
+            Embeds::Ids(ids.clone()),
             vec![1; batch * w],
             vec![(p.len + k) as i64; batch],
             std::mem::take(&mut cache),
@@ -343,12 +343,13 @@ fn decode(
         generated.push(ids[0]);
         if k >= args.warmup {
             step_ms.push(t_step);
-            embed_ms.push(t_embed);
             argmax_ms.push(t_argmax);
             choose_ms.push(t_choose);
         }
     }
     drop(cache);
+    // Host-side ms a step around the decoder's kernels (shared-buffer steps only).
+    let [inputs, bind, run, sample] = model.take_step_times().per_step();
     let elem = match model.manifest.dtype {
         tsst_models::manifest::Dtype::Float16 => 2,
         tsst_models::manifest::Dtype::Float32 => 4,
@@ -376,10 +377,9 @@ fn decode(
     };
     println!(
         "DECODE  mode={name:<6} batch={batch:<3} past={}..{} step_median_ms={step:.3} tok_s={tok_s:.0} \
-embed_ms={:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:.2} floor_ms={floor_text} ratio={}",
+host_ms(inputs/bind/run/sample)={inputs:.3}/{bind:.3}/{run:.3}/{sample:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:.2} floor_ms={floor_text} ratio={}",
         p.len + args.warmup,
         p.len + total_steps,
-        median(&embed_ms),
         median(&argmax_ms),
         floor_ms.map_or("n/a".to_string(), |f| format!("{:.2}", step / f)),
     );
@@ -388,7 +388,8 @@ embed_ms={:.3} host_pick_ms={:.3} host_choose_ms={choose_note} fork_ms={fork_ms:
         "what": "decode", "mode": name, "batch": batch, "steps": args.steps, "warmup": args.warmup,
         "past_from": p.len + args.warmup, "past_to": p.len + total_steps,
         "step_median_ms": step, "step_min_ms": step_ms.iter().copied().fold(f64::INFINITY, f64::min),
-        "tokens_per_s": tok_s, "embed_median_ms": median(&embed_ms),
+        "tokens_per_s": tok_s,
+        "step_host_ms": {"inputs": inputs, "bind": bind, "run": run, "sample": sample},
         "host_pick_median_ms": median(&argmax_ms),
         "host_choose_median_ms": if on_device { serde_json::Value::Null } else { median(&choose_ms).into() },
         "sampled_on_device": on_device, "temperature": args.temperature, "fork_ms": fork_ms,

@@ -121,9 +121,7 @@ impl Llava {
         let file = self.decoder_file();
         let err = |e: ort::Error| ModelError::run(&file, e);
         // Buffers that last, from the decoder's arena: see `graph`.
-        if let Some(graphs) = self.graphs.as_mut() {
-            graphs.retire();
-        }
+        self.retire_graph();
         self.allocator()?;
         let allocator = self.allocator.as_ref().expect("made above");
         let d = &self.manifest.decoder;

@@ -2,6 +2,11 @@
 //! on the host, bound to the device, or in one shared device buffer.
 use super::*;
 use crate::device::run_guard;
+use std::time::Instant;
+
+pub(super) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
 
 impl Llava {
     /// An empty cache for `rows` sequences, one per layer (host tensors: in the bound
@@ -107,19 +112,24 @@ impl Llava {
                 )));
             }
         }
-        if shared && self.graphs.is_some() {
-            if let (
-                Embeds::Value(embeds),
-                Want::Sample {
-                    temperature,
-                    uniform,
-                },
-            ) = (&embeds, want)
-            {
-                let embeds = embeds.view().into_dyn();
-                return self.decode_graph(rows, &embeds, mask, past, temperature, uniform);
+        let began = Instant::now();
+        let embeds = match embeds {
+            Embeds::Ids(ids) => {
+                if let (
+                    true,
+                    Some(_),
+                    Want::Sample {
+                        temperature,
+                        uniform,
+                    },
+                ) = (shared, &self.graphs, want)
+                {
+                    return self.decode_graph(rows, ids, mask, past, temperature, uniform);
+                }
+                Embeds::Value(self.embed_step(ids)?)
             }
-        }
+            other => other,
+        };
         let embeds = match embeds {
             Embeds::Host(data) => {
                 let seq = data.len().checked_div(rows * hidden).unwrap_or(0);
@@ -131,6 +141,7 @@ impl Llava {
                 .map_err(err)?
             }
             Embeds::Value(v) => v,
+            Embeds::Ids(_) => unreachable!("embedded above"),
         };
         let seq = tensor::shape(&embeds)
             .map_err(err)?
@@ -160,6 +171,9 @@ impl Llava {
             return Err(err("a shared-buffer step outside KvMode::Shared".into()));
         }
         if self.kv_mode.on_device() {
+            if shared {
+                self.step_times.inputs_ms += ms_since(began);
+            }
             self.decode_bound(inputs, past, shared, &wanted, want)
         } else {
             self.decode_host(inputs, past, &wanted, want)
@@ -259,6 +273,7 @@ impl Llava {
         // A fresh binding per run: outputs bound to a device (not to a tensor) keep the
         // previous run's buffers otherwise, which a differently shaped present cannot
         // reuse.
+        let began = Instant::now();
         let mut binding = self.decoder.create_binding().map_err(err)?;
         for (name, value) in &inputs {
             binding.bind_input(name.as_str(), value).map_err(err)?;
@@ -301,11 +316,18 @@ impl Llava {
                 None => self.shrink.clone().filter(|_| !shared),
             };
             let _guard = run_guard();
+            let ran = Instant::now();
+            if shared {
+                self.step_times.bind_ms += ms_since(began);
+            }
             let mut outputs = match &options {
                 Some(options) => self.decoder.run_binding_with_options(&binding, options),
                 None => self.decoder.run_binding(&binding),
             }
             .map_err(err)?;
+            if shared {
+                self.step_times.run_ms += ms_since(ran);
+            }
             let value = outputs
                 .remove(wanted)
                 .ok_or_else(|| ModelError::run(&file, format!("no output `{wanted}`")))?;
@@ -331,6 +353,7 @@ impl Llava {
             (value, presents)
         };
         drop(binding);
+        let sampled = Instant::now();
         let (picked, choices) = match want {
             Want::Rows(at) => (self.pick(&value, at)?, Vec::new()),
             Want::Sample {
@@ -338,6 +361,10 @@ impl Llava {
                 uniform,
             } => (Vec::new(), self.sample(&value, temperature, uniform)?),
         };
+        if shared {
+            self.step_times.sample_ms += ms_since(sampled);
+            self.step_times.steps += 1;
+        }
         let presents = match (presents, own) {
             (Some(p), _) => p,
             (None, Some(own)) => own,

@@ -294,4 +294,24 @@ impl Llava {
         }
         Ok(value)
     }
+
+    /// Embeds one token per row for a decode step straight into `out` (`[rows, 1,
+    /// hidden]` on the device: a CUDA graph's own input buffer).
+    pub fn embed_into(
+        &mut self,
+        ids: Vec<i64>,
+        out: &mut ort::value::DynTensor,
+    ) -> Result<(), ModelError> {
+        let e = self.manifest.embed.clone();
+        let err = |err: ort::Error| ModelError::run(&e.file, err);
+        let input = tensor::ints(vec![ids.len() as i64, 1], ids)
+            .map_err(|err| self.run_error(&e.file, err))?;
+        let mut binding = self.embed.create_binding().map_err(err)?;
+        binding
+            .bind_input(e.input.as_str(), &input)
+            .and_then(|_| binding.bind_output(e.output.as_str(), out))
+            .map_err(err)?;
+        let _guard = run_guard();
+        self.embed.run_binding(&binding).map(drop).map_err(err)
+    }
 }

@@ -19,10 +19,12 @@
 //! those regions back to the device), and any buffer allocated to last from that
 //! arena ([`Llava::alloc_cache`]) retires the live graph first. What other runs
 //! take from the arena between two steps is theirs only until they return.
+use super::decode::ms_since;
 use super::*;
 use crate::device::{capture_guard, run_guard};
-use ort::session::RunOptions;
+use ort::session::{IoBinding, RunOptions};
 use ort::value::{DynTensor, DynTensorValueType};
+use std::time::Instant;
 
 /// ONNX Runtime's CUDA provider captures on a graph id's third run (two plain runs
 /// first, to size its arena); the runs up to the capture hold the process's run lock
@@ -54,6 +56,8 @@ struct Graph {
     embeds: DynTensor,
     mask: DynTensor,
     logits: DynTensor,
+    /// Bound once: these buffers and the slots, every step the same.
+    binding: IoBinding,
     runs: u32,
     options: RunOptions,
 }
@@ -84,22 +88,30 @@ fn widen(mask: &[i64], rows: usize, capacity: usize) -> Vec<i64> {
 }
 
 impl Llava {
+    /// Retires the live graph, if any, with the references it holds to slot buffers.
+    pub fn retire_graph(&mut self) {
+        if let Some(graphs) = self.graphs.as_mut() {
+            graphs.retire();
+        }
+    }
+
     /// Whether this model's decode steps over shared buffers run as CUDA graphs.
     pub fn graphs_on(&self) -> bool {
         self.graphs.is_some()
     }
 
-    /// A [`KvMode::Shared`] step as a graph replay: `mask` is `[rows, width]` with
-    /// `width` at most the buffers' capacity; `want` must be [`Want::Sample`].
+    /// A [`KvMode::Shared`] step as a graph replay: `ids` one token per row, `mask`
+    /// `[rows, width]` with `width` at most the buffers' capacity; it samples.
     pub(super) fn decode_graph(
         &mut self,
         rows: usize,
-        embeds: &DynValue,
+        ids: Vec<i64>,
         mask: Vec<i64>,
         mut past: Cache,
         temperature: &[f32],
         uniform: &[f32],
     ) -> Result<DecoderOutput, ModelError> {
+        let began = Instant::now();
         let file = self.decoder_file();
         let err = |e: String| ModelError::run(&file, e);
         let ort_err = |e: ort::Error| ModelError::run(&file, e);
@@ -109,9 +121,10 @@ impl Llava {
         let shape = tensor::shape(k0).map_err(err)?;
         let capacity = shape.get(2).copied().unwrap_or(0) as usize;
         let width = mask.len().checked_div(rows).unwrap_or(0);
-        if shape.first() != Some(&(rows as i64)) || width > capacity {
+        if shape.first() != Some(&(rows as i64)) || width > capacity || ids.len() != rows {
             return Err(err(format!(
-                "a graph step of {rows} rows and mask width {width} over buffers {shape:?}"
+                "a graph step of {} ids, {rows} rows and mask width {width} over buffers {shape:?}",
+                ids.len()
             )));
         }
         let mut slots = Vec::with_capacity(past.len() * 2);
@@ -129,75 +142,53 @@ impl Llava {
             None => {
                 let id = graphs.next_id;
                 graphs.next_id += 1;
-                self.new_graph(id, thread, slots, rows, capacity)
+                self.new_graph(id, thread, slots, rows, capacity, &mut past)
             }
         };
         self.graphs = Some(graphs);
         let mut graph = graph?;
+        let bound = Instant::now();
         let wide = widen(&mask, rows, capacity);
         let host_mask =
             tensor::int_tensor(self.mask_type, vec![rows as i64, capacity as i64], wide)
                 .map_err(err)?
                 .downcast::<DynTensorValueType>()
                 .map_err(ort_err)?;
-        let d = self.manifest.decoder.clone();
-        let wanted = d
-            .logits
-            .clone()
-            .ok_or_else(|| err("the manifest names no logits".into()))?;
-        let ran = {
+        // Outside the run lock: a capture below holds it alone, and the lock is not
+        // taken twice on one thread.
+        self.embed_into(ids, &mut graph.embeds)?;
+        host_mask.copy_into(&mut graph.mask).map_err(ort_err)?;
+        let ran = Instant::now();
+        let result = {
             let _guard = if graph.runs < RUNS_TO_CAPTURE {
                 Err(capture_guard())
             } else {
                 Ok(run_guard())
             };
-            let embeds = embeds
-                .view()
-                .downcast::<DynTensorValueType>()
-                .map_err(ort_err)?;
-            embeds.copy_into(&mut graph.embeds).map_err(ort_err)?;
-            host_mask.copy_into(&mut graph.mask).map_err(ort_err)?;
-            let mut binding = self.decoder.create_binding().map_err(ort_err)?;
-            binding
-                .bind_input(d.inputs_embeds.as_str(), &graph.embeds)
-                .map_err(ort_err)?;
-            binding
-                .bind_input(d.attention_mask.as_str(), &graph.mask)
-                .map_err(ort_err)?;
-            for (i, (k, v)) in past.iter_mut().enumerate() {
-                binding
-                    .bind_input(Decoder::layer_name(&d.past_key, i), &*k)
-                    .map_err(ort_err)?;
-                binding
-                    .bind_input(Decoder::layer_name(&d.past_value, i), &*v)
-                    .map_err(ort_err)?;
-                binding
-                    .bind_output(Decoder::layer_name(&d.present_key, i), &mut *k)
-                    .map_err(ort_err)?;
-                binding
-                    .bind_output(Decoder::layer_name(&d.present_value, i), &mut *v)
-                    .map_err(ort_err)?;
-            }
-            binding
-                .bind_output(wanted.as_str(), &mut graph.logits)
-                .map_err(ort_err)?;
             self.decoder
-                .run_binding_with_options(&binding, &graph.options)
+                .run_binding_with_options(&graph.binding, &graph.options)
                 .map(drop)
                 .map_err(ort_err)
         };
         graph.runs += 1;
-        if let Err(e) = ran {
+        if let Err(e) = result {
             // Not knowing what a failed capture or replay leaves behind, the model
             // stops using graphs; its caller decodes the batch again without.
             tracing::warn!(error = %e, "a CUDA graph step failed; decoding without graphs from now on");
             self.graphs = None;
             return Err(e);
         }
+        let sampled = Instant::now();
         let choices = {
             let logits = graph.logits.view().into_dyn();
             self.sample(&logits, temperature, uniform)
         };
+        let t = &mut self.step_times;
+        t.bind_ms += ms_since(began) - ms_since(bound);
+        t.inputs_ms += ms_since(bound) - ms_since(ran);
+        t.run_ms += ms_since(ran) - ms_since(sampled);
+        t.sample_ms += ms_since(sampled);
+        t.steps += 1;
         if let Some(graphs) = self.graphs.as_mut() {
             graphs.live = Some(graph);
         }
@@ -208,7 +199,8 @@ impl Llava {
         })
     }
 
-    /// A graph's own buffers, from the decoder's allocator.
+    /// A graph's own buffers, from the decoder's allocator, and its binding: the same
+    /// buffers every step, so bound once.
     fn new_graph(
         &mut self,
         id: i32,
@@ -216,24 +208,56 @@ impl Llava {
         slots: Vec<usize>,
         rows: usize,
         capacity: usize,
+        past: &mut Cache,
     ) -> Result<Graph, ModelError> {
         let file = self.decoder_file();
         let err = |e: ort::Error| ModelError::run(&file, e);
         self.allocator()?;
         let allocator = self.allocator.as_ref().expect("made above");
         let d = &self.manifest.decoder;
-        let logits_type = tensor::output_type(&self.decoder, d.logits.as_deref().unwrap_or(""))
+        let logits_name = d.logits.as_deref().unwrap_or("");
+        let logits_type = tensor::output_type(&self.decoder, logits_name)
             .map_err(|e| ModelError::run(&file, e))?;
         let new = |ty, shape: Vec<i64>| DynTensor::new(allocator, ty, shape);
+        let embeds =
+            new(self.embeds_type, vec![rows as i64, 1, d.hidden_size as i64]).map_err(err)?;
+        let mask = new(self.mask_type, vec![rows as i64, capacity as i64]).map_err(err)?;
+        let mut logits =
+            new(logits_type, vec![rows as i64, 1, d.vocab_size as i64]).map_err(err)?;
+        let mut binding = self.decoder.create_binding().map_err(err)?;
+        binding
+            .bind_input(d.inputs_embeds.as_str(), &embeds)
+            .map_err(err)?;
+        binding
+            .bind_input(d.attention_mask.as_str(), &mask)
+            .map_err(err)?;
+        for (i, (k, v)) in past.iter_mut().enumerate() {
+            binding
+                .bind_input(Decoder::layer_name(&d.past_key, i), &*k)
+                .map_err(err)?;
+            binding
+                .bind_input(Decoder::layer_name(&d.past_value, i), &*v)
+                .map_err(err)?;
+            binding
+                .bind_output(Decoder::layer_name(&d.present_key, i), &mut *k)
+                .map_err(err)?;
+            binding
+                .bind_output(Decoder::layer_name(&d.present_value, i), &mut *v)
+                .map_err(err)?;
+        }
+        binding.bind_output(logits_name, &mut logits).map_err(err)?;
+        // The binding keeps its own references to what it binds (the slots too, until
+        // the graph is retired); each step writes `embeds` and `mask` and reads `logits`
+        // in place.
         let graph = Graph {
             thread,
             slots,
             rows,
             capacity,
-            embeds: new(self.embeds_type, vec![rows as i64, 1, d.hidden_size as i64])
-                .map_err(err)?,
-            mask: new(self.mask_type, vec![rows as i64, capacity as i64]).map_err(err)?,
-            logits: new(logits_type, vec![rows as i64, 1, d.vocab_size as i64]).map_err(err)?,
+            embeds,
+            mask,
+            logits,
+            binding,
             runs: 0,
             options: graph_options(id).map_err(err)?,
         };

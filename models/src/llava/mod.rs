@@ -109,10 +109,36 @@ impl std::str::FromStr for KvMode {
 }
 
 /// The decoder's input embeddings: built on the host (prompts with spliced image
-/// features), or embed.onnx's output as it is (on the device in the bound modes).
+/// features), embed.onnx's output as it is (on the device in the bound modes), or one
+/// token per row that the decode step embeds itself (into a CUDA graph's own buffer
+/// where one runs, with no copy).
 pub enum Embeds {
     Host(Vec<f32>),
     Value(DynValue),
+    Ids(Vec<i64>),
+}
+
+/// Host-side time of the decode steps over shared buffers ([`KvMode::Shared`]) since
+/// [`Llava::take_step_times`]: what a step costs around the decoder's own kernels.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct StepTimes {
+    pub steps: u64,
+    /// Embedding the step's tokens and getting its inputs onto the device.
+    pub inputs_ms: f64,
+    /// Binding the inputs and outputs (a CUDA graph's are bound once).
+    pub bind_ms: f64,
+    /// The decoder's run (a graph replay), to the device's end of it.
+    pub run_ms: f64,
+    /// Choosing the tokens on the device and reading them back.
+    pub sample_ms: f64,
+}
+
+impl StepTimes {
+    /// Milliseconds a step: inputs, bind, run, sample.
+    pub fn per_step(&self) -> [f64; 4] {
+        let n = self.steps.max(1) as f64;
+        [self.inputs_ms, self.bind_ms, self.run_ms, self.sample_ms].map(|ms| ms / n)
+    }
 }
 
 /// What a decoder run brings back to the host.
@@ -194,6 +220,7 @@ pub struct Llava {
     stems: Stems,
     /// Prompt positions prefilled so far.
     prefilled: u64,
+    step_times: StepTimes,
 }
 
 impl Llava {
@@ -305,6 +332,7 @@ impl Llava {
             plain,
             stems: Stems::default(),
             prefilled: 0,
+            step_times: StepTimes::default(),
         })
     }
 
@@ -390,6 +418,11 @@ impl Llava {
     /// Prompt positions prefilled since the model was loaded.
     pub fn prefilled(&self) -> u64 {
         self.prefilled
+    }
+
+    /// The decode steps' host-side times since the last call, and a fresh count.
+    pub fn take_step_times(&mut self) -> StepTimes {
+        std::mem::take(&mut self.step_times)
     }
 
     pub fn route(&self) -> Route {

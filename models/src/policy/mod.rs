@@ -218,6 +218,8 @@ impl OnnxPolicy {
                     live.retain(|(i, _, _)| out[*i].is_none());
                 }
                 result => {
+                    // Host-side ms a step around the decoder's kernels (`StepTimes`).
+                    let [inputs, bind, run, sample] = self.model.take_step_times().per_step();
                     tracing::debug!(
                         requests = live.len(),
                         admissions = stats.admissions,
@@ -228,6 +230,10 @@ impl OnnxPolicy {
                         stem_hits = self.model.stems().hits,
                         stem_misses = self.model.stems().misses,
                         ms = start.elapsed().as_millis() as u64,
+                        step_inputs_ms = %format!("{inputs:.3}"),
+                        step_bind_ms = %format!("{bind:.3}"),
+                        step_run_ms = %format!("{run:.3}"),
+                        step_sample_ms = %format!("{sample:.3}"),
                         "batch decoded"
                     );
                     return result;

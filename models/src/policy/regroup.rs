@@ -65,7 +65,6 @@ impl OnnxPolicy {
             .iter()
             .map(|r| r.step.ids.last().copied().unwrap_or_default())
             .collect();
-        let embeds = self.model.embed_step(ids)?;
         let mut mask = Vec::with_capacity(rows.len() * (len + 1));
         let mut positions = Vec::with_capacity(rows.len());
         for row in rows.iter_mut() {
@@ -102,7 +101,7 @@ impl OnnxPolicy {
         };
         let run = self.model.decode(
             rows.len(),
-            Embeds::Value(embeds),
+            Embeds::Ids(ids),
             mask,
             positions,
             std::mem::take(cache),

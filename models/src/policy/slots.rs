@@ -36,9 +36,12 @@ impl OnnxPolicy {
         let mut pool = self.pool(capacity, least, total, stats)?;
         stats.most_rows = pool.slots;
         let result = self.run_slots(batch, live, out, &mut pool, stats);
-        // The buffers stay for the next batch unless the device ran out of memory.
+        // The buffers stay for the next batch unless the device ran out of memory; then
+        // no graph may keep them either.
         if result.is_ok() {
             self.pool = Some(pool);
+        } else {
+            self.model.retire_graph();
         }
         result
     }
@@ -194,10 +197,9 @@ impl OnnxPolicy {
                 _ => 0.0,
             });
         }
-        let embeds = self.model.embed_step(ids)?;
         let run = self.model.decode(
             n,
-            Embeds::Value(embeds),
+            Embeds::Ids(ids),
             mask,
             positions,
             std::mem::take(&mut pool.cache),
