@@ -30,7 +30,7 @@ import torch  # before onnxruntime: CUDA, and CUPTI for the profiler, from torch
 import onnxruntime as ort  # noqa: E402
 
 GROUPS = [  # (group, pattern over the kernel's name), first match wins
-    ("attention", r"flash|fmha|attention|Attention|softmax|Softmax"),
+    ("attention", r"flash|fmha|_mha|attention|Attention|softmax|Softmax"),
     ("matmul", r"gemm|gemv|cutlass|xmma|cublas|Gemm|matmul|MatMul|splitK|sm90|sm80"),
     ("norm", r"LayerNorm|layer_norm|RMS|Rms"),
     ("rotary", r"Rotary|rotary"),
