@@ -126,11 +126,8 @@ impl Llava {
                 {
                     return self.decode_graph(rows, ids, mask, past, temperature, uniform);
                 }
-                Embeds::Value(self.embed_step(ids)?)
+                self.embed_step(ids)?
             }
-            other => other,
-        };
-        let embeds = match embeds {
             Embeds::Host(data) => {
                 let seq = data.len().checked_div(rows * hidden).unwrap_or(0);
                 tensor::floats(
@@ -140,8 +137,6 @@ impl Llava {
                 )
                 .map_err(err)?
             }
-            Embeds::Value(v) => v,
-            Embeds::Ids(_) => unreachable!("embedded above"),
         };
         let seq = tensor::shape(&embeds)
             .map_err(err)?

@@ -254,7 +254,7 @@ impl Llava {
 
     /// Embeds one token per row for a decode step; in the bound modes the embeddings
     /// stay on the device.
-    pub fn embed_step(&mut self, ids: Vec<i64>) -> Result<DynValue, ModelError> {
+    pub(super) fn embed_step(&mut self, ids: Vec<i64>) -> Result<DynValue, ModelError> {
         let e = self.manifest.embed.clone();
         let rows = ids.len();
         let input =
@@ -297,7 +297,7 @@ impl Llava {
 
     /// Embeds one token per row for a decode step straight into `out` (`[rows, 1,
     /// hidden]` on the device: a CUDA graph's own input buffer).
-    pub fn embed_into(
+    pub(super) fn embed_into(
         &mut self,
         ids: Vec<i64>,
         out: &mut ort::value::DynTensor,

@@ -157,7 +157,11 @@ impl Llava {
         // Outside the run lock: a capture below holds it alone, and the lock is not
         // taken twice on one thread.
         self.embed_into(ids, &mut graph.embeds)?;
-        host_mask.copy_into(&mut graph.mask).map_err(ort_err)?;
+        {
+            // A copy is a session run too: none may overlap another thread's capture.
+            let _guard = run_guard();
+            host_mask.copy_into(&mut graph.mask).map_err(ort_err)?;
+        }
         let ran = Instant::now();
         let result = {
             let _guard = if graph.runs < RUNS_TO_CAPTURE {
@@ -183,10 +187,11 @@ impl Llava {
             let logits = graph.logits.view().into_dyn();
             self.sample(&logits, temperature, uniform)
         };
+        let between = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let t = &mut self.step_times;
-        t.bind_ms += ms_since(began) - ms_since(bound);
-        t.inputs_ms += ms_since(bound) - ms_since(ran);
-        t.run_ms += ms_since(ran) - ms_since(sampled);
+        t.bind_ms += between(began, bound);
+        t.inputs_ms += between(bound, ran);
+        t.run_ms += between(ran, sampled);
         t.sample_ms += ms_since(sampled);
         t.steps += 1;
         if let Some(graphs) = self.graphs.as_mut() {

@@ -109,12 +109,10 @@ impl std::str::FromStr for KvMode {
 }
 
 /// The decoder's input embeddings: built on the host (prompts with spliced image
-/// features), embed.onnx's output as it is (on the device in the bound modes), or one
-/// token per row that the decode step embeds itself (into a CUDA graph's own buffer
-/// where one runs, with no copy).
+/// features), or one token per row that the decode step embeds itself with embed.onnx
+/// (on the device in the bound modes; into a CUDA graph's own buffer where one runs).
 pub enum Embeds {
     Host(Vec<f32>),
-    Value(DynValue),
     Ids(Vec<i64>),
 }
 
