@@ -8,7 +8,9 @@
 //!
 //! `SCALE_WORKERS` (default 1,2,4,8,16,32), `SCALE_PER_WORKER` (64), `SCALE_EXPAND_MS`
 //! (2200: a batch of 64 expansions), `SCALE_SCORE_MS` (500), `SCALE_BATCH` (64),
-//! `SCALE_WAIT_MS` (the workers' shortest wait for a partial batch; 5).
+//! `SCALE_WAIT_MS` (the workers' shortest wait for a partial batch; 5), `SCALE_PER` (the
+//! scripted latencies are per started group of this many requests, as a GPU's batch
+//! costs one pass of its row slots per slots' worth of rows; default: per batch).
 use std::time::{Duration, Instant};
 use tsst_actors::pipeline::enqueue;
 use tsst_actors::runtime::BEAT_MAX_AGE;
@@ -46,13 +48,17 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
     let (expand_ms, score_ms) = (num("SCALE_EXPAND_MS", 2200), num("SCALE_SCORE_MS", 500));
     let batch = num("SCALE_BATCH", 64) as u32;
     let wait_ms = num("SCALE_WAIT_MS", 5);
+    let per = match num("SCALE_PER", 0) {
+        0 => String::new(),
+        k => format!(":per{k}"),
+    };
     let mut base_rate = None;
     for n in sizes {
         let ns = format!("tsst-scale-{}-{n}", std::process::id());
         let run = format!("scale-{}-{n}", std::process::id());
         let qs = questions(per_worker * n);
-        let mut rec = record(&run, &format!("scripted:{expand_ms}ms"));
-        rec.search.value_model = Some(format!("scripted:{score_ms}ms"));
+        let mut rec = record(&run, &format!("scripted:{expand_ms}ms{per}"));
+        rec.search.value_model = Some(format!("scripted:{score_ms}ms{per}"));
         let (broker, store) = connect(&ns).await;
         store.delete_run(&run).await.unwrap();
 
@@ -94,7 +100,7 @@ async fn orchestration_scales_across_simulated_gpu_workers() {
         let rate = qs.len() as f64 / secs;
         let base = *base_rate.get_or_insert(rate / n as f64);
         println!(
-            "SCALE workers={n} wait_ms={wait_ms} questions={} seconds={secs:.1} questions_per_s={rate:.2} efficiency={:.3}",
+            "SCALE workers={n} wait_ms={wait_ms} per={per} questions={} seconds={secs:.1} questions_per_s={rate:.2} efficiency={:.3}",
             qs.len(),
             rate / (n as f64 * base)
         );

@@ -18,8 +18,9 @@ impl ScriptedFactory {
     fn unsupported(name: &str) -> BackendError {
         BackendError {
             backend: format!("model `{name}`"),
-            reason: "this worker serves only `scripted[:<N>ms][:flaky<K>][:panic<K>]` models"
-                .into(),
+            reason:
+                "this worker serves only `scripted[:<N>ms][:per<K>][:flaky<K>][:panic<K>]` models"
+                    .into(),
         }
     }
 }

@@ -19,22 +19,29 @@ const LOOKS: [&str; 4] = [
 
 /// How a scripted model behaves: `latency` stands in for a model's cost per batch
 /// (zero by default), so benchmarks and tests can see how the system behaves when the
-/// model is the bottleneck; `fail_every` makes every k-th batch fail as a device out
+/// model is the bottleneck; with `per` it is the cost of each started group of that
+/// many requests instead, as a GPU's batch costs one pass of its row slots per slots'
+/// worth of rows (a part-full batch costs less than a full one, down to one pass);
+/// `fail_every` makes every k-th batch fail as a device out
 /// of memory would, to test that such failures are retried, not charged to questions;
 /// `panic_every` makes every k-th batch panic, as a crashing native library would, to
 /// test that the model's actor is restarted and the tasks retried.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Scripted {
     pub latency: Duration,
+    pub per: Option<u32>,
     pub fail_every: Option<u32>,
     pub panic_every: Option<u32>,
 }
 
 impl Scripted {
-    /// Sleeps the latency; fails the `fail_every`-th call, panics on the
-    /// `panic_every`-th (counted since the backend was made).
-    fn call(&self, calls: &mut u32, backend: &str) -> Result<(), BackendError> {
-        std::thread::sleep(self.latency);
+    /// Sleeps the latency for a batch of `requests`; fails the `fail_every`-th call,
+    /// panics on the `panic_every`-th (counted since the backend was made).
+    fn call(&self, requests: usize, calls: &mut u32, backend: &str) -> Result<(), BackendError> {
+        let groups = self
+            .per
+            .map_or(1, |k| requests.div_ceil(k as usize).max(1) as u32);
+        std::thread::sleep(self.latency * groups);
         *calls += 1;
         if matches!(self.panic_every, Some(k) if (*calls).is_multiple_of(k)) {
             panic!("{backend}: injected panic on call {calls}");
@@ -80,8 +87,9 @@ impl ScriptedValue {
 }
 
 /// Parses `scripted`, with options after colons: `<N>ms` (a simulated latency per
-/// batch), `flaky<K>` (every K-th batch fails) and `panic<K>` (every K-th batch
-/// panics, K >= 2), e.g. `scripted:30ms:flaky3`.
+/// batch), `per<K>` (the latency is per started group of K requests instead),
+/// `flaky<K>` (every K-th batch fails) and `panic<K>` (every K-th batch panics,
+/// K >= 2), e.g. `scripted:30ms:flaky3` or `scripted:275ms:per8`.
 pub fn parse_scripted(name: &str) -> Option<Scripted> {
     let rest = name.strip_prefix("scripted")?;
     let mut out = Scripted::default();
@@ -91,6 +99,8 @@ pub fn parse_scripted(name: &str) -> Option<Scripted> {
     for option in rest.strip_prefix(':')?.split(':') {
         if let Some(ms) = option.strip_suffix("ms") {
             out.latency = Duration::from_millis(ms.parse().ok()?);
+        } else if let Some(k) = option.strip_prefix("per") {
+            out.per = Some(k.parse().ok().filter(|&k| k > 0)?);
         } else if let Some(k) = option.strip_prefix("flaky") {
             out.fail_every = Some(k.parse().ok().filter(|&k| k > 0)?);
         } else if let Some(k) = option.strip_prefix("panic") {
@@ -177,7 +187,8 @@ impl PolicyBackend for ScriptedPolicy {
     }
 
     fn expand(&mut self, batch: &[ExpandRequest<'_>]) -> Result<Vec<PolicyOutput>, BackendError> {
-        self.behaviour.call(&mut self.calls, "scripted policy")?;
+        self.behaviour
+            .call(batch.len(), &mut self.calls, "scripted policy")?;
         Ok(batch
             .iter()
             .map(|req| {
@@ -215,7 +226,8 @@ impl ValueBackend for ScriptedValue {
         &mut self,
         batch: &[ScoreRequest<'_>],
     ) -> Result<Vec<Result<f64, RequestError>>, BackendError> {
-        self.behaviour.call(&mut self.calls, "scripted value")?;
+        self.behaviour
+            .call(batch.len(), &mut self.calls, "scripted value")?;
         Ok(batch
             .iter()
             .map(|req| {
@@ -326,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn latency_per_group_of_requests() {
+        let mut value = ScriptedValue::new(parse_scripted("scripted:5ms:per8").unwrap());
+        let q = question();
+        let req: Vec<ScoreRequest<'_>> = (0..17)
+            .map(|_| ScoreRequest {
+                question: &q,
+                text: "Step 1: x.",
+            })
+            .collect();
+        // Three started groups of 8: at least three latencies (a sleep is never shorter).
+        let t = std::time::Instant::now();
+        value.score(&req).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(15));
+    }
+
+    #[test]
     fn names_give_latencies_and_failures() {
         let latency = |name| parse_scripted(name).map(|s| s.latency);
         assert_eq!(latency("scripted"), Some(Duration::ZERO));
@@ -334,14 +362,20 @@ mod tests {
             parse_scripted("scripted:25ms:flaky3:panic5"),
             Some(Scripted {
                 latency: Duration::from_millis(25),
+                per: None,
                 fail_every: Some(3),
                 panic_every: Some(5),
             })
+        );
+        assert_eq!(
+            parse_scripted("scripted:10ms:per8").map(|s| (s.latency, s.per)),
+            Some((Duration::from_millis(10), Some(8)))
         );
         for bad in [
             "scripted:fast",
             "scripted:flaky0",
             "scripted:panic1",
+            "scripted:per0",
             "scripted:",
             "models/llava",
         ] {
