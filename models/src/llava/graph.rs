@@ -1,15 +1,16 @@
 //! Decode steps over shared row-slot buffers as CUDA graphs (on CUDA unless
 //! `TSST_CUDA_GRAPHS=0`).
 //!
-//! A step of a 7B decoder is ~450 small kernels; launching them one by one costs
-//! several microseconds each, which at batch 16 is a third of the step. ONNX
-//! Runtime's CUDA provider can capture a run as a CUDA graph and replay it with one
-//! launch, if every run under that graph id binds the same device addresses with the
-//! same shapes. So a step here binds:
+//! A step of a 7B decoder is ~470 kernels; launched one by one they leave the GPU
+//! idle about 1 ms a step (7B, H100: bench/RESULTS.md). ONNX Runtime's CUDA provider
+//! can capture a run as a CUDA graph and replay it with one launch, if every run
+//! under that graph id binds the same device addresses with the same shapes. So a
+//! graph binds once, and every step reuses:
 //! - the slot buffers (`[slots, kv_heads, capacity, head_dim]`, past and present);
-//! - embeddings `[slots, 1, hidden]` and a mask `[slots, capacity]` copied each step
-//!   into buffers of the graph's own (the mask as wide as the buffers: each row's
-//!   ones, then zeros; GroupQueryAttention takes each row's length from the mask);
+//! - embeddings `[slots, 1, hidden]`, which embed.onnx writes straight into a buffer
+//!   of the graph's own each step, and a mask `[slots, capacity]` copied into another
+//!   (as wide as the buffers: each row's ones, then zeros; GroupQueryAttention takes
+//!   each row's length from the mask);
 //! - logits `[slots, 1, vocab]` into a buffer of its own, sampled from there.
 //!
 //! One graph is live per model: a new set of slot buffers (a new pool) gets a new
