@@ -34,6 +34,7 @@ const DEFINED: &[&str] = &[
     metrics::BACKEND_ERRORS,
     metrics::TOKENS_GENERATED,
     metrics::TOKENS_PREFILLED,
+    metrics::DECODE_STEP_SECONDS,
     metrics::NODES_EXPANDED,
     metrics::NODES_CREATED,
     metrics::QUESTIONS_FINISHED,
@@ -43,7 +44,11 @@ const DEFINED: &[&str] = &[
     metrics::WORKER_START,
 ];
 /// The histograms, exposed as `<name>_bucket`, `<name>_sum` and `<name>_count`.
-const HISTOGRAMS: &[&str] = &[metrics::BATCH_SECONDS, metrics::BATCH_SIZE];
+const HISTOGRAMS: &[&str] = &[
+    metrics::BATCH_SECONDS,
+    metrics::BATCH_SIZE,
+    metrics::DECODE_STEP_SECONDS,
+];
 /// What the dashboard must show.
 const KEY_METRICS: &[&str] = &[
     metrics::CONSUMED,

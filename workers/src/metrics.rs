@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::net::SocketAddr;
-use tsst_actors::metrics::{self as names, BATCH_SECONDS, BATCH_SIZE};
+use tsst_actors::metrics::{self as names, BATCH_SECONDS, BATCH_SIZE, DECODE_STEP_SECONDS};
 
 /// Where a worker serves its metrics unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9187";
@@ -44,6 +44,13 @@ fn install(addr: SocketAddr) -> Result<()> {
         .set_buckets_for_metric(
             Matcher::Full(BATCH_SIZE.into()),
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )?
+        // A 7B step's phases take tens of microseconds (binding) to tens of ms (the run).
+        .set_buckets_for_metric(
+            Matcher::Full(DECODE_STEP_SECONDS.into()),
+            &[
+                0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
+            ],
         )?;
     // Outside any runtime, `install` binds here and serves from a thread of its own.
     std::thread::spawn(move || builder.install())

@@ -218,8 +218,22 @@ impl OnnxPolicy {
                     live.retain(|(i, _, _)| out[*i].is_none());
                 }
                 result => {
-                    // Host-side ms a step around the decoder's kernels (`StepTimes`).
-                    let [inputs, bind, run, sample] = self.model.take_step_times().per_step();
+                    // Host-side ms a step around the decoder's kernels (`StepTimes`), also
+                    // as `tsst_actors::metrics::DECODE_STEP_SECONDS` (this crate does not
+                    // depend on the actors').
+                    let times = self.model.take_step_times();
+                    let [inputs, bind, run, sample] = times.per_step();
+                    if times.steps > 0 {
+                        for (phase, ms) in [
+                            ("inputs", inputs),
+                            ("bind", bind),
+                            ("run", run),
+                            ("sample", sample),
+                        ] {
+                            metrics::histogram!("tsst_decode_step_seconds", "phase" => phase)
+                                .record(ms / 1e3);
+                        }
+                    }
                     tracing::debug!(
                         requests = live.len(),
                         admissions = stats.admissions,
