@@ -8,13 +8,15 @@
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 batches=${1:-1,16,64}
-runs=("graphs0 0 timing" "graphs1 1 timing")
+# The search samples at temperature 1: `sampled` times that sampler too (its tokens
+# differ from the greedy runs', so only its step and host-side phases are compared).
+runs=("graphs0 0 timing" "graphs1 1 timing" "sampled 1 timing --temperature 1")
 [ -x /opt/work/bin/timing-base ] && runs+=("base1 1 timing-base")
 for run in "${runs[@]}"; do
   set -- $run
-  echo "== $1 (TSST_CUDA_GRAPHS=$2, $3)"
+  echo "== $1 (TSST_CUDA_GRAPHS=$2, $3 ${*:4})"
   TSST_CUDA_GRAPHS=$2 TIMING=/opt/work/bin/$3 bash "$G/decode.sh" /opt/work/policy-L32 \
-    --batch "$batches" --json "$OUT/steps-$1.json" 2>&1 | grep -E "^(BW|PREFILL|DECODE)|rror"
+    --batch "$batches" --json "$OUT/steps-$1.json" "${@:4}" 2>&1 | grep -E "^(BW|PREFILL|DECODE)|rror"
 done
 python3 - "$OUT"/steps-*.json <<'PY'
 import json, os, sys
@@ -27,7 +29,8 @@ for other in [k for k in steps if k != "graphs0"]:
         if not o:
             print(f"{other} batch {b}: no run"); continue
         same = a["row0_ids"] == o["row0_ids"]
+        tokens = "sampled" if other == "sampled" else ("same" if same else "DIFFER")
         print(f"{other} batch {b}: step {a['step_median_ms']:.3f} -> {o['step_median_ms']:.3f} ms "
               f"({a['step_median_ms'] / o['step_median_ms']:.2f}x of graphs0), floor ratio "
-              f"{a['ratio']:.2f} -> {o['ratio']:.2f}, row 0 tokens {'same' if same else 'DIFFER'}")
+              f"{a['ratio']:.2f} -> {o['ratio']:.2f}, host ms {o.get('step_host_ms')}, row 0 tokens {tokens}")
 PY
