@@ -1,5 +1,6 @@
-"""Which of the sample graph's reductions is slow on CUDA? Times one-op ONNX graphs over
-[rows, vocab] float32 logits on the device (IoBinding, device input and outputs)."""
+"""Which of the sample graph's operators is slow on CUDA? Times one-op ONNX graphs over
+[rows, vocab] float32 logits on the device (IoBinding, device input and outputs).
+  reduce_probe.py [cpu]   (on the device: PYTHONPATH=/opt/ortgpu/site, after env.sh)"""
 import sys, time
 import numpy as np
 import onnx
@@ -15,6 +16,9 @@ def graph(op, rows, vocab, **attrs):
     elif op == "ReduceSum":
         inits.append(helper.make_tensor("axes", TensorProto.INT64, [1], [1])); ins.append("axes")
         outs = ["y"]
+    elif op == "CumSum":
+        inits.append(helper.make_tensor("axis", TensorProto.INT64, [], [1])); ins.append("axis")
+        outs = ["y"]
     else:
         outs = ["y"]
     node = helper.make_node(op, ins, outs, **attrs)
@@ -29,7 +33,8 @@ for rows in [1, 16, 64]:
     vocab = 32064
     data = ort.OrtValue.ortvalue_from_numpy(np.random.randn(rows, vocab).astype(np.float32), DEV, 0)
     for op, attrs in [("ArgMax", dict(axis=1, keepdims=1)), ("ReduceMax", dict(axes=[1], keepdims=1)),
-                      ("ReduceSum", dict(keepdims=1)), ("TopK", dict(axis=1)), ("Exp", {})]:
+                      ("ReduceSum", dict(keepdims=1)), ("TopK", dict(axis=1)), ("Exp", {}),
+                      ("CumSum", {})]:
         m, outs = graph(op, rows, vocab, **attrs)
         s = ort.InferenceSession(m, providers=[PROV])
         b = s.io_binding(); b.bind_ortvalue_input("x", data)
