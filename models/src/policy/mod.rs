@@ -64,6 +64,10 @@ struct Stats {
     /// planned peak cache bytes.
     requests: usize,
     cost: u64,
+    /// Milliseconds admitting requests into row slots (prefills and gathers) and
+    /// decoding steps over them (shared-buffer batches).
+    admit_ms: f64,
+    steps_ms: f64,
 }
 
 /// A sampled step with the token ids the model generated for it (including an
@@ -244,6 +248,8 @@ impl OnnxPolicy {
                         stem_hits = self.model.stems().hits,
                         stem_misses = self.model.stems().misses,
                         ms = start.elapsed().as_millis() as u64,
+                        admit_ms = stats.admit_ms as u64,
+                        steps_ms = stats.steps_ms as u64,
                         step_inputs_ms = %format!("{inputs:.3}"),
                         step_bind_ms = %format!("{bind:.3}"),
                         step_run_ms = %format!("{run:.3}"),
