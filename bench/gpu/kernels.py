@@ -13,6 +13,9 @@ bytes and attention against the KV bytes, each over the bandwidth given (measure
 the same call by bench/gpu/bandwidth.py).
 
   kernels.py MODEL_DIR --bandwidth-tbs 3.05 [--batch 16,64] [--past 770] [--graphs 0,1]
+  kernels.py VALUE_DIR --bandwidth-tbs 3.05 --batch 1 --past 900 --new 20 --graphs 0
+      (a value model's rest over a node's prefix: GroupQueryAttention takes several new
+      positions over a past at batch 1 only)
   kernels.py tests/fixtures/models/tiny-policy --device cpu   (timing only: a smoke test)
 Prints one JSON line per (graphs, batch) with the step, the GPU time inside it and
 each group's time and floor, then the top kernels.
@@ -58,6 +61,8 @@ def parse_args():
     ap.add_argument("--steps", type=int, default=20, help="timed steps (and as many profiled)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--graphs", default="0,1", help="0: plain runs, 1: CUDA graph replays")
+    ap.add_argument("--new", type=int, default=1,
+                    help="positions a run writes (1: a decode step; ~20: a value model's rest)")
     ap.add_argument("--bandwidth-tbs", type=float, default=None)
     ap.add_argument("--top", type=int, default=12)
     return ap.parse_args()
@@ -66,7 +71,7 @@ def parse_args():
 class Step:
     """One decoder session with its buffers bound once; `run()` is one decode step."""
 
-    def __init__(self, model, manifest, batch, past, capacity, device, graphs):
+    def __init__(self, model, manifest, batch, past, capacity, device, graphs, new):
         d = manifest["decoder"]
         cuda = device.startswith("cuda")
         opts = {"device_id": 0, "use_tf32": 0, "arena_extend_strategy": "kSameAsRequested",
@@ -83,11 +88,14 @@ class Step:
         ftype = TYPES[types[d["inputs_embeds"]]]
         kv = (batch, d["num_kv_heads"], capacity, d["head_dim"])
         self.kv = [torch.randn(kv, dtype=ftype, device=dev) * 0.1 for _ in range(2 * d["num_layers"])]
-        self.embeds = torch.randn((batch, 1, d["hidden_size"]), dtype=ftype, device=dev) * 0.1
+        self.embeds = torch.randn((batch, new, d["hidden_size"]), dtype=ftype, device=dev) * 0.1
         self.mask = torch.zeros((batch, capacity), dtype=TYPES[types[d["attention_mask"]]], device=dev)
-        self.mask[:, : past + 1] = 1
-        self.logits = torch.empty((batch, 1, d["vocab_size"]), dtype=TYPES[types[d["logits"]]], device=dev)
-        self.past, self.capacity = past, capacity
+        self.mask[:, : past + new] = 1
+        # A policy's logits, or a value model's hidden states (what tsst reads of each).
+        out = d["hidden_states"] if manifest.get("kind") == "value" else d["logits"]
+        width = d["vocab_size"] if out == d.get("logits") else d["hidden_size"]
+        self.out = torch.empty((batch, new, width), dtype=TYPES[types[out]], device=dev)
+        self.past, self.capacity, self.new = past, capacity, new
         b = self.sess.io_binding()
         kind, index = ("cuda", 0) if cuda else ("cpu", 0)
 
@@ -102,7 +110,7 @@ class Step:
             bind(b.bind_input, d["past_value"].format(i=i), v)
             bind(b.bind_output, d["present_key"].format(i=i), k)
             bind(b.bind_output, d["present_value"].format(i=i), v)
-        bind(b.bind_output, d["logits"], self.logits)
+        bind(b.bind_output, out, self.out)
         self.binding = b
         self.options = ort.RunOptions()
         if cuda:
@@ -110,11 +118,10 @@ class Step:
         self.k = 0
 
     def run(self):
-        """One step at the next position; the mask's new column is set in place, as the
-        graph binds the same buffer every step."""
-        at = self.past + 1 + self.k
-        if at < self.capacity:
-            self.mask[:, at] = 1
+        """One run at the next `new` positions; the mask's new columns are set in place,
+        as the graph binds the same buffer every step."""
+        at = self.past + self.new * (self.k + 1)
+        self.mask[:, at: min(at + self.new, self.capacity)] = 1
         self.k += 1
         self.sess.run_with_iobinding(self.binding, self.options)
         if self.cuda:
@@ -123,8 +130,8 @@ class Step:
 
 def measure(a, manifest, batch, graphs):
     d = manifest["decoder"]
-    capacity = a.past + 1 + 3 * a.steps + a.warmup + 8
-    s = Step(a.model, manifest, batch, a.past, capacity, a.device, graphs)
+    capacity = a.past + a.new * (2 * a.steps + a.warmup + 2) + 8
+    s = Step(a.model, manifest, batch, a.past, capacity, a.device, graphs, a.new)
     for _ in range(a.warmup):
         s.run()
     times = []
@@ -132,12 +139,12 @@ def measure(a, manifest, batch, graphs):
         t0 = time.perf_counter()
         s.run()
         times.append((time.perf_counter() - t0) * 1e3)
-    row = {"graphs": graphs, "batch": batch, "past": a.past + a.warmup + a.steps,
+    row = {"graphs": graphs, "batch": batch, "new": a.new, "past": a.past + a.new * (a.warmup + a.steps),
            "step_ms": round(statistics.median(times), 3)}
     files = [os.path.join(a.model, f) for f in os.listdir(a.model) if f.startswith(d["file"])]
     weights = sum(os.path.getsize(f) for f in files)
     elem = 2 if s.kv[0].dtype == torch.float16 else 4
-    mean_past = a.past + a.warmup + a.steps + a.steps / 2
+    mean_past = a.past + a.new * (a.warmup + a.steps + a.steps / 2)
     kv_bytes = batch * d["num_layers"] * 2 * d["num_kv_heads"] * d["head_dim"] * elem * mean_past
     if a.bandwidth_tbs:
         row["floor_ms"] = round((weights + kv_bytes) / (a.bandwidth_tbs * 1e12) * 1e3, 3)
