@@ -198,6 +198,8 @@ impl OnnxPolicy {
         let start = std::time::Instant::now();
         loop {
             let mut stats = Stats::default();
+            // Step times count this attempt's steps only.
+            self.model.take_step_times();
             let graphs = self.model.graphs_on();
             let result = if self.model.kv_mode() == KvMode::Shared {
                 self.decode_slots(batch, &live, out, &mut stats)
