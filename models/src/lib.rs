@@ -25,3 +25,8 @@ pub use llava::KvMode;
 pub use manifest::Manifest;
 pub use policy::OnnxPolicy;
 pub use value::OnnxValue;
+
+/// Milliseconds since `t`: the phase timings the models log.
+pub(crate) fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}

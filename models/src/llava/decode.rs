@@ -2,10 +2,27 @@
 //! on the host, bound to the device, or in one shared device buffer.
 use super::*;
 use crate::device::run_guard;
+use crate::ms_since;
+use ort::session::IoBinding;
 use std::time::Instant;
 
-pub(super) fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
+/// Binds each layer's past caches as inputs and, `in_place`, as its presents too (one
+/// shared buffer: the run writes its new positions into the past).
+pub(super) fn bind_pasts(
+    d: &Decoder,
+    binding: &mut IoBinding,
+    past: &mut Cache,
+    in_place: bool,
+) -> Result<(), ort::Error> {
+    for (i, (k, v)) in past.iter_mut().enumerate() {
+        binding.bind_input(Decoder::layer_name(&d.past_key, i), &*k)?;
+        binding.bind_input(Decoder::layer_name(&d.past_value, i), &*v)?;
+        if in_place {
+            binding.bind_output(Decoder::layer_name(&d.present_key, i), &mut *k)?;
+            binding.bind_output(Decoder::layer_name(&d.present_value, i), &mut *v)?;
+        }
+    }
+    Ok(())
 }
 
 impl Llava {
@@ -273,30 +290,23 @@ impl Llava {
         for (name, value) in &inputs {
             binding.bind_input(name.as_str(), value).map_err(err)?;
         }
-        for (i, (k, v)) in past.iter_mut().enumerate() {
-            let (pk, pv) = (
-                Decoder::layer_name(&d.past_key, i),
-                Decoder::layer_name(&d.past_value, i),
-            );
-            let (nk, nv) = (
-                Decoder::layer_name(&d.present_key, i),
-                Decoder::layer_name(&d.present_value, i),
-            );
-            binding.bind_input(pk, &*k).map_err(err)?;
-            binding.bind_input(pv, &*v).map_err(err)?;
-            if shared {
-                binding.bind_output(nk, &mut *k).map_err(err)?;
-                binding.bind_output(nv, &mut *v).map_err(err)?;
-            } else if let Some(own) = own.as_mut() {
-                binding.bind_output(nk, &mut own[i].0).map_err(err)?;
-                binding.bind_output(nv, &mut own[i].1).map_err(err)?;
-            } else {
-                binding
-                    .bind_output_to_device(nk, &self.memory)
-                    .map_err(err)?;
-                binding
-                    .bind_output_to_device(nv, &self.memory)
-                    .map_err(err)?;
+        bind_pasts(&d, &mut binding, &mut past, shared).map_err(err)?;
+        if !shared {
+            // Presents of their own: ours where allocated, else ONNX Runtime's.
+            for i in 0..past.len() {
+                let nk = Decoder::layer_name(&d.present_key, i);
+                let nv = Decoder::layer_name(&d.present_value, i);
+                if let Some(own) = own.as_mut() {
+                    binding.bind_output(nk, &mut own[i].0).map_err(err)?;
+                    binding.bind_output(nv, &mut own[i].1).map_err(err)?;
+                } else {
+                    binding
+                        .bind_output_to_device(nk, &self.memory)
+                        .map_err(err)?;
+                    binding
+                        .bind_output_to_device(nv, &self.memory)
+                        .map_err(err)?;
+                }
             }
         }
         binding

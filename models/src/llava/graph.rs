@@ -20,9 +20,10 @@
 //! those regions back to the device), and any buffer allocated to last from that
 //! arena ([`Llava::alloc_cache`]) retires the live graph first. What other runs
 //! take from the arena between two steps is theirs only until they return.
-use super::decode::ms_since;
+use super::decode::bind_pasts;
 use super::*;
 use crate::device::{capture_guard, run_guard};
+use crate::ms_since;
 use ort::session::{IoBinding, RunOptions};
 use ort::value::{DynTensor, DynTensorValueType};
 use std::time::Instant;
@@ -237,20 +238,7 @@ impl Llava {
         binding
             .bind_input(d.attention_mask.as_str(), &mask)
             .map_err(err)?;
-        for (i, (k, v)) in past.iter_mut().enumerate() {
-            binding
-                .bind_input(Decoder::layer_name(&d.past_key, i), &*k)
-                .map_err(err)?;
-            binding
-                .bind_input(Decoder::layer_name(&d.past_value, i), &*v)
-                .map_err(err)?;
-            binding
-                .bind_output(Decoder::layer_name(&d.present_key, i), &mut *k)
-                .map_err(err)?;
-            binding
-                .bind_output(Decoder::layer_name(&d.present_value, i), &mut *v)
-                .map_err(err)?;
-        }
+        bind_pasts(d, &mut binding, past, true).map_err(err)?;
         binding.bind_output(logits_name, &mut logits).map_err(err)?;
         // The binding keeps its own references to what it binds (the slots too, until
         // the graph is retired); each step writes `embeds` and `mask` and reads `logits`

@@ -10,6 +10,7 @@
 //! for all) until a row takes it.
 use super::*;
 use crate::llava::{slot_step_inputs, take_fitting, SlotPool};
+use crate::ms_since;
 use std::time::Instant;
 
 impl OnnxPolicy {
@@ -61,11 +62,10 @@ impl OnnxPolicy {
         let mut samples: Vec<Vec<Option<Generated>>> =
             batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
         let mut waiting: VecDeque<&Live> = live.iter().collect();
-        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         loop {
             let t = Instant::now();
             self.admit(batch, &mut waiting, &mut rows, pool, &mut samples, stats)?;
-            stats.admit_ms += ms(t);
+            stats.admit_ms += ms_since(t);
             settle(live, &mut samples, out);
             if rows.iter().all(Option::is_none) {
                 if waiting.is_empty() {
@@ -75,7 +75,7 @@ impl OnnxPolicy {
             }
             let t = Instant::now();
             self.slot_step(batch, &mut rows, pool, pad, &mut samples)?;
-            stats.steps_ms += ms(t);
+            stats.steps_ms += ms_since(t);
             stats.steps += 1;
             settle(live, &mut samples, out);
         }

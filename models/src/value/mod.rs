@@ -5,6 +5,7 @@ use crate::error::ModelError;
 use crate::llava::{KvMode, Llava, Prompt};
 use crate::manifest::{Kind, ValueHead};
 use crate::memory;
+use crate::ms_since;
 use crate::tensor;
 use ort::session::Session;
 use ort::value::TensorElementType;
@@ -32,10 +33,6 @@ pub struct Phases {
     pub runs: f64,
     pub whole: f64,
     pub head: f64,
-}
-
-fn ms_since(t: std::time::Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// A run of consecutive texts in a batch and the ids they all begin with.
