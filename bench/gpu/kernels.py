@@ -154,7 +154,8 @@ def measure(a, manifest, batch, graphs):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(a.steps):
             s.run()
-    trace = tempfile.mktemp(suffix=".json")
+    fd, trace = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
     prof.export_chrome_trace(trace)
     events = json.load(open(trace)).get("traceEvents", [])
     os.remove(trace)
