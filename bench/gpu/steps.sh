@@ -4,10 +4,11 @@
 # bandwidth measured in the same call; the greedy tokens of row 0 must agree. Where a
 # baseline timing tool was carried (carry.sh's TSST_BASELINE_TIMING: /opt/work/bin/timing-base),
 # its graph step is timed too, in the same call.
-#   bench/gpu/steps.sh [BATCHES]   (default 1,16,64)
+#   bench/gpu/steps.sh [BATCHES]   (default 1,16,64, or STEPS_BATCHES in the environment,
+#   as session.sh's `steps` passes it on)
 set -uo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
-batches=${1:-1,16,64}
+batches=${1:-${STEPS_BATCHES:-1,16,64}}
 # The search samples at temperature 1: `sampled` times that sampler too (its tokens
 # differ from the greedy runs', so only its step and host-side phases are compared).
 runs=("graphs0 0 timing" "graphs1 1 timing" "sampled 1 timing --temperature 1")
