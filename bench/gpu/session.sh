@@ -15,7 +15,8 @@
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto),
 # `graphs` (TSST_CUDA_GRAPHS=1, the default since 2026-12-07), `nographs` (the policy's decode
-# steps without CUDA graphs: TSST_CUDA_GRAPHS=0).
+# steps without CUDA graphs: TSST_CUDA_GRAPHS=0), `slotstems` (stems copied from the
+# policy's row slots: TSST_SLOT_STEMS=1).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
 # `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
@@ -53,6 +54,7 @@ for spec in $variants; do
     auto) extra=(TSST_ATTENTION=auto) ;;
     graphs) extra=(TSST_CUDA_GRAPHS=1) ;;
     nographs) extra=(TSST_CUDA_GRAPHS=0) ;;
+    slotstems) extra=(TSST_SLOT_STEMS=1) ;;
     *) stage "unknown variant \$v"; continue ;;
   esac
   tag=-\$v; [ \$v = new ] && tag=

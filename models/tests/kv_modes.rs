@@ -17,15 +17,19 @@ enum Extra {
     Prealloc,
     /// Shared, each prompt prefilled over its question's cached stem.
     Stems,
+    /// Shared, a prompt's stem copied from a row of its question in the slots.
+    SlotStems,
 }
 
-/// Each mode, Bound with presents allocated by the crate, and Shared with stems.
-const MODES: [(KvMode, Extra); 5] = [
+/// Each mode, Bound with presents allocated by the crate, and Shared with stems kept
+/// or copied from the slots.
+const MODES: [(KvMode, Extra); 6] = [
     (KvMode::Host, Extra::None),
     (KvMode::Bound, Extra::None),
     (KvMode::Bound, Extra::Prealloc),
     (KvMode::Shared, Extra::None),
     (KvMode::Shared, Extra::Stems),
+    (KvMode::Shared, Extra::SlotStems),
 ];
 
 fn request<'a>(
@@ -103,12 +107,14 @@ fn check_modes(device: Device) {
         })
         .collect();
     let mut results = Vec::new();
+    let mut prefilled = Vec::new();
     for (mode, extra) in MODES {
         let mut p = OnnxPolicy::load(&dir, device, None).unwrap();
         p.model().set_kv_mode(mode).unwrap();
         p.model().set_prealloc_presents(extra == Extra::Prealloc);
         p.model()
             .set_stem_bytes(if extra == Extra::Stems { 1 << 30 } else { 0 });
+        p.set_slot_stems(extra == Extra::SlotStems);
         let single = p
             .generate(&[request(&q, "", &[1], 0.0, StepDelimiter::StepMarker, 12)])
             .unwrap();
@@ -142,7 +148,16 @@ fn check_modes(device: Device) {
             assert_eq!((stems.entries(), stems.misses, stems.hits), (2, 2, 17));
         }
         results.push(((mode, extra), out));
+        prefilled.push(p.model().prefilled());
     }
+    // Copying stems from the slots prefilled less than prefilling every prompt whole
+    // (the same requests, Shared without stems).
+    assert!(
+        prefilled[5] < prefilled[3],
+        "prefilled with stems from the slots {} against {} without",
+        prefilled[5],
+        prefilled[3]
+    );
     let (_, host) = &results[0];
     for ((mode, extra), out) in &results[1..] {
         let mode = (mode, extra);

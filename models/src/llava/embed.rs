@@ -28,7 +28,7 @@ impl Llava {
             };
             // Only where stems serve: otherwise a second tokenization per prompt for
             // nothing.
-            let stem = if self.stems_on() {
+            let stem = if self.stems_marked() {
                 let opening = openings
                     .entry(tsst_labels::conversation(question, ""))
                     .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());

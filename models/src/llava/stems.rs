@@ -57,6 +57,8 @@ pub struct Stems {
     lookups: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Prompts carry their stem's length even where no stem is kept (`mark_stems`).
+    marked: bool,
 }
 
 impl Stems {
@@ -149,6 +151,30 @@ impl Llava {
         self.kv_mode == KvMode::Shared && self.stems.limit > 0
     }
 
+    /// Prompts get their stem's length (`Prompt::stem`) without a stem cache too: the
+    /// policy copies a stem's positions from a row of the same question in its slots.
+    pub fn mark_stems(&mut self, on: bool) {
+        self.stems.marked = on;
+    }
+
+    /// Whether prompts get their stem's length.
+    pub(crate) fn stems_marked(&self) -> bool {
+        self.stems_on() || (self.kv_mode == KvMode::Shared && self.stems.marked)
+    }
+
+    /// The positions of `prompt`'s stem where one can serve it: at least [`MIN_STEM`]
+    /// ids, less than the whole prompt, and no image after it.
+    pub fn stem_positions(&self, prompt: &Prompt) -> Option<usize> {
+        let image = self.manifest.special_tokens.image;
+        if prompt.stem < MIN_STEM
+            || prompt.stem >= prompt.ids.len()
+            || prompt.ids[prompt.stem..].contains(&image)
+        {
+            return None;
+        }
+        Some(self.embedded_len(prompt) - (prompt.ids.len() - prompt.stem))
+    }
+
     /// Prefills `prompt` over a copy of its stem's cache, prefilling and caching the
     /// stem first when absent. Returns the prompt's positions and the run: the last
     /// position's row, and as presents one row of `positions + extra` positions in
@@ -160,11 +186,7 @@ impl Llava {
         prompt: &Prompt,
         extra: usize,
     ) -> Result<Option<(usize, DecoderOutput)>, ModelError> {
-        if !self.stems_on() || prompt.stem < MIN_STEM || prompt.stem >= prompt.ids.len() {
-            return Ok(None);
-        }
-        let image = self.manifest.special_tokens.image;
-        if prompt.ids[prompt.stem..].contains(&image) {
+        if !self.stems_on() || self.stem_positions(prompt).is_none() {
             return Ok(None);
         }
         self.stems.lookups += 1;
@@ -243,6 +265,21 @@ impl Llava {
         stem: &[Cache; 1],
         extra: usize,
     ) -> Result<(usize, DecoderOutput), ModelError> {
+        let new = prompt.ids.len() - ids;
+        let buffer = self.gather(stem, &[(0, 0)], past + new + extra)?;
+        self.continue_prompt(prompt, ids, past, buffer)
+    }
+
+    /// The prompt's positions after its first `ids`, run in place in `buffer` (one
+    /// row holding those ids' `past` positions, and room for the rest). Returns the
+    /// prompt's positions and the run.
+    pub fn continue_prompt(
+        &mut self,
+        prompt: &Prompt,
+        ids: usize,
+        past: usize,
+        buffer: Cache,
+    ) -> Result<(usize, DecoderOutput), ModelError> {
         let rest = Prompt {
             ids: prompt.ids[ids..].to_vec(),
             features: None,
@@ -250,7 +287,6 @@ impl Llava {
         };
         let new = rest.ids.len();
         let embeds = self.embed_prompts(&[&rest])?.remove(0);
-        let buffer = self.gather(stem, &[(0, 0)], past + new + extra)?;
         let run = self.continue_one(embeds, new, past, buffer, true)?;
         self.count_prefilled(new);
         Ok((past + new, run))

@@ -31,6 +31,7 @@ use crate::stop::Step;
 use crate::tensor;
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use tsst_backend::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
 };
@@ -38,6 +39,10 @@ use tsst_backend::{
 /// Prompts prefilled per decoder run; bounds the memory of a prefill's logits
 /// (`prompts * length * vocab`).
 const PREFILL_BATCH: usize = 8;
+
+/// `1`: in row slots, a prompt whose question already has a row in a slot copies its
+/// stem's positions from there and prefills only the rest (`slots`).
+pub const SLOT_STEMS_ENV: &str = "TSST_SLOT_STEMS";
 
 mod regroup;
 mod slots;
@@ -47,6 +52,8 @@ pub struct OnnxPolicy {
     budget: KvBudget,
     /// `KvMode::Shared`: the row slots, kept between batches.
     pool: Option<crate::llava::SlotPool>,
+    /// Stems copied from rows in the slots ([`SLOT_STEMS_ENV`]).
+    slot_stems: bool,
 }
 
 /// A request that decodes: its index in the batch, its prompt, its step budget.
@@ -67,6 +74,8 @@ struct Stats {
     /// Milliseconds admitting requests into row slots (prefills and gathers) and
     /// decoding steps over them (shared-buffer batches).
     admit_ms: f64,
+    /// Admissions whose stem was copied from a row in the slots.
+    stems_copied: usize,
     steps_ms: f64,
 }
 
@@ -92,6 +101,37 @@ struct Row {
     /// Real positions so far: the next token's position.
     valid: usize,
     budget: usize,
+    /// Its prompt's stem, where one serves (slot stems only).
+    opening: Option<Arc<Opening>>,
+}
+
+/// A prompt's stem as its rows carry it: a later prompt that opens the same way (the
+/// same ids, the same image) copies the stem's positions from such a row's slot.
+#[derive(Debug)]
+struct Opening {
+    ids: Vec<i64>,
+    features: Option<Arc<Vec<f32>>>,
+    positions: usize,
+}
+
+impl Opening {
+    fn of(model: &Llava, prompt: &Prompt) -> Option<Arc<Opening>> {
+        let positions = model.stem_positions(prompt)?;
+        Some(Arc::new(Opening {
+            ids: prompt.ids[..prompt.stem].to_vec(),
+            features: prompt.features.clone(),
+            positions,
+        }))
+    }
+
+    fn same(&self, other: &Opening) -> bool {
+        let image = match (&self.features, &other.features) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        image && self.ids == other.ids
+    }
 }
 
 impl OnnxPolicy {
@@ -112,11 +152,21 @@ impl OnnxPolicy {
             bytes_per_position = budget.per_position,
             "cache budget per batch"
         );
-        Ok(OnnxPolicy {
+        let mut policy = OnnxPolicy {
             model,
             budget,
             pool: None,
-        })
+            slot_stems: false,
+        };
+        policy.set_slot_stems(std::env::var(SLOT_STEMS_ENV).is_ok_and(|v| v == "1"));
+        Ok(policy)
+    }
+
+    /// Whether a prompt copies its stem from a row of its question in the slots
+    /// (row slots only: `KvMode::Shared`).
+    pub fn set_slot_stems(&mut self, on: bool) {
+        self.slot_stems = on;
+        self.model.mark_stems(on);
     }
 
     /// The cache bytes one batch may hold; a larger batch is decoded in parts.
@@ -249,6 +299,7 @@ impl OnnxPolicy {
                         stems = self.model.stems().entries(),
                         stem_hits = self.model.stems().hits,
                         stem_misses = self.model.stems().misses,
+                        stems_copied = stats.stems_copied,
                         ms = start.elapsed().as_millis() as u64,
                         admit_ms = stats.admit_ms as u64,
                         steps_ms = stats.steps_ms as u64,
@@ -312,6 +363,7 @@ impl OnnxPolicy {
                 slots: slots.clone(),
                 valid: len,
                 budget: *budget,
+                opening: None,
             };
             let choice = choose(logits, req.temperature, &mut row.rng);
             self.push(&mut row, choice, req)?;

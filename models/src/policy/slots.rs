@@ -144,11 +144,63 @@ impl OnnxPolicy {
                     };
                     self.place(presents, running, rows, pool)?;
                 }
+            } else if self.slot_stems {
+                for live in chunk {
+                    self.admit_over_slot(batch, live, rows, pool, samples, stats)?;
+                }
             } else {
                 let (presents, running) = self.start(batch, &chunk, samples)?;
                 self.place(presents, running, rows, pool)?;
             }
         }
+    }
+
+    /// Admits one request: where a row of its question runs in a slot, its stem's
+    /// positions are copied from there (the same ids over the same image have the
+    /// same cache) and only the rest of its prompt is prefilled over them, in place;
+    /// otherwise its prompt is prefilled whole. Its rows carry its stem for the next.
+    fn admit_over_slot(
+        &mut self,
+        batch: &[ExpandRequest<'_>],
+        live: &Live,
+        rows: &mut [Option<Row>],
+        pool: &mut SlotPool,
+        samples: &mut [Vec<Option<Generated>>],
+        stats: &mut Stats,
+    ) -> Result<(), ModelError> {
+        let opening = Opening::of(&self.model, &live.1);
+        let source = opening.as_ref().and_then(|o| {
+            rows.iter().position(|r| {
+                r.as_ref()
+                    .and_then(|r| r.opening.as_ref())
+                    .is_some_and(|x| x.same(o))
+            })
+        });
+        let (presents, running) = match (source, &opening) {
+            (Some(slot), Some(o)) => {
+                // The whole slot row: past the stem, the rest is written over.
+                let buffer = self.model.gather(
+                    std::slice::from_ref(&pool.cache),
+                    &[(0, slot)],
+                    pool.capacity,
+                )?;
+                let (len, run) =
+                    self.model
+                        .continue_prompt(&live.1, live.1.stem, o.positions, buffer)?;
+                stats.stems_copied += 1;
+                let begun = self.begin(batch, live, &run.picked[0], len, Vec::new(), samples)?;
+                (run.presents, begun.into_iter().map(|r| (r, 0)).collect())
+            }
+            _ => self.start(batch, &[live], samples)?,
+        };
+        let running = running
+            .into_iter()
+            .map(|(mut row, b): (Row, usize)| {
+                row.opening = opening.clone();
+                (row, b)
+            })
+            .collect();
+        self.place(presents, running, rows, pool)
     }
 
     /// Puts rows still running after their first token each into a free slot (its
