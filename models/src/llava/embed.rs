@@ -220,21 +220,28 @@ impl Llava {
     pub fn embed_prompts(&mut self, prompts: &[&Prompt]) -> Result<Vec<Vec<f32>>, ModelError> {
         let special = self.manifest.special_tokens;
         let hidden = self.hidden_size();
-        let seq = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        // Every prompt's ids one after another in a single row: the lookup is per
+        // token, and padding each prompt to the longest would bring back (device to
+        // host, as float32) a row of `hidden` values per pad, which for a value
+        // call's rests of very different lengths was most of what came back.
         // The image id may lie outside the embedding table; its row is replaced, so
         // the pad id stands in for it.
-        let mut ids = Vec::with_capacity(prompts.len() * seq);
+        let mut ids = Vec::with_capacity(prompts.iter().map(|p| p.ids.len()).sum());
         for p in prompts {
             ids.extend(
                 p.ids
                     .iter()
                     .map(|&id| if id == special.image { special.pad } else { id }),
             );
-            ids.extend(std::iter::repeat_n(special.pad, seq - p.ids.len()));
         }
-        let table = self.embed_ids(ids, prompts.len())?;
+        let table = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.embed_ids(ids, 1)?
+        };
         let mut out = Vec::with_capacity(prompts.len());
-        for (r, p) in prompts.iter().enumerate() {
+        let mut start = 0;
+        for p in prompts {
             let mut rows = Vec::with_capacity(self.embedded_len(p) * hidden);
             for (t, &id) in p.ids.iter().enumerate() {
                 if id == special.image {
@@ -243,10 +250,11 @@ impl Llava {
                     })?;
                     rows.extend_from_slice(features);
                 } else {
-                    let at = (r * seq + t) * hidden;
+                    let at = (start + t) * hidden;
                     rows.extend_from_slice(&table[at..at + hidden]);
                 }
             }
+            start += p.ids.len();
             out.push(rows);
         }
         Ok(out)
