@@ -307,3 +307,42 @@ fn the_sample_graph_chooses_like_the_host() {
         }
     }
 }
+
+/// A question's nodes side by side, as the scorer gets them: one prefix for all, and
+/// in a shared buffer each child runs only from where it parts from the text before
+/// it (its siblings share their node's step). Every value is the text's value scored
+/// alone, whole.
+#[test]
+fn siblings_score_as_whole_texts() {
+    if !ort_available() {
+        return;
+    }
+    let dir = fixture("tiny-value");
+    let q = golden_question(&goldens("tiny-value"), &dir);
+    let texts = [
+        "The animal is grey. It has a fin.",
+        "The animal is grey. It breathes air.",
+        "The animal is grey. It breathes air. So the answer is B.",
+        "The picture shows water. Whales live there.",
+        "The picture shows water. Sharks live there.",
+        "The picture shows sand.",
+    ];
+    let reqs: Vec<ScoreRequest> = texts
+        .iter()
+        .map(|&text| ScoreRequest { question: &q, text })
+        .collect();
+    for mode in [KvMode::Shared, KvMode::Bound] {
+        let mut v = OnnxValue::load(&dir, Device::Cpu, None).unwrap();
+        v.model().set_kv_mode(mode).unwrap();
+        let together = v.score(&reqs).unwrap();
+        for (req, got) in reqs.iter().zip(&together) {
+            let alone = v.score(std::slice::from_ref(req)).unwrap();
+            let (got, want) = (*got.as_ref().unwrap(), *alone[0].as_ref().unwrap());
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{mode:?}, {:?}: {got} together, {want} alone",
+                req.text
+            );
+        }
+    }
+}

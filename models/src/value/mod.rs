@@ -262,7 +262,8 @@ impl OnnxValue {
 
     /// Values of texts whose first `shared` ids are the same: the prefix is prefilled
     /// once (in a shared buffer, with the first text's rest), then each text's
-    /// remaining tokens run on its cache (one text per run:
+    /// remaining tokens run on its cache (in a shared buffer, from where it parts from
+    /// the text before it; one text per run:
     /// GroupQueryAttention takes several new positions over a past for one sequence
     /// only). A run reads the weights once for a few tokens, where prefilling the whole
     /// text again would compute every prefix position again.
@@ -313,13 +314,36 @@ impl OnnxValue {
         };
         self.phases.prefix += ms_since(t);
         // The texts whose rests still run (the first one's ran with the prefix).
-        let prompts = &prompts[last.len()..];
+        let all = prompts;
+        let prompts = &all[last.len()..];
+        // In a shared buffer each text leaves its positions after the prefix's, so a
+        // text that begins like the one before it (a sibling: the same node's prompt)
+        // keeps those and runs only from where the two part. `keeps`: the ids each
+        // text finds in the buffer (at least the prefix, at most all but its last).
+        let mut written: &[i64] = match last.is_empty() {
+            true => &all[0].ids[..shared],
+            false => &all[0].ids,
+        };
+        let mut keeps = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let same = match in_place {
+                true => written[shared..]
+                    .iter()
+                    .zip(&p.ids[shared..])
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+                false => 0,
+            };
+            keeps.push((shared + same).min(p.ids.len() - 1));
+            written = &p.ids;
+        }
         // Every text's rest embedded in one run.
         let t = std::time::Instant::now();
         let rests: Vec<Prompt> = prompts
             .iter()
-            .map(|p| Prompt {
-                ids: p.ids[shared..].to_vec(),
+            .zip(&keeps)
+            .map(|(p, &keep)| Prompt {
+                ids: p.ids[keep..].to_vec(),
                 features: None,
                 stem: 0,
             })
@@ -329,16 +353,16 @@ impl OnnxValue {
             .embed_prompts(&rests.iter().collect::<Vec<_>>())?;
         self.phases.rests += ms_since(t);
         let t = std::time::Instant::now();
-        for (rest, embeds) in rests.iter().zip(embedded) {
+        for ((rest, embeds), &keep) in rests.iter().zip(embedded).zip(&keeps) {
             let new = rest.ids.len();
             let cache = match (buffer.take(), &cached) {
                 (Some(b), _) => b,
                 (None, Some(cached)) => self.model.gather(cached, &[(0, 0)], past)?,
                 (None, None) => unreachable!("a stem's prefix is always in a buffer"),
             };
-            let mut out = self
-                .model
-                .continue_one(embeds, new, past, cache, in_place)?;
+            // The prefix's positions, then the kept ids' (none of them an image).
+            let at = past + keep - shared;
+            let mut out = self.model.continue_one(embeds, new, at, cache, in_place)?;
             last.push(out.picked.remove(0));
             if in_place {
                 buffer = Some(out.presents);
@@ -346,7 +370,7 @@ impl OnnxValue {
         }
         self.phases.runs += ms_since(t);
         self.model
-            .count_prefilled(prompts.iter().map(|p| p.ids.len() - shared).sum());
+            .count_prefilled(rests.iter().map(|r| r.ids.len()).sum());
         self.head(last)
     }
 
