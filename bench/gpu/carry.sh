@@ -40,11 +40,15 @@ xz -6 -T2 -c "$bin" > .gpu-carry/boot/tsst.xz
 # The models crate's timing examples, where built:
 #   CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda -p tsst-models --examples
 ex=$(dirname "$bin")/examples
-# TSST_BASELINE_TIMING=PATH adds another build's timing tool as timing-base (steps.sh).
+# TSST_BASELINE_TIMING=PATH adds another build's timing tool as timing-base (steps.sh),
+# TSST_BASELINE_VALUE_TIMING=PATH its value_timing as value_timing-base.
 if [ -x "$ex/value_timing" ] && [ -x "$ex/timing" ]; then
   extra=()
   if [ -n "${TSST_BASELINE_TIMING:-}" ]; then
     cp "$TSST_BASELINE_TIMING" "$work/timing-base" && extra=(-C "$work" timing-base)
+  fi
+  if [ -n "${TSST_BASELINE_VALUE_TIMING:-}" ]; then
+    cp "$TSST_BASELINE_VALUE_TIMING" "$work/value_timing-base" && extra+=(-C "$work" value_timing-base)
   fi
   tar -C "$ex" -cf - value_timing timing "${extra[@]}" | xz -6 -T2 > .gpu-carry/boot/examples.tar.xz
 fi
