@@ -22,7 +22,8 @@
 # `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
 # (steps.sh: the decode step with and without CUDA graphs), `tree`
 # (tree.sh: a node's children scored in one run), `kernels` (kernels.sh: the step kernel by
-# kernel against its floor) and `reference`, which otherwise runs
+# kernel against its floor), `value-ab` (value-ab.sh: value calls against a baseline
+# build's) and `reference`, which otherwise runs
 # before the variants.
 set -eu
 n=${1:-40} e2e_limit=${2:-600} ref_limit=${3:-240}
@@ -45,7 +46,7 @@ for spec in $variants; do
   bin=/opt/work/bin/tsst extra=()
   case \$v in
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
-    value|generation|tree|steps|kernels) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
+    value|value-ab|generation|tree|steps|kernels) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
     new) ;;
     base) bin=/opt/work/bin/tsst-base ;;
     noreuse) extra=(TSST_VALUE_PREFIX_REUSE=0) ;;
