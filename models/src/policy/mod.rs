@@ -52,8 +52,6 @@ pub struct OnnxPolicy {
     budget: KvBudget,
     /// `KvMode::Shared`: the row slots, kept between batches.
     pool: Option<crate::llava::SlotPool>,
-    /// Stems copied from rows in the slots ([`SLOT_STEMS_ENV`]).
-    slot_stems: bool,
 }
 
 /// A request that decodes: its index in the batch, its prompt, its step budget.
@@ -156,16 +154,14 @@ impl OnnxPolicy {
             model,
             budget,
             pool: None,
-            slot_stems: false,
         };
         policy.set_slot_stems(std::env::var(SLOT_STEMS_ENV).is_ok_and(|v| v == "1"));
         Ok(policy)
     }
 
     /// Whether a prompt copies its stem from a row of its question in the slots
-    /// (row slots only: `KvMode::Shared`).
+    /// (row slots only: `KvMode::Shared`): the model then gives prompts their stems.
     pub fn set_slot_stems(&mut self, on: bool) {
-        self.slot_stems = on;
         self.model.mark_stems(on);
     }
 

@@ -144,7 +144,8 @@ impl OnnxPolicy {
                     };
                     self.place(presents, running, rows, pool)?;
                 }
-            } else if self.slot_stems {
+            } else if self.model.stems_marked() {
+                // Prompts have stems but none is kept: copied from the slots.
                 for live in chunk {
                     self.admit_over_slot(batch, live, rows, pool, samples, stats)?;
                 }

@@ -320,19 +320,21 @@ impl OnnxValue {
         // text that begins like the one before it (a sibling: the same node's prompt)
         // keeps those and runs only from where the two part. `keeps`: the ids each
         // text finds in the buffer (at least the prefix, at most all but its last).
-        let mut written: &[i64] = match last.is_empty() {
-            true => &all[0].ids[..shared],
-            false => &all[0].ids,
+        let mut written: &[i64] = if last.is_empty() {
+            &all[0].ids[..shared]
+        } else {
+            &all[0].ids
         };
         let mut keeps = Vec::with_capacity(prompts.len());
         for p in prompts {
-            let same = match in_place {
-                true => written[shared..]
+            let same = if in_place {
+                written[shared..]
                     .iter()
                     .zip(&p.ids[shared..])
                     .take_while(|(a, b)| a == b)
-                    .count(),
-                false => 0,
+                    .count()
+            } else {
+                0
             };
             keeps.push((shared + same).min(p.ids.len() - 1));
             written = &p.ids;
