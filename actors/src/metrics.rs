@@ -29,12 +29,9 @@ pub const BACKEND_RETRIES: &str = "tsst_backend_retries_total";
 pub const BACKEND_ERRORS: &str = "tsst_backend_errors_total";
 /// Tokens the policy generated.
 pub const TOKENS_GENERATED: &str = "tsst_tokens_generated_total";
-/// Prompt tokens the policy prefilled (its own counter, in the model runtime).
-pub const TOKENS_PREFILLED: &str = "tsst_tokens_prefilled_total";
-/// Host-side time of a policy decode step on the device, by `phase` (inputs, bind,
-/// run, sample): one sample per policy batch, its mean a step (the model runtime's own
-/// histogram, `tsst_models::llava::StepTimes`).
-pub const DECODE_STEP_SECONDS: &str = "tsst_decode_step_seconds";
+/// Prompt tokens the policy prefilled, and the host-side time of its decode steps by
+/// `phase`: recorded by the model runtime itself, under the backend crate's names.
+pub use tsst_backend::metric_names::{DECODE_STEP_SECONDS, TOKENS_PREFILLED};
 /// Frontier nodes expanded (one expand task's node).
 pub const NODES_EXPANDED: &str = "tsst_nodes_expanded_total";
 /// Child nodes the expansions created.

@@ -3,6 +3,7 @@
 //! This crate knows nothing of queues or stores, so the model runtime (`tsst-models`)
 //! depends only on it and the message types.
 mod factory;
+pub mod metric_names;
 mod scripted;
 
 pub use factory::{ModelFactory, ScriptedFactory};

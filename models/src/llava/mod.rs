@@ -26,6 +26,7 @@ use ort::value::{DynValue, TensorElementType};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tsst_backend::metric_names::TOKENS_PREFILLED;
 use tsst_messages::Question;
 
 mod cache;
@@ -403,13 +404,12 @@ impl Llava {
         Ok(&mut self.ops[at].1)
     }
 
-    /// Counts prompt positions prefilled; a policy's also go to the worker's
-    /// `tsst_actors::metrics::TOKENS_PREFILLED` (this crate does not depend on the
-    /// actors').
+    /// Counts prompt positions prefilled; a policy's also go to a counter the worker
+    /// exports.
     pub fn count_prefilled(&mut self, positions: usize) {
         self.prefilled += positions as u64;
         if self.manifest.kind == Kind::Policy {
-            metrics::counter!("tsst_tokens_prefilled_total").increment(positions as u64);
+            metrics::counter!(TOKENS_PREFILLED).increment(positions as u64);
         }
     }
 

@@ -32,6 +32,7 @@ use crate::tensor;
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use tsst_backend::metric_names::DECODE_STEP_SECONDS;
 use tsst_backend::{
     BackendError, ExpandRequest, PolicyBackend, PolicyOutput, RequestError, StepSample,
 };
@@ -271,8 +272,7 @@ impl OnnxPolicy {
                 }
                 result => {
                     // Host-side ms a step around the decoder's kernels (`StepTimes`), also
-                    // as `tsst_actors::metrics::DECODE_STEP_SECONDS` (this crate does not
-                    // depend on the actors').
+                    // as a histogram the worker exports.
                     let times = self.model.take_step_times();
                     let [inputs, bind, run, sample] = times.per_step();
                     if times.steps > 0 {
@@ -282,7 +282,7 @@ impl OnnxPolicy {
                             ("run", run),
                             ("sample", sample),
                         ] {
-                            metrics::histogram!("tsst_decode_step_seconds", "phase" => phase)
+                            metrics::histogram!(DECODE_STEP_SECONDS, "phase" => phase)
                                 .record(ms / 1e3);
                         }
                     }
