@@ -48,8 +48,8 @@ grep "batch decoded" $OUT/run-$tag.log | sed 's/\x1b\[[0-9;]*m//g' | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     n++; req += v["requests"]; adm += v["admissions"]; steps += v["steps"]; ms += v["ms"]; if (v["most_rows"] > rows) rows = v["most_rows"]
     si += v["step_inputs_ms"] * v["steps"]; sb += v["step_bind_ms"] * v["steps"]; sr += v["step_run_ms"] * v["steps"]; ss += v["step_sample_ms"] * v["steps"]
-    am += v["admit_ms"]; sm += v["steps_ms"]; sc += v["stems_copied"] }
-  END { if (n) printf "policy_batches=%d requests=%d admissions=%d steps=%d (%.0f a batch) slots<=%d policy_busy_s=%.1f prefilled_per_expansion=%.0f stems=%s stem_hits=%s stem_misses=%s stems_copied=%d\n", n, req, adm, steps, steps / n, rows, ms / 1000, (req ? v["prefilled"] / req : 0), v["stems"], v["stem_hits"], v["stem_misses"], sc
+    am += v["admit_ms"]; sm += v["steps_ms"]; sc += v["prefixes_copied"] }
+  END { if (n) printf "policy_batches=%d requests=%d admissions=%d steps=%d (%.0f a batch) slots<=%d policy_busy_s=%.1f prefilled_per_expansion=%.0f stems=%s stem_hits=%s stem_misses=%s prefixes_copied=%d\n", n, req, adm, steps, steps / n, rows, ms / 1000, (req ? v["prefilled"] / req : 0), v["stems"], v["stem_hits"], v["stem_misses"], sc
         if (steps) printf "policy_step_ms (host side, a step): inputs=%.3f bind=%.3f run=%.3f sample=%.3f\n", si / steps, sb / steps, sr / steps, ss / steps
         printf "policy_split_s: admitting (prefills, gathers)=%.1f steps=%.1f\n", am / 1000, sm / 1000 }'
 # Value batches: texts, those scored whole (not from a shared prefix), time.

@@ -15,11 +15,12 @@
 # `noshrink` (the carried build never handing arena memory back: TSST_ARENA_SHRINK=0),
 # `auto` (the carried build with ONNX Runtime's own attention kernels: TSST_ATTENTION=auto),
 # `graphs` (TSST_CUDA_GRAPHS=1, the default since 2026-12-07), `nographs` (the policy's decode
-# steps without CUDA graphs: TSST_CUDA_GRAPHS=0), `slotstems` (stems copied from the
-# policy's row slots: TSST_SLOT_STEMS=1).
+# steps without CUDA graphs: TSST_CUDA_GRAPHS=0), `slotstems` (prefix reuse in the
+# policy's row slots, the default since 2026-12-07: TSST_SLOT_REUSE=1), `noreuse-slots`
+# (without it: TSST_SLOT_REUSE=0).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
-# `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
+# `noref` (no reference run at all), `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
 # (steps.sh: the decode step with and without CUDA graphs), `tree`
 # (tree.sh: a node's children scored in one run), `kernels` (kernels.sh: the step kernel by
 # kernel against its floor), `value-ab` (value-ab.sh: value calls against a baseline
@@ -38,13 +39,14 @@ export OUT=/opt/work/out TSST=/opt/work/bin/tsst BUILDER=/opt/work/builder
 stage() { echo "\$(date -u +%T) \$*" >> /opt/work/stages.txt; }
 stage export; bash bench/gpu/export-7b.sh > \$OUT/export.txt 2>&1 || { stage export failed; exit 1; }
 case " $variants " in
-  *" reference "*) ;;
+  *" reference "*|*" noref "*) ;;
   *) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1 ;;
 esac
 for spec in $variants; do
   v=\${spec%%:*} limit=\${spec#*:}; [ "\$limit" = "\$spec" ] && limit=$e2e_limit
   bin=/opt/work/bin/tsst extra=()
   case \$v in
+    noref) continue ;;
     reference) stage reference; bash bench/gpu/reference.sh $n $ref_limit > \$OUT/reference.txt 2>&1; continue ;;
     value|value-ab|generation|tree|steps|kernels) stage \$v; bash bench/gpu/\$v.sh > \$OUT/\$v.txt 2>&1; continue ;;
     new) ;;
@@ -55,7 +57,8 @@ for spec in $variants; do
     auto) extra=(TSST_ATTENTION=auto) ;;
     graphs) extra=(TSST_CUDA_GRAPHS=1) ;;
     nographs) extra=(TSST_CUDA_GRAPHS=0) ;;
-    slotstems) extra=(TSST_SLOT_STEMS=1) ;;
+    slotstems) extra=(TSST_SLOT_REUSE=1) ;;
+    noreuse-slots) extra=(TSST_SLOT_REUSE=0) ;;
     *) stage "unknown variant \$v"; continue ;;
   esac
   tag=-\$v; [ \$v = new ] && tag=

@@ -17,8 +17,8 @@ enum Extra {
     Prealloc,
     /// Shared, each prompt prefilled over its question's cached stem.
     Stems,
-    /// Shared, a prompt's stem copied from a row of its question in the slots.
-    SlotStems,
+    /// Shared, what a prompt shares with a slot's cache copied from there.
+    SlotReuse,
 }
 
 /// Each mode, Bound with presents allocated by the crate, and Shared with stems kept
@@ -29,7 +29,7 @@ const MODES: [(KvMode, Extra); 6] = [
     (KvMode::Bound, Extra::Prealloc),
     (KvMode::Shared, Extra::None),
     (KvMode::Shared, Extra::Stems),
-    (KvMode::Shared, Extra::SlotStems),
+    (KvMode::Shared, Extra::SlotReuse),
 ];
 
 fn request<'a>(
@@ -114,7 +114,7 @@ fn check_modes(device: Device) {
         p.model().set_prealloc_presents(extra == Extra::Prealloc);
         p.model()
             .set_stem_bytes(if extra == Extra::Stems { 1 << 30 } else { 0 });
-        p.set_slot_stems(extra == Extra::SlotStems);
+        p.set_slot_reuse(extra == Extra::SlotReuse);
         let single = p
             .generate(&[request(&q, "", &[1], 0.0, StepDelimiter::StepMarker, 12)])
             .unwrap();
@@ -141,11 +141,27 @@ fn check_modes(device: Device) {
             assert_eq!(ids(a), ids(b), "{mode:?}, request {i} under a tight budget");
         }
         out.extend(p.generate(&many).unwrap());
+        // A prompt that opens as one a finished row left in its slot (`many`'s third,
+        // its prompt and the tokens it fed): with slot reuse it is copied from there,
+        // however long ago that row finished, and only the rest is prefilled.
+        let before = p.model().prefilled();
+        let later = format!("{}Then", prefixes[2]);
+        out.extend(
+            p.generate(&[request(&q, &later, &[3], 0.0, StepDelimiter::Period, 4)])
+                .unwrap(),
+        );
+        if extra == Extra::SlotReuse {
+            let ids = p.prompt_ids(&q, &later).unwrap();
+            let whole = p.model().positions_of(&ids) as u64;
+            let ran = p.model().prefilled() - before;
+            eprintln!("slot reuse: prefilled {ran} of a prompt of {whole}");
+            assert!(ran * 4 < whole, "prefilled {ran} of a prompt of {whole}");
+        }
         if extra == Extra::Stems {
-            // Both questions' stems kept, and every later prompt (19 in all) prefilled
+            // Both questions' stems kept, and every later prompt (20 in all) prefilled
             // over one.
             let stems = p.model().stems();
-            assert_eq!((stems.entries(), stems.misses, stems.hits), (2, 2, 17));
+            assert_eq!((stems.entries(), stems.misses, stems.hits), (2, 2, 18));
         }
         results.push(((mode, extra), out));
         prefilled.push(p.model().prefilled());

@@ -28,7 +28,7 @@ impl Llava {
             };
             // Only where stems serve: otherwise a second tokenization per prompt for
             // nothing.
-            let stem = if self.stems_marked() {
+            let stem = if self.stems_on() {
                 let opening = openings
                     .entry(tsst_labels::conversation(question, ""))
                     .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());
@@ -180,12 +180,16 @@ impl Llava {
     /// Positions a prompt takes in the decoder: its ids, with the image token
     /// replaced by the image's rows.
     pub fn embedded_len(&self, prompt: &Prompt) -> usize {
-        let images = prompt
-            .ids
+        self.positions_of(&prompt.ids)
+    }
+
+    /// Positions `ids` take in the decoder, the image token counted as the image's rows.
+    pub fn positions_of(&self, ids: &[i64]) -> usize {
+        let images = ids
             .iter()
             .filter(|&&id| id == self.manifest.special_tokens.image)
             .count();
-        prompt.ids.len() - images + images * self.manifest.vision.num_image_tokens
+        ids.len() - images + images * self.manifest.vision.num_image_tokens
     }
 
     /// Embeds `ids` (`[rows, seq]`, padded with the pad id) with embed.onnx and returns

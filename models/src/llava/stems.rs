@@ -57,8 +57,6 @@ pub struct Stems {
     lookups: u64,
     pub hits: u64,
     pub misses: u64,
-    /// Prompts carry their stem's length even where no stem is kept (`mark_stems`).
-    marked: bool,
 }
 
 impl Stems {
@@ -149,17 +147,6 @@ impl Llava {
     /// Whether [`Llava::prefill_over_stem`] can serve a prompt with a stem.
     pub fn stems_on(&self) -> bool {
         self.kv_mode == KvMode::Shared && self.stems.limit > 0
-    }
-
-    /// Prompts get their stem's length (`Prompt::stem`) without a stem cache too: the
-    /// policy copies a stem's positions from a row of the same question in its slots.
-    pub fn mark_stems(&mut self, on: bool) {
-        self.stems.marked = on;
-    }
-
-    /// Whether prompts get their stem's length.
-    pub(crate) fn stems_marked(&self) -> bool {
-        self.stems_on() || (self.kv_mode == KvMode::Shared && self.stems.marked)
     }
 
     /// The positions of `prompt`'s stem where one can serve it: at least [`MIN_STEM`]

@@ -41,9 +41,10 @@ use tsst_backend::{
 /// (`prompts * length * vocab`).
 const PREFILL_BATCH: usize = 8;
 
-/// `1`: in row slots, a prompt whose question already has a row in a slot copies its
-/// stem's positions from there and prefills only the rest (`slots`).
-pub const SLOT_STEMS_ENV: &str = "TSST_SLOT_STEMS";
+/// `0` turns off prefix reuse in row slots (on by default): a prompt that opens as a
+/// row in a slot does (the same ids over the same image) copies those positions from
+/// there and prefills only the rest (`slots`).
+pub const SLOT_REUSE_ENV: &str = "TSST_SLOT_REUSE";
 
 mod regroup;
 mod slots;
@@ -53,6 +54,13 @@ pub struct OnnxPolicy {
     budget: KvBudget,
     /// `KvMode::Shared`: the row slots, kept between batches.
     pool: Option<crate::llava::SlotPool>,
+    /// Per slot of `pool`, what a finished row left there (its cache stays until a
+    /// new row takes the slot), and when: a later prompt may open the same way.
+    kept: Vec<Option<(u64, Arc<Opening>)>>,
+    /// Counts finished rows, to give the longest-kept slots out first.
+    finished: u64,
+    /// Prefix reuse in row slots (`set_slot_reuse`).
+    slot_reuse: bool,
 }
 
 /// A request that decodes: its index in the batch, its prompt, its step budget.
@@ -73,8 +81,8 @@ struct Stats {
     /// Milliseconds admitting requests into row slots (prefills and gathers) and
     /// decoding steps over them (shared-buffer batches).
     admit_ms: f64,
-    /// Admissions whose stem was copied from a row in the slots.
-    stems_copied: usize,
+    /// Admissions that copied the start of their prompt from a slot.
+    prefixes_copied: usize,
     steps_ms: f64,
 }
 
@@ -100,36 +108,64 @@ struct Row {
     /// Real positions so far: the next token's position.
     valid: usize,
     budget: usize,
-    /// Its prompt's stem, where one serves (slot stems only).
+    /// Its prompt as its slot holds it (prefix reuse in row slots only).
     opening: Option<Arc<Opening>>,
 }
 
-/// A prompt's stem as its rows carry it: a later prompt that opens the same way (the
-/// same ids, the same image) copies the stem's positions from such a row's slot.
+/// Ids a slot holds the cache of, over one image: a row's prompt (with the image
+/// token once) or, once the row is over, its prompt and the tokens it fed. A later
+/// prompt with the same first ids over the same image has the same cache there
+/// (causal attention), so it copies those positions and prefills only the rest.
 #[derive(Debug)]
 struct Opening {
     ids: Vec<i64>,
     features: Option<Arc<Vec<f32>>>,
+    /// The positions `ids` take.
     positions: usize,
 }
 
 impl Opening {
-    fn of(model: &Llava, prompt: &Prompt) -> Option<Arc<Opening>> {
-        let positions = model.stem_positions(prompt)?;
-        Some(Arc::new(Opening {
-            ids: prompt.ids[..prompt.stem].to_vec(),
+    fn of(model: &Llava, prompt: &Prompt) -> Arc<Opening> {
+        Arc::new(Opening {
+            ids: prompt.ids.clone(),
             features: prompt.features.clone(),
-            positions,
-        }))
+            positions: model.embedded_len(prompt),
+        })
     }
 
-    fn same(&self, other: &Opening) -> bool {
-        let image = match (&self.features, &other.features) {
+    /// What `row` (whose prompt this is) leaves in its slot: its prompt and the
+    /// tokens fed after it.
+    fn left_by(&self, row: &Row) -> Arc<Opening> {
+        let mut ids = self.ids.clone();
+        ids.extend_from_slice(self.fed(row));
+        Arc::new(Opening {
+            ids,
+            features: self.features.clone(),
+            positions: row.valid,
+        })
+    }
+
+    /// The generated ids `row` fed into its slot (its last one is not in yet).
+    fn fed<'r>(&self, row: &'r Row) -> &'r [i64] {
+        let n = row.valid.saturating_sub(self.positions);
+        &row.step.ids[..n.min(row.step.ids.len())]
+    }
+
+    /// How many first ids of `prompt` a slot holding these ids then `more` has:
+    /// none over another image; never all of them (the last one runs, for the
+    /// logits of the first token).
+    fn shared_with(&self, more: &[i64], prompt: &Prompt) -> usize {
+        let image = match (&self.features, &prompt.features) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
-        image && self.ids == other.ids
+        if !image {
+            return 0;
+        }
+        let held = self.ids.iter().chain(more);
+        let n = held.zip(&prompt.ids).take_while(|(a, b)| a == b).count();
+        n.min(prompt.ids.len().saturating_sub(1))
     }
 }
 
@@ -155,15 +191,18 @@ impl OnnxPolicy {
             model,
             budget,
             pool: None,
+            kept: Vec::new(),
+            finished: 0,
+            slot_reuse: false,
         };
-        policy.set_slot_stems(std::env::var(SLOT_STEMS_ENV).is_ok_and(|v| v == "1"));
+        policy.set_slot_reuse(std::env::var(SLOT_REUSE_ENV).as_deref() != Ok("0"));
         Ok(policy)
     }
 
-    /// Whether a prompt copies its stem from a row of its question in the slots
-    /// (row slots only: `KvMode::Shared`): the model then gives prompts their stems.
-    pub fn set_slot_stems(&mut self, on: bool) {
-        self.model.mark_stems(on);
+    /// Whether a prompt copies the positions it shares with a slot's cache from there
+    /// (row slots only: `KvMode::Shared`; on by default).
+    pub fn set_slot_reuse(&mut self, on: bool) {
+        self.slot_reuse = on;
     }
 
     /// The cache bytes one batch may hold; a larger batch is decoded in parts.
@@ -295,7 +334,7 @@ impl OnnxPolicy {
                         stems = self.model.stems().entries(),
                         stem_hits = self.model.stems().hits,
                         stem_misses = self.model.stems().misses,
-                        stems_copied = stats.stems_copied,
+                        prefixes_copied = stats.prefixes_copied,
                         ms = start.elapsed().as_millis() as u64,
                         admit_ms = stats.admit_ms as u64,
                         steps_ms = stats.steps_ms as u64,

@@ -13,6 +13,9 @@ use crate::llava::{slot_step_inputs, take_fitting, SlotPool};
 use crate::ms_since;
 use std::time::Instant;
 
+/// Fewer shared ids than this are not worth a second run.
+const MIN_SHARED: usize = 16;
+
 impl OnnxPolicy {
     pub(super) fn decode_slots(
         &mut self,
@@ -43,6 +46,7 @@ impl OnnxPolicy {
         if result.is_ok() {
             self.pool = Some(pool);
         } else {
+            self.kept.clear();
             self.model.retire_graph();
         }
         result
@@ -57,7 +61,12 @@ impl OnnxPolicy {
         pool: &mut SlotPool,
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
-        let pad = self.model.manifest.special_tokens.pad;
+        // A free slot is fed the begin-of-sequence token at position 0, where every
+        // prompt has it: a finished row's cache stays whole for prefix reuse.
+        let idle = match self.slot_reuse {
+            true => self.model.manifest.special_tokens.bos,
+            false => self.model.manifest.special_tokens.pad,
+        };
         let mut rows: Vec<Option<Row>> = (0..pool.slots).map(|_| None).collect();
         let mut samples: Vec<Vec<Option<Generated>>> =
             batch.iter().map(|r| vec![None; r.seeds.len()]).collect();
@@ -74,7 +83,7 @@ impl OnnxPolicy {
                 continue;
             }
             let t = Instant::now();
-            self.slot_step(batch, &mut rows, pool, pad, &mut samples)?;
+            self.slot_step(batch, &mut rows, pool, idle, &mut samples)?;
             stats.steps_ms += ms_since(t);
             stats.steps += 1;
             settle(live, &mut samples, out);
@@ -98,6 +107,9 @@ impl OnnxPolicy {
         let (pool, new) = self
             .model
             .slot_pool(self.pool.take(), capacity, least, slots)?;
+        if new || self.kept.len() != pool.slots {
+            self.kept = vec![None; pool.slots];
+        }
         stats.cost = (pool.slots * pool.capacity) as u64 * self.budget.per_position;
         if new {
             tracing::debug!(
@@ -144,8 +156,8 @@ impl OnnxPolicy {
                     };
                     self.place(presents, running, rows, pool)?;
                 }
-            } else if self.model.stems_marked() {
-                // Prompts have stems but none is kept: copied from the slots.
+            } else if self.slot_reuse {
+                // One prompt a run, over what it shares with a slot.
                 for live in chunk {
                     self.admit_over_slot(batch, live, rows, pool, samples, stats)?;
                 }
@@ -156,10 +168,11 @@ impl OnnxPolicy {
         }
     }
 
-    /// Admits one request: where a row of its question runs in a slot, its stem's
-    /// positions are copied from there (the same ids over the same image have the
-    /// same cache) and only the rest of its prompt is prefilled over them, in place;
-    /// otherwise its prompt is prefilled whole. Its rows carry its stem for the next.
+    /// Admits one request: where a slot holds the cache of its prompt's first ids
+    /// (a row of its question running there, or one that finished there), those
+    /// positions are copied from the slot with the most of them, and only the rest
+    /// of its prompt is prefilled over them, in place; otherwise its prompt is
+    /// prefilled whole.
     fn admit_over_slot(
         &mut self,
         batch: &[ExpandRequest<'_>],
@@ -169,44 +182,68 @@ impl OnnxPolicy {
         samples: &mut [Vec<Option<Generated>>],
         stats: &mut Stats,
     ) -> Result<(), ModelError> {
-        let opening = Opening::of(&self.model, &live.1);
-        let source = opening.as_ref().and_then(|o| {
-            rows.iter().position(|r| {
-                r.as_ref()
-                    .and_then(|r| r.opening.as_ref())
-                    .is_some_and(|x| x.same(o))
-            })
-        });
-        let (presents, running) = match (source, &opening) {
-            (Some(slot), Some(o)) => {
-                // The whole slot row: past the stem, the rest is written over.
+        let prompt = &live.1;
+        let (presents, running) = match self.shared_slot(rows, prompt) {
+            Some((slot, ids)) => {
+                let past = self.model.positions_of(&prompt.ids[..ids]);
+                // The whole slot row: past the shared positions, the rest is written
+                // over.
                 let buffer = self.model.gather(
                     std::slice::from_ref(&pool.cache),
                     &[(0, slot)],
                     pool.capacity,
                 )?;
-                let (len, run) =
-                    self.model
-                        .continue_prompt(&live.1, live.1.stem, o.positions, buffer)?;
-                stats.stems_copied += 1;
+                let (len, run) = self.model.continue_prompt(prompt, ids, past, buffer)?;
+                stats.prefixes_copied += 1;
                 let begun = self.begin(batch, live, &run.picked[0], len, Vec::new(), samples)?;
                 (run.presents, begun.into_iter().map(|r| (r, 0)).collect())
             }
-            _ => self.start(batch, &[live], samples)?,
+            None => self.start(batch, &[live], samples)?,
         };
+        let opening = Opening::of(&self.model, prompt);
         let running = running
             .into_iter()
             .map(|(mut row, b): (Row, usize)| {
-                row.opening = opening.clone();
+                row.opening = Some(opening.clone());
                 (row, b)
             })
             .collect();
         self.place(presents, running, rows, pool)
     }
 
+    /// The slot holding the most of `prompt`'s first ids, and how many: at least
+    /// [`MIN_SHARED`] and past every image token (the rest is prefilled as text).
+    /// Free slots are fed the begin-of-sequence token (`slot_step`), so a finished
+    /// row's first position stays what every prompt's is.
+    fn shared_slot(&self, rows: &[Option<Row>], prompt: &Prompt) -> Option<(usize, usize)> {
+        let special = &self.model.manifest.special_tokens;
+        if prompt.ids.first() != Some(&special.bos) {
+            return None;
+        }
+        let held = rows
+            .iter()
+            .zip(&self.kept)
+            .enumerate()
+            .filter_map(|(s, (row, kept))| {
+                let n = match (row, kept) {
+                    (Some(row), _) => {
+                        let o = row.opening.as_ref()?;
+                        o.shared_with(o.fed(row), prompt)
+                    }
+                    (None, Some((_, o))) => o.shared_with(&[], prompt),
+                    (None, None) => return None,
+                };
+                Some((s, n))
+            });
+        let (slot, ids) = held.max_by_key(|&(_, n)| n)?;
+        let image = special.image;
+        (ids >= MIN_SHARED && !prompt.ids[ids..].contains(&image)).then_some((slot, ids))
+    }
+
     /// Puts rows still running after their first token each into a free slot (its
     /// mask follows from `valid`), their caches gathered there from row `b` of
-    /// `presents`.
+    /// `presents`. Free slots that hold nothing go first, then those whose rows
+    /// finished longest ago.
     fn place(
         &mut self,
         presents: Cache,
@@ -214,13 +251,23 @@ impl OnnxPolicy {
         rows: &mut [Option<Row>],
         pool: &mut SlotPool,
     ) -> Result<(), ModelError> {
-        let open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
+        let mut open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
         // Admission counted every sample against the free slots.
         assert!(running.len() <= open.len(), "more rows than free slots");
+        open.sort_by_key(|&s| {
+            self.kept
+                .get(s)
+                .and_then(|k| k.as_ref().map(|(at, _)| at + 1))
+        });
+        open.truncate(running.len());
+        open.sort_unstable();
         let mut placed: Vec<(usize, usize)> = Vec::with_capacity(running.len());
         for ((mut row, b), slot) in running.into_iter().zip(open) {
             row.slots = Vec::new();
             rows[slot] = Some(row);
+            if let Some(kept) = self.kept.get_mut(slot) {
+                *kept = None;
+            }
             placed.push((slot, b));
         }
         self.model
@@ -229,13 +276,13 @@ impl OnnxPolicy {
     }
 
     /// One decoder run over every slot: the next token of each running row; a free
-    /// slot decodes the pad token over a one-position mask and is ignored.
+    /// slot decodes `idle` at position 0 over a one-position mask and is ignored.
     fn slot_step(
         &mut self,
         batch: &[ExpandRequest<'_>],
         rows: &mut [Option<Row>],
         pool: &mut SlotPool,
-        pad: i64,
+        idle: i64,
         samples: &mut [Vec<Option<Generated>>],
     ) -> Result<(), ModelError> {
         let n = rows.len();
@@ -243,10 +290,10 @@ impl OnnxPolicy {
             .iter()
             .map(|r| {
                 r.as_ref()
-                    .map(|r| (r.step.ids.last().copied().unwrap_or(pad), r.valid))
+                    .map(|r| (r.step.ids.last().copied().unwrap_or(idle), r.valid))
             })
             .collect();
-        let (ids, mask, positions) = slot_step_inputs(&inputs, pad);
+        let (ids, mask, positions) = slot_step_inputs(&inputs, idle);
         let (mut temperature, mut uniform) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for row in rows.iter_mut() {
             let t = row.as_ref().map_or(0.0, |r| batch[r.request].temperature);
@@ -276,6 +323,10 @@ impl OnnxPolicy {
             self.push(row, run.choices[s], req)?;
             if row.step.done {
                 samples[row.request][row.sample] = Some(finish(row));
+                if let Some(o) = &row.opening {
+                    self.finished += 1;
+                    self.kept[s] = Some((self.finished, o.left_by(row)));
+                }
                 *slot = None;
             }
         }
