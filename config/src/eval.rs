@@ -61,8 +61,16 @@ impl FromStr for ModelRef {
             .is_some_and(|p| p.eq_ignore_ascii_case("scripted"))
             && matches!(s.as_bytes().get(8), None | Some(b':'))
         {
-            // The backend reads the prefix in lower case; the options as written.
-            Ok(ModelRef::Scripted(format!("scripted{}", &s[8..])))
+            // The backend reads the prefix in lower case; the options as written, checked
+            // here so that a bad one fails the config, not the worker that loads it.
+            let spec = format!("scripted{}", &s[8..]);
+            match tsst_backend::parse_scripted(&spec) {
+                Some(_) => Ok(ModelRef::Scripted(spec)),
+                None => Err(format!(
+                    "`{s}` has an unknown scripted option: the options are <N>ms, per<K>, \
+                     flaky<K> and panic<K> (K >= 2), as in `scripted:30ms:flaky3`"
+                )),
+            }
         } else {
             Ok(ModelRef::Path(PathBuf::from(s)))
         }
@@ -653,6 +661,15 @@ models:
         for text in ["scripted-run", "scriptedé", "models/scripted"] {
             assert_eq!(text.parse(), Ok(ModelRef::Path(text.into())));
         }
+        for text in [
+            "scripted:",
+            "scripted:fast",
+            "scripted:30",
+            "scripted:panic1",
+        ] {
+            let err = text.parse::<ModelRef>().unwrap_err();
+            assert!(err.contains(text) && err.contains("flaky<K>"), "{err}");
+        }
     }
 
     #[test]
@@ -775,6 +792,16 @@ models:
         let msg = parse(&text).unwrap_err().to_string();
         assert!(
             msg.contains("data_subset: must be one of train, val for vcr"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_bad_scripted_option_fails_the_config_at_its_field() {
+        let text = MINIMAL.replace("value_model: scripted", "value_model: 'scripted:5s'");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("x.yaml: models[0].value_model: `scripted:5s` has an unknown"),
             "{msg}"
         );
     }
