@@ -20,8 +20,9 @@
 # (without it: TSST_SLOT_REUSE=0).
 # `value` is no e2e run but value.sh (the value model's calls in isolation and the
 # decode step, under both attention settings), run where it stands in the list; so are
-# `noref` (no reference run at all), `generation` (generation.sh: the decode step against PyTorch's generate), `steps`
-# (steps.sh: the decode step with and without CUDA graphs), `tree`
+# `noref` (no reference run at all), `generation` (generation.sh: the decode step
+# against PyTorch's generate), `steps` (steps.sh: the decode step with and without CUDA
+# graphs), `tree`
 # (tree.sh: a node's children scored in one run), `kernels` (kernels.sh: the step kernel by
 # kernel against its floor), `value-ab` (value-ab.sh: value calls against a baseline
 # build's) and `reference`, which otherwise runs

@@ -154,7 +154,6 @@ fn check_modes(device: Device) {
             let ids = p.prompt_ids(&q, &later).unwrap();
             let whole = p.model().positions_of(&ids) as u64;
             let ran = p.model().prefilled() - before;
-            eprintln!("slot reuse: prefilled {ran} of a prompt of {whole}");
             assert!(ran * 4 < whole, "prefilled {ran} of a prompt of {whole}");
         }
         if extra == Extra::Stems {
@@ -166,11 +165,11 @@ fn check_modes(device: Device) {
         results.push(((mode, extra), out));
         prefilled.push(p.model().prefilled());
     }
-    // Copying stems from the slots prefilled less than prefilling every prompt whole
-    // (the same requests, Shared without stems).
+    // Copying from the slots prefilled less than prefilling every prompt whole (the
+    // same requests, Shared without reuse).
     assert!(
         prefilled[5] < prefilled[3],
-        "prefilled with stems from the slots {} against {} without",
+        "prefilled with reuse from the slots {} against {} without",
         prefilled[5],
         prefilled[3]
     );

@@ -32,12 +32,7 @@ impl Llava {
                 let opening = openings
                     .entry(tsst_labels::conversation(question, ""))
                     .or_insert_with_key(|text| self.tokenizer.encode(text).unwrap_or_default());
-                opening
-                    .iter()
-                    .zip(&ids)
-                    .take_while(|(a, b)| a == b)
-                    .count()
-                    .min(ids.len().saturating_sub(1))
+                shared_ids(opening.iter(), &ids).min(ids.len().saturating_sub(1))
             } else {
                 0
             };

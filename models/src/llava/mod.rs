@@ -63,6 +63,21 @@ pub struct Prompt {
     pub stem: usize,
 }
 
+/// Whether two prompts embed the same image (the same features, or none): where
+/// their ids agree, their caches then agree too.
+pub fn same_image(a: &Option<Arc<Vec<f32>>>, b: &Option<Arc<Vec<f32>>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// How many first ids `a` and `b` have in common.
+pub fn shared_ids<'a>(a: impl IntoIterator<Item = &'a i64>, b: &[i64]) -> usize {
+    a.into_iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Per image: its features, or why it could not be read.
 type Features = Result<Arc<Vec<f32>>, String>;
 

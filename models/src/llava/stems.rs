@@ -102,14 +102,6 @@ impl Stems {
     }
 }
 
-fn same_image(a: &Option<Arc<Vec<f32>>>, b: &Option<Arc<Vec<f32>>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 impl Llava {
     /// Bytes of stems kept (0: none, the default; stems serve in [`KvMode::Shared`]
     /// only, and not with CUDA graphs: a stem lasts in the decoder's arena, where a
@@ -149,17 +141,13 @@ impl Llava {
         self.kv_mode == KvMode::Shared && self.stems.limit > 0
     }
 
-    /// The positions of `prompt`'s stem where one can serve it: at least [`MIN_STEM`]
-    /// ids, less than the whole prompt, and no image after it.
-    pub fn stem_positions(&self, prompt: &Prompt) -> Option<usize> {
+    /// Whether a stem can serve `prompt`: at least [`MIN_STEM`] ids, less than the
+    /// whole prompt, and no image after it.
+    fn stem_serves(&self, prompt: &Prompt) -> bool {
         let image = self.manifest.special_tokens.image;
-        if prompt.stem < MIN_STEM
-            || prompt.stem >= prompt.ids.len()
-            || prompt.ids[prompt.stem..].contains(&image)
-        {
-            return None;
-        }
-        Some(self.embedded_len(prompt) - (prompt.ids.len() - prompt.stem))
+        prompt.stem >= MIN_STEM
+            && prompt.stem < prompt.ids.len()
+            && !prompt.ids[prompt.stem..].contains(&image)
     }
 
     /// Prefills `prompt` over a copy of its stem's cache, prefilling and caching the
@@ -173,7 +161,7 @@ impl Llava {
         prompt: &Prompt,
         extra: usize,
     ) -> Result<Option<(usize, DecoderOutput)>, ModelError> {
-        if !self.stems_on() || self.stem_positions(prompt).is_none() {
+        if !self.stems_on() || !self.stem_serves(prompt) {
             return Ok(None);
         }
         self.stems.lookups += 1;

@@ -23,7 +23,7 @@
 //! outputs ignored) until the next regroup.
 use crate::device::Device;
 use crate::error::ModelError;
-use crate::llava::{Cache, Embeds, KvMode, Llava, Prompt, Want};
+use crate::llava::{same_image, shared_ids, Cache, Embeds, KvMode, Llava, Prompt, Want};
 use crate::manifest::{Kind, Route};
 use crate::memory::{self, KvBudget};
 use crate::sampling::{choose, Choice, Rng};
@@ -155,17 +155,10 @@ impl Opening {
     /// none over another image; never all of them (the last one runs, for the
     /// logits of the first token).
     fn shared_with(&self, more: &[i64], prompt: &Prompt) -> usize {
-        let image = match (&self.features, &prompt.features) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !image {
+        if !same_image(&self.features, &prompt.features) {
             return 0;
         }
-        let held = self.ids.iter().chain(more);
-        let n = held.zip(&prompt.ids).take_while(|(a, b)| a == b).count();
-        n.min(prompt.ids.len().saturating_sub(1))
+        shared_ids(self.ids.iter().chain(more), &prompt.ids).min(prompt.ids.len().saturating_sub(1))
     }
 }
 

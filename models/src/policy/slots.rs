@@ -254,20 +254,14 @@ impl OnnxPolicy {
         let mut open: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_none()).collect();
         // Admission counted every sample against the free slots.
         assert!(running.len() <= open.len(), "more rows than free slots");
-        open.sort_by_key(|&s| {
-            self.kept
-                .get(s)
-                .and_then(|k| k.as_ref().map(|(at, _)| at + 1))
-        });
+        open.sort_by_key(|&s| self.kept[s].as_ref().map(|(at, _)| at + 1));
         open.truncate(running.len());
         open.sort_unstable();
         let mut placed: Vec<(usize, usize)> = Vec::with_capacity(running.len());
         for ((mut row, b), slot) in running.into_iter().zip(open) {
             row.slots = Vec::new();
             rows[slot] = Some(row);
-            if let Some(kept) = self.kept.get_mut(slot) {
-                *kept = None;
-            }
+            self.kept[slot] = None;
             placed.push((slot, b));
         }
         self.model

@@ -2,7 +2,7 @@
 //! `conversation(question, text)`, through the value head, one scalar per request.
 use crate::device::{open_session, Device};
 use crate::error::ModelError;
-use crate::llava::{KvMode, Llava, Prompt};
+use crate::llava::{same_image, shared_ids, KvMode, Llava, Prompt};
 use crate::manifest::{Kind, ValueHead};
 use crate::memory;
 use crate::ms_since;
@@ -10,7 +10,6 @@ use crate::tensor;
 use ort::session::Session;
 use ort::value::TensorElementType;
 use std::path::Path;
-use std::sync::Arc;
 use tsst_backend::{BackendError, RequestError, ScoreRequest, ValueBackend};
 
 /// Texts scored per decoder run.
@@ -228,19 +227,8 @@ impl OnnxValue {
             let mut end = start + 1;
             while end < live.len() {
                 let next = &live[end].1;
-                let same_image = match (&first.features, &next.features) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                };
-                let common = first
-                    .ids
-                    .iter()
-                    .zip(&next.ids)
-                    .take_while(|(a, b)| a == b)
-                    .count()
-                    .min(next.ids.len() - 1);
-                if !same_image || common.min(shared) < MIN_SHARED {
+                let common = shared_ids(&first.ids, &next.ids).min(next.ids.len() - 1);
+                if !same_image(&first.features, &next.features) || common.min(shared) < MIN_SHARED {
                     break;
                 }
                 shared = common.min(shared);
@@ -328,11 +316,7 @@ impl OnnxValue {
         let mut keeps = Vec::with_capacity(prompts.len());
         for p in prompts {
             let same = if in_place {
-                written[shared..]
-                    .iter()
-                    .zip(&p.ids[shared..])
-                    .take_while(|(a, b)| a == b)
-                    .count()
+                shared_ids(&written[shared..], &p.ids[shared..])
             } else {
                 0
             };
